@@ -1,0 +1,148 @@
+"""The reference time loop: run a one-step function over a time-major sequence.
+
+This loop is the oracle every fast backend is tested against, and the fallback for
+anything a backend does not cover (custom cells, tracing). It is deliberately plain.
+
+Variable lengths (``lengths[b]`` valid steps in row ``b``, padding at the end):
+
+* at a padded step the state is carried unchanged, so the final state of row ``b`` is
+  its state after step ``lengths[b] − 1``;
+* outputs at padded steps are exactly zero;
+* ``reverse=True`` runs over each row's valid prefix backwards (step ``lengths[b] − 1``
+  first) and writes outputs back in the original time order; padding stays at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seqlab.functional.cells import LSTMState, gru_step, linear, lstm_step, rnn_step
+
+State = Any  # a Tensor, or a (named) tuple/list of States
+
+
+def tree_map(fn: Callable[..., Tensor], *trees: State) -> State:
+    """Apply ``fn`` leaf-wise over matching Tensor / tuple / NamedTuple / list trees."""
+    first = trees[0]
+    if isinstance(first, Tensor):
+        return fn(*trees)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):  # NamedTuple
+        return type(first)(*(tree_map(fn, *parts) for parts in zip(*trees, strict=True)))
+    if isinstance(first, (tuple, list)):
+        return type(first)(tree_map(fn, *parts) for parts in zip(*trees, strict=True))
+    raise TypeError(f"state: expected a Tensor or a tuple of Tensors, got {type(first).__name__}")
+
+
+def tree_leaves(tree: State) -> list[Tensor]:
+    """The tensors of a state tree, in order."""
+    if isinstance(tree, Tensor):
+        return [tree]
+    return [leaf for part in tree for leaf in tree_leaves(part)]
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse a time-major ``(T, B, ...)`` tensor along time within each row's valid prefix.
+
+    Row ``b`` maps step ``t < lengths[b]`` to ``lengths[b] − 1 − t``; padded steps stay put.
+    Applying it twice is the identity.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T, B = x.shape[0], x.shape[1]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    n = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    index = torch.where(t < n, n - 1 - t, t)  # (T, B)
+    index = index.view(T, B, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
+    """Boolean ``(T, B, 1)`` mask, True where step ``t`` is valid for row ``b``."""
+    if lengths is None:
+        return None
+    t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    return (t < lengths.to(device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+
+
+def scan(
+    step: Callable[[Tensor, State], tuple[Tensor, State]],
+    inputs: Tensor,
+    state: State,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, State]:
+    """Run ``step(x_t, state) -> (y_t, state')`` over ``inputs`` of shape ``(T, B, ...)``.
+
+    Returns ``(outputs (T, B, ...), final_state)`` with the length/reverse rules of the
+    module docstring.
+    """
+    T = inputs.shape[0]
+    if reverse:
+        inputs = reverse_padded(inputs, lengths)
+    mask = step_mask(lengths, T, inputs.device)
+    outputs = []
+    for t in range(T):
+        y, new_state = step(inputs[t], state)
+        if mask is not None:
+            m = mask[t]  # (B, 1)
+            new_state = tree_map(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
+            y = torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        state = new_state
+        outputs.append(y)
+    out = torch.stack(outputs) if outputs else inputs.new_zeros((0,) + inputs.shape[1:])
+    if reverse:
+        out = reverse_padded(out, lengths)
+    return out, state
+
+
+def make_step(
+    mode: str, w_hh: Tensor, b_hh: Tensor | None
+) -> Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]:
+    """A premultiplied step ``(xw_t, state_tuple) -> (h, state_tuple)`` for a cell kind."""
+    if mode in ("rnn_tanh", "rnn_relu"):
+        nl = "tanh" if mode == "rnn_tanh" else "relu"
+
+        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            h = rnn_step(xw, state[0], w_hh, b_hh, nl)
+            return h, (h,)
+    elif mode == "lstm":
+
+        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            new = lstm_step(xw, LSTMState(*state), w_hh, b_hh)
+            return new.h, (new.h, new.c)
+    elif mode in ("gru", "gru_reset_before"):
+        reset_after = mode == "gru"
+
+        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            h = gru_step(xw, state[0], w_hh, b_hh, reset_after)
+            return h, (h,)
+    else:
+        raise ValueError(
+            f"mode: expected one of rnn_tanh, rnn_relu, lstm, gru, gru_reset_before; got {mode!r}"
+        )
+    return step
+
+
+def reference_layer(
+    mode: str,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer, one direction, by the reference loop.
+
+    ``x`` is time-major ``(T, B, I)``; ``state`` is ``(h0,)`` or, for LSTM, ``(h0, c0)``,
+    each ``(B, H)``. The input projection for all steps is one GEMM:
+    ``xw = x @ w_ihᵀ + b_ih`` → ``(T, B, G·H)``. Returns ``(y (T, B, H), final_state)``.
+    """
+    xw = linear(x, w_ih, b_ih)  # (T, B, G·H)
+    return scan(make_step(mode, w_hh, b_hh), xw, tuple(state), lengths, reverse)
