@@ -98,7 +98,7 @@ class TransformerLM(nn.Module):
         return self.output(h), kv  # (B, T, V)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """``tokens`` (B, T) -> next-token logits (B, T, V); logits[:, t] predicts tokens[:, t+1]."""
+        """``tokens`` (B, T) -> logits (B, T, V); logits[:, t] predicts tokens[:, t + 1]."""
         check_tokens("tokens", tokens, self.config.vocab_size)
         self._check_length("tokens", tokens.shape[1])
         return self._run(tokens, None, 0)[0]
@@ -150,7 +150,11 @@ class TransformerLM(nn.Module):
         """
         from seqlab import decoding  # the decoding functions live with the recurrent models
 
-        functions = {"greedy": decoding.greedy, "sample": decoding.sample, "beam": decoding.beam_search}
+        functions = {
+            "greedy": decoding.greedy,
+            "sample": decoding.sample,
+            "beam": decoding.beam_search,
+        }
         if method not in functions:
             raise ValueError(f"method: expected one of {sorted(functions)}, got {method!r}")
         was_training = self.training

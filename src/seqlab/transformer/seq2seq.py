@@ -113,7 +113,9 @@ class TransformerSeq2Seq(nn.Module):
             return None
         return src != self.config.pad_id
 
-    def encode(self, src: Tensor, src_lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def encode(
+        self, src: Tensor, src_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """``src`` (B, S) -> (memory (B, S, E), memory key mask (B, S) or None)."""
         check_tokens("src", src, self.config.src_vocab_size)
         self._check_length("src", src.shape[1])
@@ -122,7 +124,7 @@ class TransformerSeq2Seq(nn.Module):
         return memory, mask
 
     def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V_tgt); logits[:, t] predicts the target after tgt_in[:, t]."""
+        """Teacher-forced logits (B, T, V_tgt); logits[:, t] predicts the token after tgt_in[:, t]."""
         check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         self._check_length("tgt_in", tgt_in.shape[1])
         if tgt_in.shape[0] != src.shape[0]:
@@ -184,7 +186,11 @@ class TransformerSeq2Seq(nn.Module):
         ``kwargs`` such as eos, beam_size, temperature go to the decoding function)."""
         from seqlab import decoding  # the decoding functions live with the recurrent models
 
-        functions = {"greedy": decoding.greedy, "sample": decoding.sample, "beam": decoding.beam_search}
+        functions = {
+            "greedy": decoding.greedy,
+            "sample": decoding.sample,
+            "beam": decoding.beam_search,
+        }
         if method not in functions:
             raise ValueError(f"method: expected one of {sorted(functions)}, got {method!r}")
         was_training = self.training
