@@ -21,9 +21,7 @@ from torch import Tensor, nn
 __all__ = ["sinusoidal_table", "SinusoidalPositionalEncoding", "LearnedPositionalEncoding"]
 
 
-def sinusoidal_table(
-    positions: Tensor, d_model: int, dtype: torch.dtype = torch.float32
-) -> Tensor:
+def sinusoidal_table(positions: Tensor, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Sinusoidal encodings for integer ``positions`` (N,) -> (N, d_model)."""
     if d_model <= 0:
         raise ValueError(f"d_model: expected a positive int, got {d_model}")

@@ -50,9 +50,7 @@ def rnn_step(
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
-def lstm_step(
-    xw: Tensor, state: LSTMState, w_hh: Tensor, b_hh: Tensor | None
-) -> LSTMState:
+def lstm_step(xw: Tensor, state: LSTMState, w_hh: Tensor, b_hh: Tensor | None) -> LSTMState:
     """LSTM step with gates in the order i, f, g, o.
 
     ``a = xw + h @ w_hhᵀ + b_hh`` split into four (B, H) blocks ``a_i, a_f, a_g, a_o``;

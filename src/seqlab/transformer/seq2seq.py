@@ -124,7 +124,10 @@ class TransformerSeq2Seq(nn.Module):
         return memory, mask
 
     def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V_tgt); logits[:, t] predicts the token after tgt_in[:, t]."""
+        """Teacher-forced logits (B, T, V_tgt); logits[:, t] predicts the token after tgt_in[:, t].
+
+        ``src`` (B, S), ``src_lengths`` (B,) or None, ``tgt_in`` (B, T) (starts with BOS).
+        """
         check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         self._check_length("tgt_in", tgt_in.shape[1])
         if tgt_in.shape[0] != src.shape[0]:
