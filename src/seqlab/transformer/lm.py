@@ -133,6 +133,10 @@ class TransformerLM(nn.Module):
         """Select/repeat batch rows: every cache row b' becomes old row ``index[b']``."""
         return LMState(tuple(c.index_select(index) for c in state.kv), state.position)
 
+    def state_batch_size(self, state: LMState) -> int:
+        """Rows in ``state`` (lets decoding functions broadcast an int ``bos``)."""
+        return state.kv[0].k.shape[0]
+
     @torch.no_grad()
     def generate(
         self,

@@ -175,6 +175,10 @@ class TransformerSeq2Seq(nn.Module):
             state.position,
         )
 
+    def state_batch_size(self, state: Seq2SeqState) -> int:
+        """Rows in ``state`` (lets decoding functions broadcast an int ``bos``)."""
+        return state.memory_kv[0].k.shape[0]
+
     @torch.no_grad()
     def generate(
         self,
