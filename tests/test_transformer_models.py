@@ -97,6 +97,33 @@ def test_seq2seq_source_padding_never_changes_outputs():
     # Without lengths, the mask is src != pad_id.
     padded = torch.cat([src, torch.full((1, 5), PAD)], dim=1)
     torch.testing.assert_close(model(padded, None, tgt_in), alone, atol=1e-5, rtol=1e-5)
+    # Encoder outputs at valid source positions, and right-padded targets, are unchanged too.
+    memory, _ = model.encode(padded, torch.tensor([3]))
+    torch.testing.assert_close(memory[:, :3], model.encode(src)[0], atol=1e-5, rtol=1e-5)
+    tgt_padded = torch.cat([tgt_in, torch.full((1, 3), PAD)], dim=1)
+    torch.testing.assert_close(model(src, None, tgt_padded)[:, :4], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_methods_match_cross_entropy_with_ignore_index():
+    model = TransformerSeq2Seq(13, 13, d_model=16, nhead=2, dropout=0.0)
+    src, lengths, tgt = reversal_batch(5, 1, 4, torch.Generator().manual_seed(0))
+    tgt_lengths = lengths + 2  # BOS + digits + EOS
+    logits = model(src, lengths, tgt[:, :-1])
+    want = F.cross_entropy(logits.reshape(-1, 13), tgt[:, 1:].reshape(-1), ignore_index=PAD)
+    batch = {"src": src, "src_lengths": lengths, "tgt": tgt, "tgt_lengths": tgt_lengths}
+    torch.testing.assert_close(model.loss(batch), want)
+    tgt_junk = tgt.masked_fill(tgt == PAD, 5)  # padded ids may hold anything with lengths
+    torch.testing.assert_close(model.loss({**batch, "tgt": tgt_junk}), want)
+
+    lm = small_lm()
+    inputs, targets = torch.randint(0, 11, (3, 6)), torch.randint(0, 11, (3, 6))
+    n = torch.tensor([6, 2, 4])
+    logits = lm(inputs)
+    ref = torch.stack(
+        [-torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b in range(3) for t in range(n[b])]
+    ).mean()
+    got = lm.loss({"inputs": inputs, "targets": targets, "lengths": n, "state": None})
+    torch.testing.assert_close(got, ref)
 
 
 def test_reorder_state_follows_rows():

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from seqlab.attention.multihead import KVCache
 
 from .embedding import TokenEmbedding, check_tokens
+from .loss import masked_cross_entropy
 from .stacks import LayerConfig, TransformerEncoder
 
 __all__ = ["TransformerLMConfig", "LMState", "TransformerLM"]
@@ -102,6 +103,18 @@ class TransformerLM(nn.Module):
         check_tokens("tokens", tokens, self.config.vocab_size)
         self._check_length("tokens", tokens.shape[1])
         return self._run(tokens, None, 0)[0]
+
+    def loss(self, batch: dict) -> Tensor:
+        """Mean next-token cross-entropy over valid steps.
+
+        ``batch``: ``inputs`` (B, T), ``targets`` (B, T), optional ``lengths`` (B,) — the
+        recurrent LanguageModel's convention. A ``state`` entry is ignored: the Transformer
+        carries no state between training chunks. Targets equal to ``pad_id`` are skipped.
+        """
+        logits = self(batch["inputs"])
+        return masked_cross_entropy(
+            logits, batch["targets"], batch.get("lengths"), self.config.pad_id
+        )
 
     # ------------------------------------------------------------------ decoding protocol
     def start(self, batch_size: int | None = None, prompt: Tensor | None = None) -> LMState:

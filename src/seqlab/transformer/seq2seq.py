@@ -27,6 +27,7 @@ from seqlab.attention.masks import key_mask_from_lengths
 from seqlab.attention.multihead import KVCache
 
 from .embedding import TokenEmbedding, check_tokens
+from .loss import masked_cross_entropy
 from .stacks import LayerConfig, TransformerDecoder, TransformerEncoder
 
 __all__ = ["TransformerSeq2SeqConfig", "Seq2SeqState", "TransformerSeq2Seq"]
@@ -135,6 +136,18 @@ class TransformerSeq2Seq(nn.Module):
         memory, mask = self.encode(src, src_lengths)
         y = self.decoder(self.tgt_embedding(tgt_in), memory, memory_key_mask=mask)
         return self.output(y)
+
+    def loss(self, batch: dict) -> Tensor:
+        """Mean cross-entropy of ``tgt[:, 1:]`` given ``tgt[:, :-1]`` (teacher forcing).
+
+        ``batch``: ``src`` (B, S), optional ``src_lengths`` (B,), ``tgt`` (B, T) = BOS y_1 ..
+        EOS, optional ``tgt_lengths`` (B,) counting BOS and EOS — the recurrent Seq2Seq's
+        convention. Targets equal to ``pad_id`` are skipped as well.
+        """
+        tgt, n = batch["tgt"], batch.get("tgt_lengths")
+        logits = self(batch["src"], batch.get("src_lengths"), tgt[:, :-1])
+        lengths = None if n is None else n - 1
+        return masked_cross_entropy(logits, tgt[:, 1:], lengths, self.config.pad_id)
 
     # ------------------------------------------------------------------ decoding protocol
     def start(self, src: Tensor, src_lengths: Tensor | None = None) -> Seq2SeqState:
