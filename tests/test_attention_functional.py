@@ -164,6 +164,15 @@ def test_dropout_drops_and_rescales_weights():
     torch.testing.assert_close(out_eval, w_ref @ v)
 
 
+def test_explicit_fused_backend_applies_dropout_in_training_only():
+    q = torch.randn(2, 2, 8, 4)
+    ref, _ = scaled_dot_product_attention(q, q, q, backend="math")
+    dropped, _ = scaled_dot_product_attention(q, q, q, dropout_p=0.5, backend="fused")
+    assert not torch.allclose(dropped, ref)
+    kept, _ = scaled_dot_product_attention(q, q, q, dropout_p=0.5, training=False, backend="fused")
+    torch.testing.assert_close(kept, ref, atol=1e-6, rtol=1e-5)
+
+
 def test_gradcheck_math_float64():
     q = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)

@@ -77,6 +77,25 @@ def test_equals_torch_multihead_values_and_grads(bias, mode, mask_kind):
         torch.testing.assert_close(g_ours, g_torch, atol=1e-5, rtol=1e-4)
 
 
+def test_matches_docstring_equations_head_by_head():
+    """out = concat_i softmax(Q_i K_iᵀ / √d) V_i · W_oᵀ + b_o, from the packed weights."""
+    _, attn = _pair()
+    x, mem = torch.randn(2, 3, E, dtype=torch.float64), torch.randn(2, 4, E, dtype=torch.float64)
+    attn = attn.double()
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = x @ w[:E].T + b[:E]
+    k = mem @ w[E : 2 * E].T + b[E : 2 * E]
+    v = mem @ w[2 * E :].T + b[2 * E :]
+    d = E // H
+    heads = []
+    for i in range(H):
+        cols = slice(i * d, (i + 1) * d)
+        scores = q[..., cols] @ k[..., cols].transpose(1, 2) / math.sqrt(d)
+        heads.append(torch.softmax(scores, -1) @ v[..., cols])
+    want = torch.cat(heads, -1) @ attn.out_proj.weight.T + attn.out_proj.bias
+    torch.testing.assert_close(attn(x, mem, mem).output, want)
+
+
 def test_per_head_weights_and_no_weights_path_agree():
     theirs, ours = _pair()
     x = torch.randn(2, 4, E)

@@ -145,6 +145,8 @@ def scaled_dot_product_attention(
     t, s = query.shape[-2], key.shape[-2]
     if is_causal and t > s:
         raise ValueError(f"is_causal: needs T <= S, got T={t} queries and S={s} keys")
+    if is_causal and t == 1:
+        is_causal = False  # a single query at the last position may see every key
     scores_shape = torch.Size((*query.shape[:-1], s))
     if attn_mask is not None:
         check_attn_mask(attn_mask, scores_shape, query.dtype)
