@@ -16,22 +16,34 @@ decoding = pytest.importorskip("seqlab.decoding")
 BOS, EOS = 1, 2
 
 
+def _sharpen(model):
+    # Freshly initialised models predict almost the same token everywhere; a larger output
+    # layer makes the argmax depend on the context, so the comparisons below can fail.
+    torch.nn.init.normal_(model.output.weight, std=2.0)
+    return model
+
+
 def _lm():
-    return TransformerLM(9, d_model=16, nhead=2, num_layers=2, dim_feedforward=24, dropout=0.0)
-
-
-def _s2s():
-    return TransformerSeq2Seq(
-        11, 9, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dropout=0.0
+    return _sharpen(
+        TransformerLM(9, d_model=16, nhead=2, num_layers=2, dim_feedforward=24, dropout=0.0)
     )
 
 
-def _full_greedy_lm(lm, first, steps):
-    seq = first.unsqueeze(1)
+def _s2s():
+    return _sharpen(
+        TransformerSeq2Seq(
+            11, 9, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dropout=0.0
+        )
+    )
+
+
+def _full_greedy_lm(lm, prompt, steps):
+    """Greedy continuation of ``prompt`` (B, P), re-running the whole sequence every step."""
+    seq = prompt
     for _ in range(steps):
         nxt = lm(seq)[:, -1].argmax(-1)
         seq = torch.cat([seq, nxt.unsqueeze(1)], 1)
-    return seq[:, 1:]
+    return seq[:, prompt.shape[1] :]
 
 
 def _teacher_forced_log_prob(model, src, lengths, tokens, n_tokens):
@@ -46,10 +58,14 @@ def test_greedy_on_lm_equals_full_forward_greedy():
     lm = _lm().eval()
     first = torch.tensor([3, 5])
     out = decoding.greedy(lm, lm.start(batch_size=2), first, 6)
-    ref = _full_greedy_lm(lm, first, 6)
+    ref = _full_greedy_lm(lm, first.unsqueeze(1), 6)
     torch.testing.assert_close(out.tokens, ref)
-    gen = lm.generate(prompt=torch.tensor([[4, 3], [7, 5]]), max_new_tokens=6)
-    assert gen.tokens.shape == (2, 6)
+    prompt = torch.tensor([[4, 3, 8], [7, 5, 0]])
+    gen = lm.generate(prompt, 6)
+    torch.testing.assert_close(gen.tokens, _full_greedy_lm(lm, prompt, 6))
+    assert len(set(gen.tokens.flatten().tolist())) > 1  # not a degenerate constant output
+    with pytest.raises(ValueError, match="strategy"):
+        lm.generate(torch.tensor([[4]]), 3, strategy="topk")
 
 
 @torch.no_grad()
@@ -65,11 +81,13 @@ def test_beam_search_on_seq2seq_scores_match_teacher_forcing():
     one = decoding.beam_search(model, model.start(src, lengths), BOS, 7, beam_size=1, eos=EOS)
     greedy = decoding.greedy(model, model.start(src, lengths), BOS, 7, eos=EOS)
     torch.testing.assert_close(one.tokens, greedy.tokens)
+    via_generate = model.generate(src, lengths, max_len=7, beam_size=3)
+    torch.testing.assert_close(via_generate.tokens, beam.tokens)
 
 
 @torch.no_grad()
 def test_sampling_runs_and_respects_vocabulary():
     model = _s2s().eval()
     src = torch.tensor([[3, 4, 5]])
-    out = model.generate(src, None, bos=BOS, max_len=5, method="sample", temperature=0.7)
+    out = model.generate(src, None, max_len=5, temperature=0.7)
     assert out.tokens.shape[0] == 1 and int(out.tokens.max()) < 9

@@ -153,17 +153,18 @@ class TransformerLM(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        prompt: Tensor | None = None,
-        max_new_tokens: int = 100,
-        method: str = "greedy",
-        bos: int | Tensor | None = None,
-        batch_size: int = 1,
+        prompt: Tensor,
+        max_len: int,
+        strategy: str = "greedy",
+        eos: int | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Continue ``prompt`` (B, P) (or start from ``bos``) with seqlab.decoding.
+        """Continue ``prompt`` (B, P >= 1) by up to ``max_len`` tokens with seqlab.decoding.
 
-        ``method`` is ``"greedy"``, ``"sample"`` or ``"beam"`` (``kwargs`` go to the decoding
-        function, e.g. temperature, top_k, beam_size, eos). Returns what that function returns.
+        The prompt minus its last token is read in one pass (:meth:`start`); its last token is
+        the first decoder input. ``strategy``: ``"greedy"``, ``"sample"`` (temperature, top_k,
+        top_p, generator) or ``"beam"`` (beam_size, length_penalty, n_best) — the same call as
+        the recurrent LanguageModel.generate. Returns seqlab.decoding's ``Decoded``.
         """
         from seqlab import decoding  # the decoding functions live with the recurrent models
 
@@ -172,20 +173,15 @@ class TransformerLM(nn.Module):
             "sample": decoding.sample,
             "beam": decoding.beam_search,
         }
-        if method not in functions:
-            raise ValueError(f"method: expected one of {sorted(functions)}, got {method!r}")
+        if strategy not in functions:
+            raise ValueError(f"strategy: expected one of {sorted(functions)}, got {strategy!r}")
+        check_tokens("prompt", prompt, self.config.vocab_size)
+        if prompt.shape[1] < 1:
+            raise ValueError(f"prompt: needs at least one token per row, got {tuple(prompt.shape)}")
         was_training = self.training
         self.eval()
         try:
-            if prompt is not None:
-                check_tokens("prompt", prompt, self.config.vocab_size)
-                state = self.start(prompt=prompt[:, :-1])
-                first: int | Tensor = prompt[:, -1]
-            else:
-                if bos is None:
-                    raise ValueError("bos: needed when no prompt is given")
-                state = self.start(batch_size)
-                first = bos
-            return functions[method](self, state, first, max_new_tokens, **kwargs)
+            state = self.start(prompt=prompt[:, :-1])
+            return functions[strategy](self, state, prompt[:, -1], max_len, eos=eos, **kwargs)
         finally:
             self.train(was_training)

@@ -45,6 +45,8 @@ class TransformerSeq2SeqConfig:
     dropout: float = 0.1
     max_len: int = 512
     pad_id: int | None = 0
+    bos_id: int = 1
+    eos_id: int = 2
     norm_first: bool = True
     positional: str = "sinusoidal"
     activation: str = "relu"
@@ -197,26 +199,38 @@ class TransformerSeq2Seq(nn.Module):
         self,
         src: Tensor,
         src_lengths: Tensor | None = None,
-        bos: int | Tensor = 1,
-        max_len: int = 100,
-        method: str = "greedy",
-        **kwargs: Any,
+        max_len: int = 50,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        **sample_kwargs: Any,
     ) -> Any:
-        """Decode targets for ``src`` with seqlab.decoding (``method`` greedy/sample/beam;
-        ``kwargs`` such as eos, beam_size, temperature go to the decoding function)."""
+        """Decode targets for ``src`` with seqlab.decoding, starting from ``bos_id`` and
+        stopping rows at ``eos_id``: greedy (``beam_size=1``), beam search (``beam_size > 1``)
+        or sampling (pass temperature, top_k, top_p or generator) — the same call as the
+        recurrent Seq2Seq.generate. Tokens exclude BOS and include EOS."""
         from seqlab import decoding  # the decoding functions live with the recurrent models
 
-        functions = {
-            "greedy": decoding.greedy,
-            "sample": decoding.sample,
-            "beam": decoding.beam_search,
-        }
-        if method not in functions:
-            raise ValueError(f"method: expected one of {sorted(functions)}, got {method!r}")
+        c = self.config
+        pad = {} if c.pad_id is None else {"pad": c.pad_id}
         was_training = self.training
         self.eval()
         try:
             state = self.start(src, src_lengths)
-            return functions[method](self, state, bos, max_len, **kwargs)
+            if sample_kwargs:
+                return decoding.sample(
+                    self, state, c.bos_id, max_len, eos=c.eos_id, **pad, **sample_kwargs
+                )
+            if beam_size == 1:
+                return decoding.greedy(self, state, c.bos_id, max_len, eos=c.eos_id, **pad)
+            return decoding.beam_search(
+                self,
+                state,
+                c.bos_id,
+                max_len,
+                beam_size,
+                eos=c.eos_id,
+                length_penalty=length_penalty,
+                **pad,
+            )
         finally:
             self.train(was_training)
