@@ -73,16 +73,24 @@ def test_beam_search_on_seq2seq_scores_match_teacher_forcing():
     model = _s2s().eval()
     src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
     lengths = torch.tensor([4, 2])
-    beam = decoding.beam_search(model, model.start(src, lengths), BOS, 7, beam_size=3, eos=EOS)
+    k = 4
+    beam = decoding.beam_search(
+        model, model.start(src, lengths), BOS, 7, beam_size=k, eos=EOS, n_best=k
+    )
+    assert beam.tokens.shape[:2] == (2, k)
     for b in range(2):
-        n = int(beam.lengths[b])
-        ref = _teacher_forced_log_prob(model, src[b : b + 1], lengths[b : b + 1], beam.tokens[b], n)
-        torch.testing.assert_close(beam.log_probs[b], ref, atol=1e-4, rtol=1e-4)
+        for j in range(k):  # every kept hypothesis, not only the best, must be self-consistent
+            n = int(beam.lengths[b, j])
+            ref = _teacher_forced_log_prob(
+                model, src[b : b + 1], lengths[b : b + 1], beam.tokens[b, j], n
+            )
+            torch.testing.assert_close(beam.log_probs[b, j], ref, atol=1e-4, rtol=1e-4)
     one = decoding.beam_search(model, model.start(src, lengths), BOS, 7, beam_size=1, eos=EOS)
     greedy = decoding.greedy(model, model.start(src, lengths), BOS, 7, eos=EOS)
     torch.testing.assert_close(one.tokens, greedy.tokens)
-    via_generate = model.generate(src, lengths, max_len=7, beam_size=3)
-    torch.testing.assert_close(via_generate.tokens, beam.tokens)
+    via_generate = model.generate(src, lengths, max_len=7, beam_size=k)
+    best = beam.tokens[:, 0, : via_generate.tokens.shape[1]]
+    torch.testing.assert_close(via_generate.tokens, best)
 
 
 @torch.no_grad()
