@@ -290,6 +290,7 @@ class Trainer:
         norm = nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm else math.inf)
         if not torch.isfinite(norm):
             self._nonfinite(f"global gradient norm is {norm.item()}")
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -301,7 +302,7 @@ class Trainer:
             "epoch": self.epoch,
             "loss": ddp.all_reduce_mean(sum(self._pending) / len(self._pending)),
             "grad_norm": float(norm),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "samples_per_s": self._rows * ddp.world_size() / max(now - self._tlast, 1e-9),
             "time_s": now - self._t0,
         }
