@@ -214,3 +214,40 @@ def test_corrupted_last_checkpoint_is_refused_and_not_overwritten(tmp_path):
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         tr.fit(resume=last)
     assert last.read_bytes() == cut  # nothing was written over it
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+import test_training_checkpoint as T
+from seqlab.training import Trainer, TrainConfig
+
+torch.set_num_threads(1)
+torch.manual_seed(11)
+cls, data, kw = T.CASES["tbptt_streams"]
+tr = Trainer(cls(), data(), TrainConfig(seed=0, checkpoint_dir=sys.argv[1], save_every=1, **kw))
+def die(trainer, rec):
+    if rec["step"] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final save
+tr.callbacks.append(die)
+tr.fit()
+"""
+
+
+@pytest.mark.slow
+def test_real_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(here.parent / "src")}
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "b"), str(here)], env=env)
+    assert run.returncode == -signal.SIGKILL
+    full = _run("tbptt_streams", tmp_path / "a", save=False)
+    resumed = _run("tbptt_streams", tmp_path / "b", resume=True, init_seed=5)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import seqlab
 from seqlab.training import TBPTT, TrainConfig, chunked_forward, detach_state, tbptt_backward
 from seqlab.training.tbptt import reset_rows
 
@@ -80,7 +81,7 @@ def test_k2_smaller_than_k1_gradient_reaches_only_last_k2_steps():
     assert final.grad_fn is None
 
 
-@pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM, nn.RNN])
+@pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM, seqlab.GRU, seqlab.LSTM, seqlab.RNN])
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_chunked_forward_equals_full_forward(cls, chunk):
     rnn = cls(3, 5, num_layers=2)

@@ -175,10 +175,13 @@ class Trainer:
         return None
 
     # --- the loop -------------------------------------------------------------------
-    def fit(self, resume: str | Path | None = None) -> TrainResult:
-        """Train until a stopping rule fires; ``resume`` is a checkpoint file to continue."""
+    def fit(self, resume: str | Path | bool | None = None) -> TrainResult:
+        """Train until a stopping rule fires. ``resume``: a checkpoint file to continue from,
+        or True for ``<checkpoint_dir>/last.safetensors`` when it exists (else start fresh)."""
         c = self.cfg
-        if resume is not None:
+        if resume is True:
+            resume = self.last_path if self.last_path and self.last_path.exists() else None
+        if resume is not None and resume is not False:
             self.load(resume)
         elif c.seed is not None:
             seed_everything(c.seed, c.deterministic)
