@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ class TrainConfig:
     Stopping: after ``max_steps`` optimiser steps, after ``epochs`` passes over the data,
     after ``time_budget_s`` seconds, or when the monitored metric has not improved for
     ``patience`` evaluations — whichever comes first (``None`` disables one).
+    ``time_budget_s`` counts from the start of each ``fit()`` call (a resumed run gets a
+    fresh budget). ``patience`` counts evaluations, so it needs ``eval_every``.
     """
 
     # length of training
@@ -81,6 +84,8 @@ class TrainConfig:
             positive("save_every")
         if self.epochs is None and self.max_steps is None and self.time_budget_s is None:
             raise ValueError("epochs/max_steps/time_budget_s: at least one must be set")
+        if self.patience is not None and self.eval_every is None:
+            raise ValueError("patience: early stopping counts evaluations; set eval_every too")
         if self.tbptt_k2 is not None and self.tbptt_k1 is None:
             raise ValueError("tbptt_k2: needs tbptt_k1 as well")
         if self.mode not in ("min", "max"):
@@ -164,3 +169,42 @@ def as_loss(out: Any) -> Tensor:
             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
         )
     return out.reshape(())
+
+
+class LossModule(nn.Module):
+    """``forward(batch, state) -> (loss, state)``: one entry point, so DDP sees the forward."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable | None, tbptt: bool) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.tbptt = model, loss_fn, tbptt
+
+    def forward(self, batch: Any, state: Any = None) -> tuple[Tensor, Any]:
+        if self.tbptt:
+            fn = self.loss_fn or (lambda m, b, s: default_loss(m, b, s, tbptt=True))
+            loss, state = fn(self.model, batch, state)
+            return as_loss(loss), state
+        if self.loss_fn is None:
+            return default_loss(self.model, batch), None
+        return as_loss(self.loss_fn(self.model, batch)), None
+
+
+def model_config(model: nn.Module, given: dict | None) -> dict:
+    """The model configuration stored in checkpoints and checked on resume: ``given``, else
+    ``model.config`` (a dict or dataclass), else empty; as its JSON round trip."""
+    cfg = given if given is not None else getattr(model, "config", None)
+    if cfg is None:
+        return {}
+    if hasattr(cfg, "__dataclass_fields__"):
+        cfg = asdict(cfg)
+    return json.loads(json.dumps(cfg, default=str))  # the JSON view is what gets compared
+
+
+def batch_rows(batch: Any) -> int:
+    """Rows in a batch (first axis of its first non-scalar tensor), for throughput."""
+    if isinstance(batch, Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    items = batch.values() if isinstance(batch, dict) else batch
+    for v in items if isinstance(items, Iterable) else ():
+        if isinstance(v, Tensor) and v.dim():
+            return v.shape[0]
+    return 1

@@ -37,7 +37,6 @@ uninterrupted run with the same seed (single process, CPU, ``num_workers=0`` loa
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -46,61 +45,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from seqlab.training import checkpoint as ckpt
 from seqlab.training import ddp
 from seqlab.training.config import (
+    LossModule,
     NonFiniteLossError,
     TrainConfig,
     TrainResult,
-    as_loss,
-    default_loss,
+    batch_rows,
     seed_everything,
 )
+from seqlab.training.config import model_config as _model_config
 from seqlab.training.logs import MetricsFile, Progress, TensorBoard
 from seqlab.training.schedules import ReduceOnPlateau, WarmupCosine
 from seqlab.training.tbptt import TBPTT, detach_state, window_forward_state
 
 log = logging.getLogger("seqlab.training")
-
-
-class _LossModule(nn.Module):
-    """``forward(batch, state) -> (loss, state)``: one entry point, so DDP sees the forward."""
-
-    def __init__(self, model: nn.Module, loss_fn: Callable | None, tbptt: bool) -> None:
-        super().__init__()
-        self.model, self.loss_fn, self.tbptt = model, loss_fn, tbptt
-
-    def forward(self, batch: Any, state: Any = None) -> tuple[Tensor, Any]:
-        if self.tbptt:
-            fn = self.loss_fn or (lambda m, b, s: default_loss(m, b, s, tbptt=True))
-            loss, state = fn(self.model, batch, state)
-            return as_loss(loss), state
-        if self.loss_fn is None:
-            return default_loss(self.model, batch), None
-        return as_loss(self.loss_fn(self.model, batch)), None
-
-
-def _model_config(model: nn.Module, given: dict | None) -> dict:
-    cfg = given if given is not None else getattr(model, "config", None)
-    if cfg is None:
-        return {}
-    if hasattr(cfg, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        cfg = asdict(cfg)
-    return json.loads(json.dumps(cfg, default=str))  # the JSON view is what gets compared
-
-
-def _rows(batch: Any) -> int:
-    if isinstance(batch, Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    items = batch.values() if isinstance(batch, dict) else batch
-    for v in items if isinstance(items, Iterable) else ():
-        if isinstance(v, Tensor) and v.dim():
-            return v.shape[0]
-    return 1
 
 
 class Trainer:
@@ -129,7 +91,7 @@ class Trainer:
             TBPTT(cfg.tbptt_k1, cfg.tbptt_k2, cfg.time_dim) if cfg.tbptt_k1 is not None else None
         )
         self.model_config = _model_config(model, model_config)
-        self._loss = _LossModule(model, loss_fn, self.tbptt is not None)
+        self._loss = LossModule(model, loss_fn, self.tbptt is not None)
         self._net = ddp.wrap_model(self._loss)
         self.optimizer = optimizer or self._make_optimizer()
         self.scheduler = scheduler if scheduler is not None else self._make_scheduler()
@@ -270,7 +232,7 @@ class Trainer:
         (loss.float() / c.grad_accum).backward()
         self.carry = detach_state(state)
         self._pending.append(float(loss.detach()))
-        self._rows += _rows(batch)
+        self._rows += batch_rows(batch)
         if last_window:
             self.batch_idx, self.window_idx = self.batch_idx + 1, 0
         else:
