@@ -279,3 +279,29 @@ def test_metrics_csv_progress_bar_and_optional_tensorboard(tmp_path):
         assert TensorBoard(tmp_path / "tb2").available
     except ImportError:
         assert not TensorBoard(tmp_path / "tb2").available
+
+
+@pytest.mark.parametrize("stateful", [True, False])
+def test_stateful_carries_detached_state_across_batches_and_resets_each_epoch(stateful):
+    seen = []
+    rnn = nn.RNN(1, 3, batch_first=True)
+
+    def loss_fn(model, batch, state):
+        seen.append(None if state is None else state.clone())
+        out, state = model(batch["x"], state)
+        return out.pow(2).mean(), state
+
+    data = [{"x": torch.randn(2, 4, 1)} for _ in range(3)]
+    cfg = TrainConfig(epochs=2, tbptt_k1=4, stateful=stateful, optimizer="sgd", lr=0.0)
+    tr = Trainer(rnn, data, cfg, loss_fn=loss_fn)
+    tr.fit()
+    assert len(seen) == 6
+    assert seen[0] is None and seen[3] is None  # every epoch starts fresh
+    if stateful:
+        # lr = 0: the weights do not move, so batch i + 1 must start from batch i's final state
+        for i in (0, 1, 3, 4):
+            h0 = seen[i] if seen[i] is not None else None
+            _, want = rnn(data[i % 3]["x"], h0)
+            torch.testing.assert_close(seen[i + 1], want.detach())
+    else:
+        assert all(s is None for s in seen)
