@@ -297,11 +297,11 @@ def test_stateful_carries_detached_state_across_batches_and_resets_each_epoch(st
     tr.fit()
     assert len(seen) == 6
     assert seen[0] is None and seen[3] is None  # every epoch starts fresh
+    assert all(s is None or s.grad_fn is None for s in seen)  # carried state is detached
     if stateful:
         # lr = 0: the weights do not move, so batch i + 1 must start from batch i's final state
         for i in (0, 1, 3, 4):
-            h0 = seen[i] if seen[i] is not None else None
-            _, want = rnn(data[i % 3]["x"], h0)
+            _, want = rnn(data[i % 3]["x"], seen[i])
             torch.testing.assert_close(seen[i + 1], want.detach())
     else:
         assert all(s is None for s in seen)
