@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import seqlab
 from seqlab.functional.cells import LSTMState
 from seqlab.training import (
     CheckpointError,
@@ -130,7 +131,8 @@ def cls_data():
 class StreamLM(nn.Module):
     def __init__(self, V=11, H=12):
         super().__init__()
-        self.emb, self.rnn, self.out = nn.Embedding(V, 6), nn.LSTM(6, H), nn.Linear(H, V)
+        # seqlab's LSTM: the carried state is an LSTMState stored in the checkpoint
+        self.emb, self.rnn, self.out = nn.Embedding(V, 6), seqlab.LSTM(6, H), nn.Linear(H, V)
         self.drop = nn.Dropout(0.2)
 
     def loss(self, batch, state):
@@ -187,6 +189,8 @@ def test_kill_and_resume_reproduces_losses_bit_exactly(tmp_path, case):
     got = [r["loss"] for r in resumed.history]
     assert len(want) > 6 and got == want  # bit-exact, step for step
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+    if case == "tbptt_streams":
+        assert isinstance(full.carry, LSTMState)
     for p, q in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
     if case == "plateau_eval":

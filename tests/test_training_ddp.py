@@ -1,6 +1,7 @@
 """Data-parallel training: 2 processes launched by torchrun on gloo == 1 process on the
 global batch (within float tolerance)."""
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -83,11 +84,9 @@ def test_torchrun_two_processes_gloo_equals_single_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import common
-    finally:
-        sys.path.remove(str(tmp_path))
+    spec = importlib.util.spec_from_file_location("seqlab_ddp_common", tmp_path / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
     model = common.make_model()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     Trainer(model, common.global_batches(), common.config(), loss_fn=common.loss_fn).fit()
@@ -97,7 +96,6 @@ def test_torchrun_two_processes_gloo_equals_single_process(tmp_path):
         torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
         assert torch.equal(r0[k], r1[k])  # ranks stay in lockstep
         assert not torch.equal(v, start[k])  # training did move the weights
-    del sys.modules["common"]
 
 
 def test_shard_rows_without_process_group_is_identity_and_checks_divisibility():

@@ -6,6 +6,7 @@ from batch to batch, evaluated by loss every 5 steps, checkpoints in ``run_dir``
 
     import torch
     from torch import nn
+    import seqlab
     from seqlab.training import TokenStreams, TrainConfig, Trainer, forward_with_resets
 
     text = "to be or not to be, that is the question. " * 20
@@ -16,7 +17,8 @@ from batch to batch, evaluated by loss every 5 steps, checkpoints in ``run_dir``
         def __init__(self, V, H=32):
             super().__init__()
             self.config = {"V": V, "H": H}          # checked when resuming
-            self.emb, self.rnn, self.out = nn.Embedding(V, 16), nn.LSTM(16, H), nn.Linear(H, V)
+            self.emb, self.rnn = nn.Embedding(V, 16), seqlab.LSTM(16, H)
+            self.out = nn.Linear(H, V)
 
         def loss(self, batch, state):               # TBPTT convention: (loss, new_state)
             def run(x, s):                          # x (B, T) -> outputs (B, T, H)
