@@ -96,6 +96,14 @@ def test_matches_docstring_equations_head_by_head():
     torch.testing.assert_close(attn(x, mem, mem).output, want)
 
 
+def test_distinct_key_and_value_tensors_equal_torch():
+    theirs, ours = _pair()
+    q, k, v = torch.randn(2, 3, E), torch.randn(2, 5, E), torch.randn(2, 5, E)
+    torch.testing.assert_close(ours(q, k, v).output, theirs(q, k, v)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="value"):
+        ours(q, k, torch.randn(2, 4, E))
+
+
 def test_per_head_weights_and_no_weights_path_agree():
     theirs, ours = _pair()
     x = torch.randn(2, 4, E)

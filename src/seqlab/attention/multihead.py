@@ -129,9 +129,8 @@ class MultiHeadAttention(nn.Module):
         """Project an encoder memory (B, S, E) once into a reusable :class:`KVCache`."""
         self._check_input("memory", memory)
         e = self.embed_dim
-        k = self._split(self._proj(memory, slice(e, 2 * e)))
-        v = self._split(self._proj(memory, slice(2 * e, 3 * e)))
-        return KVCache(k, v)
+        k_all, v_all = self._proj(memory, slice(e, 3 * e)).chunk(2, dim=-1)
+        return KVCache(self._split(k_all), self._split(v_all))
 
     def empty_cache(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | None = None
@@ -187,8 +186,12 @@ class MultiHeadAttention(nn.Module):
                     raise ValueError(
                         f"value: expected the key's length {key.shape[1]}, got {tuple(value.shape)}"
                     )
-                k = self._split(self._proj(key, slice(e, 2 * e)))
-                v = self._split(self._proj(value, slice(2 * e, 3 * e)))
+                if key is value:  # encoder memory: one GEMM for K and V together
+                    k_all, v_all = self._proj(key, slice(e, 3 * e)).chunk(2, dim=-1)
+                    k, v = self._split(k_all), self._split(v_all)
+                else:
+                    k = self._split(self._proj(key, slice(e, 2 * e)))
+                    v = self._split(self._proj(value, slice(2 * e, 3 * e)))
             if past_kv is not None:
                 if past_kv.k.shape[:2] != (batch, self.num_heads):
                     raise ValueError(
