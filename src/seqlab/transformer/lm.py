@@ -94,9 +94,14 @@ class TransformerLM(nn.Module):
     def _run(
         self, tokens: Tensor, past: tuple[KVCache, ...] | None, offset: int
     ) -> tuple[Tensor, tuple[KVCache, ...]]:
-        x = self.embedding(tokens, offset)  # (B, T, E)
-        h, kv = self.body.forward_with_cache(x, is_causal=True, past_kv=past)
+        h, kv = self._hidden(tokens, past, offset)
         return self.output(h), kv  # (B, T, V)
+
+    def _hidden(
+        self, tokens: Tensor, past: tuple[KVCache, ...] | None, offset: int
+    ) -> tuple[Tensor, tuple[KVCache, ...]]:
+        x = self.embedding(tokens, offset)  # (B, T, E)
+        return self.body.forward_with_cache(x, is_causal=True, past_kv=past)  # (B, T, E)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``tokens`` (B, T) -> logits (B, T, V); logits[:, t] predicts tokens[:, t + 1]."""
@@ -132,7 +137,7 @@ class TransformerLM(nn.Module):
         if prompt.shape[1] == 0:
             return self.start(batch_size=prompt.shape[0])
         self._check_length("prompt", prompt.shape[1])
-        _, kv = self._run(prompt, None, 0)
+        _, kv = self._hidden(prompt, None, 0)  # only the caches are needed, not the logits
         return LMState(kv, prompt.shape[1])
 
     def step(self, tokens: Tensor, state: LMState) -> tuple[Tensor, LMState]:
