@@ -54,8 +54,9 @@ def test_lm_incremental_steps_equal_full_forward(norm_first, positional):
     assert state.position == 5 and lm.state_batch_size(state) == 3
 
 
-def test_lm_is_causal_and_right_padding_is_harmless():
-    lm = small_lm()
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_lm_is_causal_and_right_padding_is_harmless(norm_first):
+    lm = small_lm(norm_first=norm_first)
     emb = torch.randn(2, 7, 32, requires_grad=True)
     h, _ = lm.body.forward_with_cache(emb, is_causal=True)
     logits = lm.output(h)
