@@ -1,0 +1,218 @@
+import pytest
+import torch
+
+from seqlab.decoding import beam_search, greedy
+from seqlab.functional.cells import LSTMState
+from seqlab.models import Seq2Seq, Seq2SeqConfig
+
+PAD, BOS, EOS, V = 0, 1, 2, 13  # digits are ids 3..12
+
+
+def reversal_batch(B, lo=1, hi=6, generator=None):
+    """Digit strings of lengths lo..hi and their reversals in the Seq2Seq batch convention."""
+    n = torch.randint(lo, hi + 1, (B,), generator=generator)
+    S = int(n.max())
+    src = torch.zeros(B, S, dtype=torch.long)
+    tgt = torch.zeros(B, S + 2, dtype=torch.long)
+    for b in range(B):
+        d = torch.randint(3, V, (int(n[b]),), generator=generator)
+        src[b, : n[b]] = d
+        tgt[b, 0] = BOS
+        tgt[b, 1 : n[b] + 1] = d.flip(0)
+        tgt[b, n[b] + 1] = EOS
+    return {"src": src, "src_lengths": n, "tgt": tgt, "tgt_lengths": n + 2}
+
+
+def exact_match(model, batch, **kw):
+    out = model.generate(batch["src"], batch["src_lengths"], max_len=9, **kw)
+    hits = 0
+    for b in range(batch["src"].shape[0]):
+        n = int(batch["tgt_lengths"][b]) - 1  # digits + EOS
+        want = batch["tgt"][b, 1 : n + 1].tolist()
+        hits += int(out.lengths[b]) == n and out.tokens[b, :n].tolist() == want
+    return hits / batch["src"].shape[0]
+
+
+def train_reversal(config, steps, batch=64):
+    model = Seq2Seq(config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model.loss(reversal_batch(batch))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "attention,cell,steps",
+    [("additive", "gru", 400), ("dot", "lstm", 300), ("general", "gru", 300)],
+)
+def test_reverses_digit_strings(attention, cell, steps):
+    cfg = Seq2SeqConfig(
+        V, V, embed_size=16, hidden_size=48, attention=attention, encoder_cell=cell,
+        decoder_cell=cell,
+    )
+    model = train_reversal(cfg, steps)
+    test = reversal_batch(400, generator=torch.Generator().manual_seed(123))
+    assert exact_match(model, test) >= 0.99
+
+
+@pytest.mark.slow
+def test_reverses_digit_strings_without_attention():
+    cfg = Seq2SeqConfig(V, V, embed_size=16, hidden_size=64, attention="none")
+    model = train_reversal(cfg, 1500)
+    test = reversal_batch(400, generator=torch.Generator().manual_seed(123))
+    assert exact_match(model, test) >= 0.99
+
+
+VARIANTS = [
+    dict(attention="none", encoder_cell="rnn", decoder_cell="gru"),
+    dict(attention="additive", encoder_cell="lstm", decoder_cell="lstm", bidirectional=True,
+         decoder_layers=2, encoder_layers=2),
+    dict(attention="dot", encoder_cell="gru", decoder_cell="lstm", reverse_source=True),
+    dict(attention="general", encoder_cell="lstm", decoder_cell="gru", bidirectional=True,
+         decoder_hidden_size=24, bridge="linear"),
+]
+
+
+def _model(**kw):
+    return Seq2Seq(Seq2SeqConfig(V, V, embed_size=8, hidden_size=16, **kw)).eval()
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_incremental_decoding_equals_teacher_forced_forward(kw):
+    model = _model(**kw)
+    batch = reversal_batch(5)
+    tgt_in = batch["tgt"][:, :-1]
+    logits, attn = model(batch["src"], batch["src_lengths"], tgt_in)
+    state = model.start(batch["src"], batch["src_lengths"])
+    for t in range(tgt_in.shape[1]):
+        z, state = model.step(tgt_in[:, t], state)
+        torch.testing.assert_close(z, logits[:, t])
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_padded_batch_equals_rows_alone(kw):
+    model = _model(**kw)
+    batch = reversal_batch(4, lo=1, hi=5)
+    logits, attn = model(batch["src"], batch["src_lengths"], batch["tgt"][:, :-1])
+    for b in range(4):
+        n = int(batch["src_lengths"][b])
+        m = int(batch["tgt_lengths"][b]) - 1
+        one, one_attn = model(batch["src"][b : b + 1, :n], None, batch["tgt"][b : b + 1, :m])
+        torch.testing.assert_close(logits[b : b + 1, :m], one, atol=1e-5, rtol=1e-4)
+        if attn is not None:
+            torch.testing.assert_close(attn[b : b + 1, :m, :n], one_attn, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_attention_weights_sum_to_one_and_zero_on_padding(kind):
+    model = _model(attention=kind, reverse_source=kind == "dot")
+    batch = reversal_batch(6, lo=1, hi=6)
+    _, attn = model(batch["src"], batch["src_lengths"], batch["tgt"][:, :-1])
+    S = batch["src"].shape[1]
+    valid = torch.arange(S).unsqueeze(0) < batch["src_lengths"].unsqueeze(1)  # (B, S)
+    valid = valid.unsqueeze(1).expand_as(attn)
+    assert torch.all(attn[~valid] == 0.0)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:2]))
+    assert torch.all(attn[valid] > 0)
+
+
+def test_attention_scores_match_formulas():
+    torch.manual_seed(1)
+    from seqlab.models import Attention
+
+    q, mem = torch.randn(2, 5), torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    add = Attention("additive", 5, 4, 6)
+    e = torch.einsum(
+        "a,bsa->bs",
+        add.v.weight[0],
+        torch.tanh((q @ add.w_q.weight.T).unsqueeze(1) + mem @ add.w_m.weight.T + add.w_m.bias),
+    )
+    e = e.masked_fill(~mask, -1e9)
+    ctx, w = add(q, add.prepare(mem), mem, mask)
+    torch.testing.assert_close(w, torch.softmax(e, -1))
+    torch.testing.assert_close(ctx, (torch.softmax(e, -1).unsqueeze(-1) * mem).sum(1))
+    gen = Attention("general", 5, 4)
+    e = torch.einsum("bq,qm,bsm->bs", q, gen.w.weight, mem).masked_fill(~mask, -1e9)
+    _, w = gen(q, gen.prepare(mem), mem, mask)
+    torch.testing.assert_close(w, torch.softmax(e, -1))
+    dot = Attention("dot", 4, 4)
+    q4 = torch.randn(2, 4)
+    _, w = dot(q4, dot.prepare(mem), mem, None)
+    torch.testing.assert_close(w, torch.softmax(torch.einsum("bm,bsm->bs", q4, mem), -1))
+
+
+def test_identity_bridge_copies_encoder_state_per_layer():
+    model = _model(attention="none", encoder_cell="lstm", decoder_cell="lstm",
+                   bidirectional=True, encoder_layers=2, decoder_layers=2)
+    assert model.bridge == "identity"
+    batch = reversal_batch(3)
+    state = model.start(batch["src"], batch["src_lengths"])
+    _, final = model.encoder(model.src_embed(batch["src"]), batch["src_lengths"])
+    assert isinstance(state.rnn, LSTMState)
+    for layer in range(2):
+        want_h = torch.cat([final.h[2 * layer], final.h[2 * layer + 1]], -1)
+        torch.testing.assert_close(state.rnn.h[layer], want_h)
+        want_c = torch.cat([final.c[2 * layer], final.c[2 * layer + 1]], -1)
+        torch.testing.assert_close(state.rnn.c[layer], want_c)
+
+
+def test_beam_search_on_seq2seq():
+    model = _model(attention="additive")
+    batch = reversal_batch(4)
+    state = model.start(batch["src"], batch["src_lengths"])
+    g = greedy(model, state, BOS, 7, eos=EOS)
+    b = beam_search(model, state, BOS, 7, beam_size=1, eos=EOS)
+    assert torch.equal(g.tokens, b.tokens)
+    wide = model.generate(batch["src"], batch["src_lengths"], max_len=7, beam_size=4,
+                          length_penalty=0.0)
+    # With α = 0 the wide beam never returns a less likely sequence than greedy.
+    assert torch.all(wide.log_probs >= g.log_probs - 1e-5)
+
+
+def test_scheduled_sampling_ratio():
+    model = _model(attention="dot")
+    batch = reversal_batch(3)
+    tgt_in = batch["tgt"][:, :-1]
+    full, _ = model(batch["src"], batch["src_lengths"], tgt_in, teacher_forcing=1.0)
+    free, _ = model(batch["src"], batch["src_lengths"], tgt_in, teacher_forcing=0.0)
+    # Ratio 0 feeds back the model's own argmax: identical to greedy decoding's logits.
+    state = model.start(batch["src"], batch["src_lengths"])
+    tok = tgt_in[:, 0]
+    for t in range(tgt_in.shape[1]):
+        z, state = model.step(tok, state)
+        torch.testing.assert_close(z, free[:, t])
+        tok = z.argmax(-1)
+    torch.testing.assert_close(full[:, 0], free[:, 0])
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        model(batch["src"], batch["src_lengths"], tgt_in, teacher_forcing=1.5)
+
+
+def test_bad_input_raises_named_errors():
+    model = _model(attention="additive")
+    batch = reversal_batch(3, lo=2, hi=4)
+    src, n = batch["src"], batch["src_lengths"]
+    with pytest.raises(ValueError, match="src"):
+        model.start(src + V, n)
+    with pytest.raises(ValueError, match="src_lengths"):
+        model.start(src, n + 10)
+    with pytest.raises(ValueError, match="src_lengths"):
+        model.start(src, n[:2])
+    with pytest.raises(TypeError, match="src"):
+        model.start(src.float(), n)
+    with pytest.raises(ValueError, match="max_len"):
+        model.generate(src, n, max_len=0)
+    with pytest.raises(ValueError, match="beam_size"):
+        model.generate(src, n, max_len=5, beam_size=0)
+    with pytest.raises(ValueError, match="tgt_in"):
+        model(src, n, torch.full((3, 4), V))
+    with pytest.raises(ValueError, match="dot attention.*decoder_hidden_size"):
+        Seq2Seq(Seq2SeqConfig(V, V, hidden_size=16, decoder_hidden_size=8, attention="dot"))
+    with pytest.raises(ValueError, match="bridge='identity'"):
+        Seq2Seq(Seq2SeqConfig(V, V, hidden_size=16, decoder_hidden_size=8, bridge="identity"))
+    with pytest.raises(ValueError, match="encoder_cell"):
+        Seq2Seq(Seq2SeqConfig(V, V, encoder_cell="transformer"))
