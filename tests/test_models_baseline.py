@@ -112,3 +112,12 @@ def test_bad_input_raises_named_errors():
         NGramLM(vocab_size=4).fit([[1, 4]])
     with pytest.raises(ValueError, match="delta"):
         NGramLM(vocab_size=4, delta=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny ops: a second intra-op thread only adds synchronisation cost on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

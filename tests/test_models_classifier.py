@@ -157,3 +157,12 @@ def test_bad_input_raises_named_errors():
         dense(torch.randn(2, 5, 4))
     with pytest.raises(TypeError, match="inputs"):
         dense(torch.ones(2, 5, 3, dtype=torch.long))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny ops: a second intra-op thread only adds synchronisation cost on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

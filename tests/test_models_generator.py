@@ -83,3 +83,12 @@ def test_bad_input_raises_named_errors():
         model.generate(torch.randn(2, 3), max_len=3, strategy="beam", beam_size=0)
     with pytest.raises(ValueError, match="feedback"):
         Generator(GeneratorConfig(cond_size=3, vocab_size=V, feedback="output"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny ops: a second intra-op thread only adds synchronisation cost on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

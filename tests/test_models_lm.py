@@ -97,3 +97,12 @@ def test_bad_input_raises_named_errors():
         lm.generate(torch.zeros(1, 2, dtype=torch.long), max_len=0)
     with pytest.raises(ValueError, match="beam_size"):
         lm.generate(torch.zeros(1, 2, dtype=torch.long), max_len=3, strategy="beam", beam_size=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny ops: a second intra-op thread only adds synchronisation cost on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
