@@ -42,8 +42,14 @@ def test_classifier_learns_parity_with_varied_lengths():
 @pytest.mark.parametrize("cell,bidirectional", [("lstm", True), ("rnn", False), ("gru", True)])
 def test_padded_batch_equals_rows_alone(pooling, cell, bidirectional):
     cfg = ClassifierConfig(
-        num_classes=3, vocab_size=5, embed_size=6, hidden_size=7, cell=cell,
-        bidirectional=bidirectional, pooling=pooling, num_layers=2,
+        num_classes=3,
+        vocab_size=5,
+        embed_size=6,
+        hidden_size=7,
+        cell=cell,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        num_layers=2,
     )
     model = SequenceClassifier(cfg).eval()
     tokens = torch.randint(1, 5, (3, 6))

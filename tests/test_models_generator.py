@@ -30,8 +30,14 @@ def code_batch():
 )
 def test_emits_fixed_sequence_from_one_hot_code(feedback, condition, init_state, cell):
     cfg = GeneratorConfig(
-        cond_size=len(SEQS), vocab_size=V, embed_size=8, hidden_size=24, cell=cell,
-        feedback=feedback, condition=condition, init_state=init_state,
+        cond_size=len(SEQS),
+        vocab_size=V,
+        embed_size=8,
+        hidden_size=24,
+        cell=cell,
+        feedback=feedback,
+        condition=condition,
+        init_state=init_state,
     )
     model = Generator(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -48,8 +54,16 @@ def test_emits_fixed_sequence_from_one_hot_code(feedback, condition, init_state,
 
 @pytest.mark.parametrize("feedback", ["previous", "zeros"])
 def test_incremental_equals_forward_and_feedback_semantics(feedback):
-    cfg = GeneratorConfig(cond_size=3, vocab_size=V, embed_size=4, hidden_size=6,
-                          feedback=feedback, condition="first", num_layers=2, cell="lstm")
+    cfg = GeneratorConfig(
+        cond_size=3,
+        vocab_size=V,
+        embed_size=4,
+        hidden_size=6,
+        feedback=feedback,
+        condition="first",
+        num_layers=2,
+        cell="lstm",
+    )
     model = Generator(cfg).eval()
     cond = torch.randn(2, 3)
     tgt_in = torch.randint(0, V, (2, 5))

@@ -65,7 +65,12 @@ def train_reversal(config, steps, batch=64):
 )
 def test_reverses_digit_strings(attention, cell, steps):
     cfg = Seq2SeqConfig(
-        V, V, embed_size=16, hidden_size=48, attention=attention, encoder_cell=cell,
+        V,
+        V,
+        embed_size=16,
+        hidden_size=48,
+        attention=attention,
+        encoder_cell=cell,
         decoder_cell=cell,
     )
     model = train_reversal(cfg, steps)
@@ -83,11 +88,23 @@ def test_reverses_digit_strings_without_attention():
 
 VARIANTS = [
     dict(attention="none", encoder_cell="rnn", decoder_cell="gru"),
-    dict(attention="additive", encoder_cell="lstm", decoder_cell="lstm", bidirectional=True,
-         decoder_layers=2, encoder_layers=2),
+    dict(
+        attention="additive",
+        encoder_cell="lstm",
+        decoder_cell="lstm",
+        bidirectional=True,
+        decoder_layers=2,
+        encoder_layers=2,
+    ),
     dict(attention="dot", encoder_cell="gru", decoder_cell="lstm", reverse_source=True),
-    dict(attention="general", encoder_cell="lstm", decoder_cell="gru", bidirectional=True,
-         decoder_hidden_size=24, bridge="linear"),
+    dict(
+        attention="general",
+        encoder_cell="lstm",
+        decoder_cell="gru",
+        bidirectional=True,
+        decoder_hidden_size=24,
+        bridge="linear",
+    ),
 ]
 
 
@@ -161,8 +178,14 @@ def test_attention_scores_match_formulas():
 
 
 def test_identity_bridge_copies_encoder_state_per_layer():
-    model = _model(attention="none", encoder_cell="lstm", decoder_cell="lstm",
-                   bidirectional=True, encoder_layers=2, decoder_layers=2)
+    model = _model(
+        attention="none",
+        encoder_cell="lstm",
+        decoder_cell="lstm",
+        bidirectional=True,
+        encoder_layers=2,
+        decoder_layers=2,
+    )
     assert model.bridge == "identity"
     batch = reversal_batch(3)
     state = model.start(batch["src"], batch["src_lengths"])
@@ -182,8 +205,9 @@ def test_beam_search_on_seq2seq():
     g = greedy(model, state, BOS, 7, eos=EOS)
     b = beam_search(model, state, BOS, 7, beam_size=1, eos=EOS)
     assert torch.equal(g.tokens, b.tokens)
-    wide = model.generate(batch["src"], batch["src_lengths"], max_len=7, beam_size=4,
-                          length_penalty=0.0)
+    wide = model.generate(
+        batch["src"], batch["src_lengths"], max_len=7, beam_size=4, length_penalty=0.0
+    )
     # With α = 0 the wide beam never returns a less likely sequence than greedy.
     assert torch.all(wide.log_probs >= g.log_probs - 1e-5)
 
