@@ -76,6 +76,8 @@ def test_reverses_digit_strings(attention, cell, steps):
     model = train_reversal(cfg, steps)
     test = reversal_batch(400, generator=torch.Generator().manual_seed(123))
     assert exact_match(model, test) >= 0.99
+    if attention == "additive":  # batched beam search decodes the trained model as well
+        assert exact_match(model, test, beam_size=3) >= 0.99
 
 
 @pytest.mark.slow

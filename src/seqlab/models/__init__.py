@@ -26,7 +26,7 @@ initial state with ``start(...)`` and offer ``generate(...)``.
 """
 
 from seqlab.models.attention import Attention, masked_softmax
-from seqlab.models.baseline import NGramLM, WindowConfig, WindowMLP
+from seqlab.models.baseline import NGramLM, WindowBaseline, WindowConfig, WindowMLP
 from seqlab.models.classifier import ClassifierConfig, SequenceClassifier, SequenceRegressor
 from seqlab.models.encoders import CellStack, RecurrentEncoder, detach_state, make_recurrent
 from seqlab.models.generator import Generator, GeneratorConfig
@@ -51,6 +51,7 @@ __all__ = [
     "SequenceRegressor",
     "SequenceTagger",
     "TaggerConfig",
+    "WindowBaseline",
     "WindowConfig",
     "WindowMLP",
     "detach_state",

@@ -1,9 +1,8 @@
 """Recurrent building blocks the models compose: one factory for the cell type.
 
-``make_recurrent(cell, ...)`` returns seqlab's own multi-layer ``RNN``/``LSTM``/``GRU``
-(falling back to ``torch.nn``'s, which has the same constructor and parameter layout, only
-when seqlab's layers are not importable). :class:`RecurrentEncoder` wraps it batch-first
-with lengths; :class:`CellStack` runs the same kind of stack one step at a time, for decoders.
+``make_recurrent(cell, ...)`` returns seqlab's multi-layer ``RNN``/``LSTM``/``GRU`` (batch
+first). :class:`RecurrentEncoder` wraps it with lengths and a zero default state;
+:class:`CellStack` runs a stack of seqlab cells one step at a time, for decoders.
 
 States everywhere have the layer's final-state layout: ``h`` of shape (L·D, B, H) for
 ``rnn``/``gru``, ``LSTMState(h, c)`` with both (L·D, B, H) for ``lstm`` (L layers,
@@ -17,28 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqlab.cells import GRUCell, LSTMCell, RNNCell
 from seqlab.functional.cells import LSTMState
+from seqlab.layers import GRU, LSTM, RNN
 from seqlab.models._checks import CELLS, check_choice, check_positive
 
 State = Any  # Tensor (L·D, B, H) or LSTMState
 
 
-def _layer_class(cell: str) -> type[nn.Module]:
-    import seqlab
-
-    name = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
-    return getattr(seqlab, name, None) or getattr(nn, name)
-
-
-def _cell_class(cell: str) -> type[nn.Module]:
-    import seqlab
-
-    name = {"rnn": "RNNCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cell]
-    return getattr(seqlab, name, None) or getattr(nn, name)
-
-
-def _uses_torch(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.")
+_LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+_CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 
 
 def make_recurrent(
@@ -54,7 +41,7 @@ def make_recurrent(
     check_positive("input_size", input_size)
     check_positive("hidden_size", hidden_size)
     check_positive("num_layers", num_layers)
-    return _layer_class(cell)(
+    return _LAYERS[cell](
         input_size,
         hidden_size,
         num_layers=num_layers,
@@ -130,18 +117,7 @@ class RecurrentEncoder(nn.Module):
             state = zero_state(
                 self.cell, self.num_layers * self.directions, x.shape[0], self.hidden_size, x
             )
-        if not _uses_torch(self.rnn):
-            out, final = self.rnn(x, state, lengths=lengths)
-            return out, as_state(self.cell, final)
-        # torch.nn fallback: packing gives last-valid final states and zero padded outputs.
-        if lengths is None:
-            out, final = self.rnn(x, tuple(state) if self.cell == "lstm" else state)
-            return out, as_state(self.cell, final)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, final = self.rnn(packed, tuple(state) if self.cell == "lstm" else state)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        out, final = self.rnn(x, state, lengths=lengths)
         return out, as_state(self.cell, final)
 
 
@@ -166,7 +142,7 @@ class CellStack(nn.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        cls = _cell_class(cell)
+        cls = _CELLS[cell]
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         self.cells = nn.ModuleList(cls(size, hidden_size) for size in sizes)
         self.dropout = nn.Dropout(dropout)
@@ -176,25 +152,17 @@ class CellStack(nn.Module):
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hs, cs = [], []
+        lstm = self.cell == "lstm"
         for layer, cell in enumerate(self.cells):
             if layer:
                 x = self.dropout(x)
-            if self.cell == "lstm":
-                h, c = self._call(cell, x, (state.h[layer], state.c[layer]))
-                cs.append(c)
-            else:
-                h = self._call(cell, x, state[layer])
+            s = LSTMState(state.h[layer], state.c[layer]) if lstm else state[layer]
+            _, new_state = cell(x, s)
+            if lstm:
+                cs.append(new_state.c)
+            h = new_state.h if lstm else new_state
             hs.append(h)
             x = h
         h_all = torch.stack(hs)
-        new = LSTMState(h_all, torch.stack(cs)) if self.cell == "lstm" else h_all
+        new = LSTMState(h_all, torch.stack(cs)) if lstm else h_all
         return x, new
-
-    def _call(self, cell: nn.Module, x: Tensor, s: Any) -> Any:
-        if _uses_torch(cell):
-            return cell(x, s)  # torch.nn cells return the new state (h or (h, c))
-        if self.cell == "lstm":
-            _, new = cell(x, LSTMState(*s))
-            return new.h, new.c
-        _, new = cell(x, s)
-        return new
