@@ -212,6 +212,9 @@ def test_beam_search_on_seq2seq():
     )
     # With α = 0 the wide beam never returns a less likely sequence than greedy.
     assert torch.all(wide.log_probs >= g.log_probs - 1e-5)
+    nbest = model.generate(batch["src"], batch["src_lengths"], max_len=7, beam_size=4, n_best=3)
+    assert nbest.tokens.shape[:2] == (4, 3)
+    assert torch.all(nbest.scores[:, :-1] >= nbest.scores[:, 1:])
 
 
 def test_scheduled_sampling_ratio():

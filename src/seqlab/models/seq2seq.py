@@ -250,25 +250,26 @@ class Seq2Seq(nn.Module):
         max_len: int = 50,
         beam_size: int = 1,
         length_penalty: float = 1.0,
+        n_best: int = 1,
         **sample_kwargs,
     ) -> decoding.Decoded:
-        """Greedy (beam_size=1), beam search (beam_size>1), or sampling (pass temperature,
-        top_k or top_p). Tokens exclude BOS and include EOS."""
+        """Greedy (beam_size=1), beam search (beam_size>1, optionally ``n_best`` hypotheses
+        per row), or sampling (pass temperature, top_k, top_p or generator). Tokens exclude
+        BOS and include EOS; see :mod:`seqlab.decoding` for the result fields."""
         state = self.start(src, src_lengths)
         c = self.config
+        common = {"eos": c.eos_id, "pad": c.pad_id}
         if sample_kwargs:
-            return decoding.sample(
-                self, state, c.bos_id, max_len, eos=c.eos_id, pad=c.pad_id, **sample_kwargs
-            )
-        if beam_size == 1:
-            return decoding.greedy(self, state, c.bos_id, max_len, eos=c.eos_id, pad=c.pad_id)
+            return decoding.sample(self, state, c.bos_id, max_len, **common, **sample_kwargs)
+        if beam_size == 1 and n_best == 1:
+            return decoding.greedy(self, state, c.bos_id, max_len, **common)
         return decoding.beam_search(
             self,
             state,
             c.bos_id,
             max_len,
             beam_size,
-            eos=c.eos_id,
             length_penalty=length_penalty,
-            pad=c.pad_id,
+            n_best=n_best,
+            **common,
         )
