@@ -259,3 +259,16 @@ def test_bad_input_raises_named_errors():
         Seq2Seq(Seq2SeqConfig(V, V, hidden_size=16, decoder_hidden_size=8, bridge="identity"))
     with pytest.raises(ValueError, match="encoder_cell"):
         Seq2Seq(Seq2SeqConfig(V, V, encoder_cell="transformer"))
+
+
+def test_reverse_source_feeds_the_encoder_reversed_rows():
+    model = _model(attention="additive", reverse_source=True)
+    batch = reversal_batch(3, lo=2, hi=5)
+    src, n = batch["src"], batch["src_lengths"]
+    state = model.start(src, n)
+    for b in range(3):
+        k = int(n[b])
+        flipped = src[b : b + 1, :k].flip(1)
+        memory, _ = model.encoder(model.src_embed(flipped))
+        # Memory comes back in source order: position j holds the encoding of src[b, j].
+        torch.testing.assert_close(state.memory[b : b + 1, :k], memory.flip(1))
