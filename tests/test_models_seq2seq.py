@@ -272,3 +272,43 @@ def test_reverse_source_feeds_the_encoder_reversed_rows():
         memory, _ = model.encoder(model.src_embed(flipped))
         # Memory comes back in source order: position j holds the encoding of src[b, j].
         torch.testing.assert_close(state.memory[b : b + 1, :k], memory.flip(1))
+
+
+@pytest.mark.parametrize("kind", ["none", "additive", "general"])
+def test_decoder_matches_hand_written_equations(kind):
+    """An independent re-implementation of the module docstring's equations with torch.nn
+    (GRU encoder, GRUCell decoder, weights copied) gives the same logits and weights."""
+    model = _model(attention=kind)
+    E, H = 8, 16
+    enc = torch.nn.GRU(E, H, batch_first=True)
+    enc.load_state_dict(model.encoder.rnn.state_dict())
+    extra = {"none": 0, "additive": H, "general": H}[kind]
+    cell = torch.nn.GRUCell(E + extra, H)
+    cell.load_state_dict(model.decoder.cells[0].state_dict())
+    batch = reversal_batch(1, lo=4, hi=4)
+    src, tgt_in = batch["src"], batch["tgt"][:, :-1]
+    logits, attn = model(src, None, tgt_in)
+    with torch.no_grad():
+        memory, h = enc(model.src_embed(src))  # (1, S, H), (1, 1, H)
+        m, s, o = memory[0], h[0], torch.zeros(1, H)
+        for t in range(tgt_in.shape[1]):
+            e = model.tgt_embed(tgt_in[:, t])
+            if kind == "none":
+                s = cell(e, s)
+                o = s
+            elif kind == "additive":
+                a = model.attention
+                score = a.v(torch.tanh(a.w_q(s) + a.w_m(m))).T  # (1, S): vᵀ tanh(W_q s + W_m m)
+                w = torch.softmax(score, -1)
+                c = w @ m
+                s = cell(torch.cat([e, c], -1), s)
+                o = torch.tanh(model.combine(torch.cat([s, c], -1)))
+            else:
+                s = cell(torch.cat([e, o], -1), s)
+                score = s @ model.attention.w.weight @ m.T  # sᵀ W m_j
+                w = torch.softmax(score, -1)
+                c = w @ m
+                o = torch.tanh(model.combine(torch.cat([s, c], -1)))
+            torch.testing.assert_close(logits[:, t], model.out(o))
+            if kind != "none":
+                torch.testing.assert_close(attn[:, t], w)
