@@ -106,3 +106,29 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_resets_restart_rows_and_trainer_loss_convention(cell):
+    lm = _lm(cell)
+    tokens = torch.randint(0, 11, (2, 8))
+    resets = torch.zeros(2, 8, dtype=torch.bool)
+    resets[0, 3] = resets[1, 5] = True
+    start = lm.start(2)
+    start = LSTMState(start.h + 0.5, start.c - 0.5) if cell == "lstm" else start + 0.5
+    logits, final = lm(tokens, start, resets=resets)
+    for b, cut in ((0, 3), (1, 5)):
+        row_start = lm.reorder_state(start, torch.tensor([b]))
+        first, _ = lm(tokens[b : b + 1, :cut], row_start)
+        second, row_final = lm(tokens[b : b + 1, cut:])  # fresh zero state after the reset
+        torch.testing.assert_close(logits[b : b + 1], torch.cat([first, second], 1))
+        want = lm.reorder_state(final, torch.tensor([b]))
+        torch.testing.assert_close(
+            want.h if cell == "lstm" else want, row_final.h if cell == "lstm" else row_final
+        )
+    batch = {"inputs": tokens, "targets": torch.randint(0, 11, (2, 8)), "resets": resets}
+    loss, new_state = lm.loss(batch, None)  # TBPTT convention: (loss, new_state)
+    assert loss.dim() == 0 and lm.state_batch_size(new_state) == 2
+    torch.testing.assert_close(lm.loss(batch), loss)
+    with pytest.raises(ValueError, match="resets"):
+        lm(tokens, resets=resets[:, :4])

@@ -15,20 +15,31 @@ state      (L, B, H)    or LSTMState; carried across calls
 Streaming / truncated BPTT: ``logits, state = lm(chunk, state)`` then feed
 ``detach_state(state)`` with the next chunk; this equals one call on the concatenation.
 Batch convention for :meth:`LanguageModel.loss`: ``inputs`` (B, T), ``targets`` (B, T),
-optional ``lengths`` (B,) and ``state``.
+optional ``lengths`` (B,), ``resets`` (B, T) and ``state``; ``loss(batch, state)`` returns
+``(loss, new_state)`` for :class:`seqlab.training.Trainer` with TBPTT.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from seqlab import decoding
+from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_lengths, check_positive, check_tokens
 from seqlab.models.encoders import RecurrentEncoder, State, select_batch, zero_state
+
+_NO_STATE = object()  # sentinel: loss(batch) vs loss(batch, state=None)
+
+
+def _scale_state(state: State, keep: Tensor) -> State:
+    if isinstance(state, LSTMState):
+        return LSTMState(state.h * keep, state.c * keep)
+    return state * keep
 
 
 @dataclass
@@ -68,14 +79,39 @@ class LanguageModel(nn.Module):
         return zero_state(c.cell, c.num_layers, batch_size, c.hidden_size, like)
 
     def forward(
-        self, tokens: Tensor, state: State | None = None, lengths: Tensor | None = None
+        self,
+        tokens: Tensor,
+        state: State | None = None,
+        lengths: Tensor | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor, State]:
+        """Logits (B, T, V) and the state after each row's last valid step.
+
+        ``resets`` (B, T) bool zeroes row b's state just before step t where True (a new
+        document starts there in a token stream, see :class:`seqlab.training.TokenStreams`).
+        """
         tokens = check_tokens("tokens", tokens, self.config.vocab_size)
-        lengths = check_lengths("lengths", lengths, tokens.shape[0], tokens.shape[1])
+        B, T = tokens.shape
+        lengths = check_lengths("lengths", lengths, B, T)
         if state is None:
-            state = self.start(tokens.shape[0])
-        out, state = self.rnn(self.drop(self.embed(tokens)), lengths, state)
-        return self.out(self.drop(out)), state
+            state = self.start(B)
+        x = self.drop(self.embed(tokens))
+        if resets is None:
+            out, state = self.rnn(x, lengths, state)
+            return self.out(self.drop(out)), state
+        if resets.shape != (B, T):
+            raise ValueError(f"resets must be (B, T) = {(B, T)}, got {tuple(resets.shape)}")
+        if lengths is not None:
+            raise ValueError("lengths must be None when resets are given (streams are unpadded)")
+        # Split the window at every step where some row resets; zero those rows' state there.
+        cuts = [0, *(t for t in range(1, T) if bool(resets[:, t].any())), T]
+        outs = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            keep = (~resets[:, a]).to(x.dtype).view(1, B, 1)  # state is (L, B, H)
+            state = _scale_state(state, keep)
+            out, state = self.rnn(x[:, a:b], None, state)
+            outs.append(out)
+        return self.out(self.drop(torch.cat(outs, 1))), state
 
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """Decoding protocol: (B,) ids -> (logits (B, V), new state)."""
@@ -88,9 +124,15 @@ class LanguageModel(nn.Module):
     def state_batch_size(self, state: State) -> int:
         return (state.h if hasattr(state, "h") else state).shape[1]
 
-    def loss(self, batch: dict) -> Tensor:
-        logits, _ = self(batch["inputs"], batch.get("state"), batch.get("lengths"))
-        return sequence_cross_entropy(logits, batch["targets"], batch.get("lengths"))
+    def loss(self, batch: dict, state: Any = _NO_STATE) -> Tensor | tuple[Tensor, State]:
+        """Mean per-token cross-entropy. Called as ``loss(batch)`` it returns the scalar;
+        called as ``loss(batch, state)`` (the Trainer's TBPTT convention, state may be None)
+        it returns ``(loss, new_state)`` for the next window."""
+        carry = state is not _NO_STATE
+        start = state if carry else batch.get("state")
+        logits, new_state = self(batch["inputs"], start, batch.get("lengths"), batch.get("resets"))
+        loss = sequence_cross_entropy(logits, batch["targets"], batch.get("lengths"))
+        return (loss, new_state) if carry else loss
 
     @torch.no_grad()
     def generate(
