@@ -132,3 +132,14 @@ def test_resets_restart_rows_and_trainer_loss_convention(cell):
     torch.testing.assert_close(lm.loss(batch), loss)
     with pytest.raises(ValueError, match="resets"):
         lm(tokens, resets=resets[:, :4])
+
+
+def test_trains_with_the_trainer_under_tbptt():
+    from seqlab.training import TokenStreams, TrainConfig, Trainer
+
+    text = IDS.repeat(20)
+    lm = LanguageModel(LanguageModelConfig(len(CHARS), embed_size=16, hidden_size=32))
+    cfg = TrainConfig(epochs=6, lr=1e-2, tbptt_k1=8, stateful=True, clip_norm=1.0, seed=0)
+    result = Trainer(lm, TokenStreams(text, batch_size=4, seq_len=16), cfg).fit()
+    losses = [r["loss"] for r in result.history]
+    assert losses[-1] < 0.5 * losses[0]
