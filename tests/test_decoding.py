@@ -186,3 +186,22 @@ def test_bad_arguments_name_themselves():
         sample(m, m.start(1), 0, max_len=3, top_p=1.5)
     with pytest.raises(ValueError, match="bos"):
         greedy(m, m.start(1), torch.zeros(1, 1, dtype=torch.long), max_len=3)
+
+
+def test_normalised_ranking_keeps_longer_hypotheses_alive():
+    # K = 2, α = 1. Step 1: EOS (p=.26) or 2 (p=.74). Step 2 from 2: 4 (p=.333), 5 (p=.301).
+    # Ranked by raw log-prob the early EOS (−1.35) would push out "2 5" (−1.5), whose
+    # continuation EOS (p≈1) is the best normalised hypothesis: −1.5 / 3 = −0.5.
+    V, eos = 6, 1
+    table = torch.full((3, V, V), -30.0)
+    table[0, 0, eos], table[0, 0, 2] = math.log(0.26), math.log(0.74)
+    for tok, p in ((4, 0.333), (5, 0.301), (eos, 0.2), (3, 0.166)):
+        table[1, 2, tok] = math.log(p)
+    table[2, 4, :] = 0.0  # uniform after 4
+    table[2, 5, eos] = 0.0  # EOS after 5
+    m = TableModel(table)
+    res = beam_search(m, m.start(1), 0, max_len=3, beam_size=2, eos=eos, length_penalty=1.0)
+    best, seq = _brute_force(table, 0, 3, eos, 1.0)
+    assert seq == [2, 5, eos]
+    assert res.tokens[0, : res.lengths[0]].tolist() == seq
+    assert res.scores[0].item() == pytest.approx(best, abs=1e-4)
