@@ -20,6 +20,11 @@ Seq2Seq                src (B,S), src_lengths?, tgt (B,T+1) as above, tgt_length
 WindowMLP              as SequenceTagger (pooling="none") or SequenceClassifier ("last")
 =====================  ===================================================================
 
+``LanguageModel.loss(batch, state)`` (state may be None) returns ``(loss, new_state)``: the
+TBPTT convention of :class:`seqlab.training.Trainer`; ``resets`` (B, T) from
+``TokenStreams`` zero a row's state where a new document starts. ``Seq2Seq.teacher_forcing``
+(default 1.0) is the scheduled-sampling ratio its ``loss`` uses; a trainer may anneal it.
+
 Generative models (LanguageModel, Generator, Seq2Seq, NGramLM) follow the decoding protocol
 of :mod:`seqlab.decoding` (``step``, ``reorder_state``, ``state_batch_size``), build their
 initial state with ``start(...)`` and offer ``generate(...)``.
