@@ -31,7 +31,7 @@ SOURCES = ("recurrence.cpp",)
 HEADERS = ("kernels.h",)
 # No -march=native: the cache may be shared between machines. The AVX2/FMA code paths are
 # compiled with target pragmas inside the source and chosen at run time by CPUID.
-CFLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"]
+CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "ops": None, "error": None, "build_dir": None}
