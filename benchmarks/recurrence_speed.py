@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -182,10 +181,7 @@ def peak_memory(cell: str, impl: str) -> float | None:
 
 
 def verdict(row) -> tuple[str, bool]:
-    if row["mode"] == "fwd":
-        target = 1.0
-    else:
-        target = TRAIN_TARGET[row["cell"]][row["cfg"]]
+    target = 1.0 if row["mode"] == "fwd" else TRAIN_TARGET[row["cell"]][row["cfg"]]
     return f"<= {target:.1f}", row["ratio"] <= target
 
 

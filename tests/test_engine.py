@@ -112,7 +112,9 @@ def test_no_grad_matches(backend):
     inputs = make_inputs("gru", 6, 3, 4, 5, torch.float32)
     lens = torch.tensor([6, 2, 4])
     with torch.no_grad():
-        y, (h,) = engine.run_layer("gru", *inputs[:1], inputs[1], *inputs[2:], lens, backend=backend)
+        y, (h,) = engine.run_layer(
+            "gru", *inputs[:1], inputs[1], *inputs[2:], lens, backend=backend
+        )
         y_ref, (h_ref,) = reference_layer("gru", inputs[0], inputs[1], *inputs[2:], lens)
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(h, h_ref)
@@ -146,7 +148,8 @@ def test_forced_fallback_without_compiler():
         "assert 'SEQLAB_NATIVE' in r['why'], r\n"
         "x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)\n"
         "s = (torch.zeros(2, 4, dtype=torch.float64),) * 2\n"
-        "w1 = torch.randn(16, 3, dtype=torch.float64); w2 = torch.randn(16, 4, dtype=torch.float64)\n"
+        "w1 = torch.randn(16, 3, dtype=torch.float64)\n"
+        "w2 = torch.randn(16, 4, dtype=torch.float64)\n"
         "y, _ = engine.run_layer('lstm', x, s, w1, w2, None, None)\n"
         "y2, _ = R('lstm', x, s, w1, w2, None, None)\n"
         "assert torch.allclose(y, y2, atol=1e-12)\n"

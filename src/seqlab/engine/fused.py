@@ -72,7 +72,6 @@ def forward(
     """
     T, B, _ = x.shape
     H = h0.shape[1]
-    G = GATE_COUNT[mode]
     bias = projection_bias(mode, b_ih, b_hh, H)
     xw = torch.nn.functional.linear(x, w_ih, bias)  # (T, B, G·H): one GEMM for all steps
     hbuf = x.new_empty(T + 1, B, H)

@@ -121,7 +121,19 @@ class NativeKernel:
     ) -> tuple[Tensor, ...]:  # fmt: skip
         return tuple(
             self.ops.backward(
-                mode, x, w_ih, w_hh, has_b_ih, has_b_hh, lengths, reverse, hbuf, cbuf, gates,
-                gy, ghn, gcn,
+                mode,
+                x,
+                w_ih,
+                w_hh,
+                has_b_ih,
+                has_b_hh,
+                lengths,
+                reverse,
+                hbuf,
+                cbuf,
+                gates,
+                gy,
+                ghn,
+                gcn,
             )  # fmt: skip
         )
