@@ -20,11 +20,11 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 
 FAST = ["fused"] + (["native"] if native.load() is not None else [])
 
 
-def make_inputs(mode, T, B, I, H, dtype, bias=True, seed=0):
+def make_inputs(mode, T, B, I, H, dtype, bias=True, seed=0, scale_weights=0.5):
     g = torch.Generator().manual_seed(seed)
     G = GATES[mode]
 
-    def r(*shape, scale=0.5):
+    def r(*shape, scale=scale_weights):
         return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
 
     x = r(T, B, I, scale=1.0)
@@ -170,3 +170,17 @@ def test_env_forces_backend(monkeypatch):
     assert engine.resolve_backend() == "reference"
     monkeypatch.setenv("SEQLAB_BACKEND", "fused")
     assert engine.resolve_backend() == "fused"
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_blas_sized_matches_reference(backend, mode, dtype):
+    """Sizes where the native loop uses BLAS (packed W_hh in float32) and parallel rows."""
+    T, B, I, H = 5, 24, 16, 48
+    lens = torch.randint(1, T + 1, (B,))
+    inputs = make_inputs(mode, T, B, I, H, dtype, scale_weights=0.2)
+    want_out, want_grads = run_and_grads(reference_layer, mode, inputs, lens, False)
+    got_out, got_grads = run_and_grads(backend_fn(backend), mode, inputs, lens, False)
+    for k, (a, b) in enumerate(zip(got_out + got_grads, want_out + want_grads, strict=True)):
+        assert_close(a, b, dtype, f"tensor {k} ({backend})")

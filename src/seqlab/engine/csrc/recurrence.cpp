@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -73,6 +74,14 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's packed GEMM: pack W_hh once, reuse it for every step (oneDNN does the same).
+size_t SGEMM_PACK_GET_SIZE(const char*, const int*, const int*, const int*)
+    __attribute__((weak));
+void SGEMM_PACK(const char*, const char*, const int*, const int*, const int*, const float*,
+                const float*, const int*, float*) __attribute__((weak));
+void SGEMM_COMPUTE(const char*, const char*, const int*, const int*, const int*, const float*,
+                   const int*, const float*, const int*, const float*, float*, const int*)
+    __attribute__((weak));
 }
 
 namespace {
@@ -184,6 +193,45 @@ void gemm(bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, con
     c.copy_(at::mm(a, b));
 }
 
+// The loop-invariant right operand W of `gemm` packed by MKL for a fixed (tb, N, K);
+// used for float when the packed API exists and the product is not tiny, else inactive.
+template <typename S>
+struct PackedW {
+  at::Tensor buf;
+  bool active = false;
+  PackedW(bool tb, int64_t M, int64_t N, int64_t K, const S* W, int64_t ldw) {
+    if (!std::is_same<S, float>::value || M * N * K <= kSmallGemm) return;
+    if (!SGEMM_PACK_GET_SIZE || !SGEMM_PACK || !SGEMM_COMPUTE) return;
+    static const bool off = std::getenv("SEQLAB_NO_PACK") != nullptr;
+    if (off) return;
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int ld = static_cast<int>(ldw);
+    const char id = 'A', trans = tb ? 'T' : 'N';
+    const float one = 1.0f;
+    size_t bytes = SGEMM_PACK_GET_SIZE(&id, &m, &n, &k);
+    buf = at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions().dtype(at::kByte));
+    SGEMM_PACK(&id, &trans, &m, &n, &k, &one, reinterpret_cast<const float*>(W), &ld,
+               reinterpret_cast<float*>(buf.data_ptr()));
+    active = true;
+  }
+};
+
+// gemm with a packed W: C(M,N) (+)= A(M,K) @ op(W)
+template <typename S>
+void gemm_p(const PackedW<S>& pw, bool tb, int64_t M, int64_t N, int64_t K, const S* A,
+            int64_t lda, const S* W, int64_t ldw, bool accumulate, S* C, int64_t ldc) {
+  if (!pw.active) {
+    gemm<S>(tb, M, N, K, A, lda, W, ldw, accumulate, C, ldc);
+    return;
+  }
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const char pa = 'P', nb = 'N';
+  const float beta = accumulate ? 1.0f : 0.0f;
+  SGEMM_COMPUTE(&pa, &nb, &m, &n, &k, reinterpret_cast<const float*>(pw.buf.data_ptr()), &la,
+                reinterpret_cast<const float*>(A), &lb, &beta, reinterpret_cast<float*>(C), &lc);
+}
+
 template <typename S>
 void rows(RowFn<S> fn, const Step<S>& s, int64_t B, int64_t width) {
   // parallel over batch rows once a step has enough work to pay for waking a thread
@@ -243,6 +291,9 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
   s.bhn = (mode == GRU && b_hh.defined()) ? b_hh.data_ptr<S>() + 2 * H : nullptr;
   S* yb = len.defined() ? y.data_ptr<S>() : nullptr;
+  const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
+  PackedW<S> pw(true, B, NW, H, whh, H);
+  PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -257,22 +308,22 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     s.y = yb ? yb + t * B * H : nullptr;
     switch (mode) {
       case LSTM:
-        gemm<S>(true, B, 4 * H, H, s.hp, H, whh, H, true, s.g, gs);
+        gemm_p<S>(pw, true, B, 4 * H, H, s.hp, H, whh, H, true, s.g, gs);
         rows<S>(k.lstm_fwd, s, B, 4 * H);
         break;
       case RNN_TANH:
       case RNN_RELU:
-        gemm<S>(true, B, H, H, s.hp, H, whh, H, true, s.g, gs);
+        gemm_p<S>(pw, true, B, H, H, s.hp, H, whh, H, true, s.g, gs);
         rows<S>(mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd, s, B, H);
         break;
       case GRU:
-        gemm<S>(true, B, 3 * H, H, s.hp, H, whh, H, false, const_cast<S*>(s.hw), 3 * H);
+        gemm_p<S>(pw, true, B, 3 * H, H, s.hp, H, whh, H, false, const_cast<S*>(s.hw), 3 * H);
         rows<S>(k.gru_fwd, s, B, 4 * H);
         break;
       default:  // GRU_BEFORE
-        gemm<S>(true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
+        gemm_p<S>(pw, true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
         rows<S>(k.grub_fwd1, s, B, 2 * H);
-        gemm<S>(true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
+        gemm_p<S>(pwn, true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
         rows<S>(k.grub_fwd2, s, B, 2 * H);
     }
   }
@@ -314,6 +365,9 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
   s.dc = mode == LSTM ? dc.data_ptr<S>() : nullptr;
+  const int64_t KW = mode == GRU_BEFORE ? 2 * H : GH;  // rows of W_hh in the dh GEMM
+  PackedW<S> pw(false, B, H, KW, whh, H);
+  PackedW<S> pwn(false, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? step : T - 1 - step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -333,22 +387,22 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     switch (mode) {
       case LSTM:
         rows<S>(k.lstm_bwd, s, B, 4 * H);
-        gemm<S>(false, B, H, 4 * H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pw, false, B, H, 4 * H, s.da, GH, whh, H, true, s.dhn, H);
         break;
       case RNN_TANH:
       case RNN_RELU:
         rows<S>(mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd, s, B, H);
-        gemm<S>(false, B, H, H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pw, false, B, H, H, s.da, GH, whh, H, true, s.dhn, H);
         break;
       case GRU:
         rows<S>(k.gru_bwd, s, B, 4 * H);
-        gemm<S>(false, B, H, 3 * H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pw, false, B, H, 3 * H, s.da, GH, whh, H, true, s.dhn, H);
         break;
       default:  // GRU_BEFORE
         rows<S>(k.grub_bwd1, s, B, 2 * H);
-        gemm<S>(false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
+        gemm_p<S>(pwn, false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
         rows<S>(k.grub_bwd2, s, B, 3 * H);
-        gemm<S>(false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
     }
     std::swap(dh, dhn);
   }
