@@ -128,6 +128,8 @@ def test_bad_backend_and_shapes():
         engine.run_layer("lstm", inputs[0], inputs[1], inputs[2], inputs[3][:5], None, None)
     with pytest.raises(ValueError, match="state"):
         engine.run_layer("lstm", inputs[0], inputs[1][:1], *inputs[2:])
+    with pytest.raises(TypeError, match="w_ih"):
+        engine.run_layer("lstm", inputs[0], inputs[1], inputs[2].double(), *inputs[3:])
 
 
 def test_report_names_a_default():
@@ -184,3 +186,19 @@ def test_blas_sized_matches_reference(backend, mode, dtype):
     got_out, got_grads = run_and_grads(backend_fn(backend), mode, inputs, lens, False)
     for k, (a, b) in enumerate(zip(got_out + got_grads, want_out + want_grads, strict=True)):
         assert_close(a, b, dtype, f"tensor {k} ({backend})")
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_broadcast_output_gradient(backend, mode):
+    """``y.sum()`` hands the backward an expanded (stride-0) gradient; it must not matter."""
+    T, B, I, H = 6, 20, 8, 40
+    inputs = make_inputs(mode, T, B, I, H, torch.float64, scale_weights=0.2)
+    x, state, w_ih, w_hh, b_ih, b_hh = inputs
+    leaves = [x, *state, w_ih, w_hh, b_ih, b_hh]
+    grads = []
+    for fn in (reference_layer, backend_fn(backend)):
+        y, final = fn(mode, x, state, w_ih, w_hh, b_ih, b_hh, None, False)
+        grads.append(torch.autograd.grad(y.sum() + final[0].mean(), leaves))
+    for a, b in zip(*grads, strict=True):
+        assert_close(a, b, torch.float64, f"{backend} {mode}")

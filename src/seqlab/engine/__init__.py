@@ -102,6 +102,14 @@ def _check(mode, x, state, w_ih, w_hh, b_ih, b_hh, lengths) -> None:
     ]:
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    for name, t in [("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)] + [
+        ("state", s) for s in state
+    ]:
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise TypeError(
+                f"{name}: expected dtype {x.dtype} on {x.device} (like x), "
+                f"got {t.dtype} on {t.device}"
+            )
     if lengths is not None and tuple(lengths.shape) != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {tuple(lengths.shape)}")
 

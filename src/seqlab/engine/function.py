@@ -81,7 +81,7 @@ class RecurrenceFunction(torch.autograd.Function):
             hbuf,
             cbuf,
             gates,
-            gy.contiguous(),
+            gy,  # kernels accept contiguous or broadcast (from .sum()) gradients
             ghn.contiguous(),
             gcn.contiguous() if ctx.mode == LSTM else None,
         )

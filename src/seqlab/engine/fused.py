@@ -88,7 +88,7 @@ def forward(
         cbuf[start] = c0
     mask = None
     if lengths is not None:
-        mask = torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
+        mask = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
         mask = mask.unsqueeze(-1)
     b_hn = b_hh[2 * H :] if (mode == GRU and b_hh is not None) else None
     for t in range(T - 1, -1, -1) if reverse else range(T):
@@ -160,7 +160,8 @@ def backward(
     dah = x.new_empty(T, B, H) if mode == GRU else None  # GRU: d/d hn = dA_n ⊙ r
     mask = None
     if lengths is not None:
-        mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1)
+        steps = torch.arange(T, device=x.device).unsqueeze(1)
+        mask = (steps < lengths.unsqueeze(0)).unsqueeze(-1)
         gy = gy * mask
     dh = ghn.clone()
     dc = gcn.clone() if mode == LSTM else None

@@ -207,7 +207,7 @@ void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     const S* __restrict g = s.g + b * s.gs;
     const S* __restrict cp = s.cp + b * H;
     const S* __restrict cc = s.cc + b * H;
-    const S* __restrict gy = s.gy + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
     const S* __restrict dhp = s.dh + b * H;
     S* __restrict dc = s.dc + b * H;
     S* __restrict da = s.da + b * s.das;
@@ -233,7 +233,7 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, H)) continue;
     const S* __restrict h = s.hc + b * H;
-    const S* __restrict gy = s.gy + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
     const S* __restrict dhp = s.dh + b * H;
     S* __restrict da = s.da + b * s.das;
     S* __restrict dhn = s.dhn + b * H;
@@ -253,7 +253,7 @@ void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     if (bwd_carry(s, b, 3 * H)) continue;
     const S* __restrict g = s.g + b * s.gs;
     const S* __restrict hp = s.hp + b * H;
-    const S* __restrict gy = s.gy + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
     const S* __restrict dhp = s.dh + b * H;
     S* __restrict da = s.da + b * s.das;
     S* __restrict dax = s.dax + b * H;
@@ -278,7 +278,7 @@ void grub_bwd1(const Step<S>& s, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 3 * H)) continue;
     const S* __restrict g = s.g + b * s.gs;
-    const S* __restrict gy = s.gy + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
     const S* __restrict dhp = s.dh + b * H;
     S* __restrict da = s.da + b * s.das;
     S* __restrict dhn = s.dhn + b * H;

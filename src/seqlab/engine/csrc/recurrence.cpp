@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -42,7 +43,8 @@ struct Step {
   const int64_t* len = nullptr;
   S* tmp = nullptr;           // (B, H) scratch: GRU-reset-before r⊙h / d(r⊙h)
   // backward
-  const S* gy = nullptr;      // dL/dy of step t (B, H)
+  const S* gy = nullptr;      // dL/dy of step t, row b at gy + b*gys (gys = H, or 0 if broadcast)
+  int64_t gys = 0;
   S* dh = nullptr;            // dL/dh of this step (from later steps) (B, H)
   S* dhn = nullptr;           // dL/dh_prev being built (B, H)
   S* dc = nullptr;            // LSTM dL/dc, updated in place (B, H)
@@ -74,6 +76,7 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 // MKL's packed GEMM: pack W_hh once, reuse it for every step (oneDNN does the same).
 size_t SGEMM_PACK_GET_SIZE(const char*, const int*, const int*, const int*)
     __attribute__((weak));
@@ -243,6 +246,19 @@ void rows(RowFn<S> fn, const Step<S>& s, int64_t B, int64_t width) {
   }
 }
 
+// Small products run single-threaded: waking a second BLAS thread costs more than it saves,
+// and on a busy machine the wake-up can stall for milliseconds. Restores on scope exit.
+struct BlasThreads {
+  int previous = -1;
+  explicit BlasThreads(int64_t macs) {
+    if (MKL_Set_Num_Threads_Local && macs < (int64_t(1) << 20))
+      previous = MKL_Set_Num_Threads_Local(1);
+  }
+  ~BlasThreads() {
+    if (previous >= 0) MKL_Set_Num_Threads_Local(previous);
+  }
+};
+
 int64_t gates_width(int64_t mode) {
   return mode == LSTM ? 4 : (mode == GRU || mode == GRU_BEFORE) ? 3 : 1;
 }
@@ -258,7 +274,11 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   const Kernels<S>& k = kernels<S>();
   // input projection of every step in one GEMM (both biases folded in where they add)
   at::Tensor x2 = x.view({T * B, I});
-  at::Tensor xw = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  at::Tensor xw;
+  {
+    BlasThreads bt(T * B * I * G * H);
+    xw = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  }
   at::Tensor gates;
   int64_t gs = G * H;
   if (mode == GRU) {  // room for hn next to r z n
@@ -294,6 +314,7 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
   PackedW<S> pw(true, B, NW, H, whh, H);
   PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+  BlasThreads loop_threads(B * G * H * H);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -365,9 +386,22 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
   s.dc = mode == LSTM ? dc.data_ptr<S>() : nullptr;
+  // dL/dy: contiguous, or (as from out.sum()) one (H,) row broadcast over T and B: no copy
+  at::Tensor gyc = gy;
+  int64_t gts = B * H;
+  s.gys = H;
+  if (gy.dim() == 3 && gy.stride(0) == 0 && gy.stride(1) == 0) {
+    gyc = gy[0][0].contiguous();
+    gts = 0;
+    s.gys = 0;
+  } else if (!gy.is_contiguous()) {
+    gyc = gy.contiguous();
+  }
+  const S* gyb = gyc.data_ptr<S>();
   const int64_t KW = mode == GRU_BEFORE ? 2 * H : GH;  // rows of W_hh in the dh GEMM
   PackedW<S> pw(false, B, H, KW, whh, H);
   PackedW<S> pwn(false, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+  std::optional<BlasThreads> loop_threads(std::in_place, B * G * H * H);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? step : T - 1 - step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -379,7 +413,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
       s.cp = cb + prev * B * H;
       s.cc = const_cast<S*>(cb) + cur * B * H;
     }
-    s.gy = gy.data_ptr<S>() + t * B * H;
+    s.gy = gyb + t * gts;
     s.dh = dh.data_ptr<S>();
     s.dhn = dhn.data_ptr<S>();
     s.da = dab + t * B * GH;
@@ -406,6 +440,8 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     }
     std::swap(dh, dhn);
   }
+  loop_threads.reset();
+  BlasThreads after_threads(T * B * GH * std::min(I, H));
   at::Tensor empty = at::empty({0}, opts);
   at::Tensor da2 = da.view({T * B, GH});
   at::Tensor x2 = x.view({T * B, I});
@@ -468,7 +504,7 @@ std::vector<at::Tensor> backward(int64_t mode, const at::Tensor& x, const at::Te
                                  const at::Tensor& hbuf, const at::Tensor& cbuf,
                                  const at::Tensor& gates, const at::Tensor& gy,
                                  const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
-  TORCH_CHECK(gy.is_contiguous() && ghn.is_contiguous(), "seqlab_engine.backward: contiguous");
+  TORCH_CHECK(ghn.is_contiguous(), "seqlab_engine.backward: ghn must be contiguous");
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_backward", [&] {
     return backward_impl<scalar_t>(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, opt(lengths),
                                    reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn));
