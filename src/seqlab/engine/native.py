@@ -115,25 +115,6 @@ class NativeKernel:
             self.ops.forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save)
         )
 
-    def backward(
-        self, mode, x, w_ih, w_hh, has_b_ih, has_b_hh, lengths, reverse, hbuf, cbuf, gates, gy,
-        ghn, gcn,
-    ) -> tuple[Tensor, ...]:  # fmt: skip
-        return tuple(
-            self.ops.backward(
-                mode,
-                x,
-                w_ih,
-                w_hh,
-                has_b_ih,
-                has_b_hh,
-                lengths,
-                reverse,
-                hbuf,
-                cbuf,
-                gates,
-                gy,
-                ghn,
-                gcn,
-            )  # fmt: skip
-        )
+    def backward(self, *args: Any) -> tuple[Tensor, ...]:
+        """Same arguments as :func:`seqlab.engine.fused.backward`."""
+        return tuple(self.ops.backward(*args))
