@@ -1,0 +1,247 @@
+"""Recurrence speed: seqlab's engine vs torch.nn, interleaved in one process.
+
+Follows shared/BENCHMARKS.md: configurations C1–C4 and P0, LSTM/GRU/RNN(tanh), 1 layer,
+unidirectional, float32, time-major, ``torch.set_num_threads(2)``. Each round times seqlab
+and torch.nn back to back (alternating which goes first); the reported ratio is the median of
+the per-round ratios seqlab/torch.nn (lower is better). "% peak" divides achieved FLOP/s by the
+median 2048³ float32 ``torch.mm`` rate measured in this run. A last section measures the peak
+memory of one C3 training step for each implementation, each in a fresh process.
+
+    python benchmarks/recurrence_speed.py            # full table (~10 min on 2 cores)
+    python benchmarks/recurrence_speed.py --quick    # < 2 min idle: 3 rounds, no memory probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from seqlab import engine  # noqa: E402
+
+CONFIGS = {  # name: (T, B, I, H)
+    "C1": (100, 32, 64, 128),
+    "C2": (100, 64, 256, 256),
+    "C3": (50, 128, 512, 512),
+    "C4": (500, 16, 32, 64),
+    "P0": (1000, 1, 8, 8),
+}
+CELLS = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "RNN": ("rnn_tanh", 1)}
+# train-time ratio targets seqlab/torch.nn (issue 3); forward: <= 1.0 everywhere
+TRAIN_TARGET = {
+    "LSTM": {"C1": 1.0, "C2": 1.0, "C3": 1.0, "C4": 0.8, "P0": 1.0},
+    "GRU": {"C1": 0.5, "C2": 0.9, "C3": 0.9, "C4": 0.5, "P0": 0.5},
+    "RNN": {"C1": 0.5, "C2": 0.9, "C3": 0.9, "C4": 0.5, "P0": 0.5},
+}
+P0_STEP_TARGET_US = 5.0
+
+
+def torch_module(cell: str, I: int, H: int) -> torch.nn.Module:
+    if cell == "LSTM":
+        return torch.nn.LSTM(I, H)
+    if cell == "GRU":
+        return torch.nn.GRU(I, H)
+    return torch.nn.RNN(I, H, nonlinearity="tanh")
+
+
+def seqlab_runner(cell: str, ref: torch.nn.Module, backend: str | None):
+    """seqlab's layer with torch.nn's weights (seqlab.<cell> if available, else run_layer)."""
+    mode, _ = CELLS[cell]
+    try:
+        import seqlab
+
+        cls = getattr(seqlab, cell)
+        layer = cls(ref.input_size, ref.hidden_size, backend=backend)
+        layer.load_state_dict(ref.state_dict())
+        return lambda x: layer(x)[0]
+    except (ImportError, AttributeError, TypeError):
+        pass
+    w = [ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        B, H = x.shape[1], ref.hidden_size
+        h0 = x.new_zeros(B, H)
+        state = (h0, h0) if mode == "lstm" else (h0,)
+        return engine.run_layer(mode, x, state, *w, backend=backend)[0]
+
+    return run
+
+
+def make_step(fn, x: torch.Tensor, train: bool):
+    if train:
+
+        def step() -> None:
+            x.grad = None
+            fn(x).sum().backward()
+    else:
+
+        def step() -> None:
+            with torch.no_grad():
+                fn(x)
+
+    return step
+
+
+def timed(step, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return (time.perf_counter() - t0) / reps
+
+
+def calibrate(step, budget_s: float) -> int:
+    step()  # warm-up (allocations, oneDNN primitive creation)
+    once = timed(step, 1)
+    return max(1, min(200, int(budget_s / max(once, 1e-6))))
+
+
+def gemm_peak(rounds: int) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(rounds):
+        rates.append(2 * 2048**3 / timed(lambda: torch.mm(a, b), 2))
+    return statistics.median(rates)
+
+
+def bench_one(cell, cfg, train, rounds, budget, backend):
+    T, B, I, H = CONFIGS[cfg]
+    torch.manual_seed(0)
+    ref = torch_module(cell, I, H)
+    ours = seqlab_runner(cell, ref, backend)
+    x = torch.randn(T, B, I, requires_grad=train)
+    steps = {"seqlab": make_step(ours, x, train), "torch": make_step(lambda v: ref(v)[0], x, train)}
+    reps = {k: calibrate(s, budget) for k, s in steps.items()}
+    times = {"seqlab": [], "torch": []}
+    ratios = []
+    for r in range(rounds):
+        order = ["seqlab", "torch"] if r % 2 == 0 else ["torch", "seqlab"]
+        got = {k: timed(steps[k], reps[k]) for k in order}
+        for k in got:
+            times[k].append(got[k])
+        ratios.append(got["seqlab"] / got["torch"])
+    G = CELLS[cell][1]
+    flops = T * 2 * B * (I + H) * G * H * (3 if train else 1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "cell": cell,
+        "cfg": cfg,
+        "mode": "train" if train else "fwd",
+        "ms": {k: 1e3 * v for k, v in med.items()},
+        "tok_s": T * B / med["seqlab"],
+        "gflops": {k: flops / v / 1e9 for k, v in med.items()},
+        "us_step": {k: 1e6 * v / T for k, v in med.items()},
+        "us_step_best": {k: 1e6 * min(v) / T for k, v in times.items()},
+        "ratio": statistics.median(ratios),
+    }
+
+
+MEMORY_CHILD = """
+import json, sys, torch
+sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
+torch.set_num_threads(2)
+import recurrence_speed as rs
+cell, impl = {cell!r}, {impl!r}
+T, B, I, H = rs.CONFIGS["C3"]
+torch.manual_seed(0)
+ref = rs.torch_module(cell, I, H)
+fn = rs.seqlab_runner(cell, ref, None) if impl == "seqlab" else (lambda v: ref(v)[0])
+x = torch.randn(T, B, I, requires_grad=True)
+fn(x[:2]).sum().backward()  # load kernels / primitives outside the measured step
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+before = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the high-water mark
+fn(x).sum().backward()
+print(json.dumps(status("VmHWM:") - before))
+"""
+
+
+def peak_memory(cell: str, impl: str) -> float | None:
+    code = MEMORY_CHILD.format(
+        src=str(ROOT / "src"), bench=str(ROOT / "benchmarks"), cell=cell, impl=impl
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"memory probe failed for {cell}/{impl}: {out.stderr[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
+
+
+def verdict(row) -> tuple[str, bool]:
+    target = 1.0 if row["mode"] == "fwd" else TRAIN_TARGET[row["cell"]][row["cfg"]]
+    return f"<= {target:.1f}", row["ratio"] <= target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, under 2 minutes")
+    parser.add_argument("--backend", default=None, help="force a seqlab backend")
+    parser.add_argument("--cells", default="LSTM,GRU,RNN")
+    parser.add_argument("--configs", default="C1,C2,C3,C4,P0")
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rounds, budget = (3, 0.01) if args.quick else (7, 0.05)
+    report = engine.backends()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seqlab backend: "
+          f"{report['default']} ({report['why']})")  # fmt: skip
+    peak = gemm_peak(3 if args.quick else 7)
+    print(f"float32 GEMM peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s")
+    header = (
+        "| cell | cfg | mode | seqlab ms | torch ms | seqlab tok/s | seqlab %peak | "
+        "torch %peak | ratio | target | met |"
+    )
+    print(header)
+    print("|" + "---|" * 11)
+    rows = []
+    for cell in args.cells.split(","):
+        for cfg in args.configs.split(","):
+            for train in (False, True):
+                row = bench_one(cell, cfg, train, rounds, budget, args.backend)
+                target, ok = verdict(row)
+                rows.append((row, ok))
+                g = row["gflops"]
+                print(
+                    f"| {cell} | {cfg} | {row['mode']} | {row['ms']['seqlab']:.2f} | "
+                    f"{row['ms']['torch']:.2f} | {row['tok_s']:.0f} | "
+                    f"{100 * g['seqlab'] * 1e9 / peak:.0f}% | {100 * g['torch'] * 1e9 / peak:.0f}% "
+                    f"| {row['ratio']:.2f} | {target} | {'met' if ok else 'NOT met'} |",
+                    flush=True,
+                )
+    print("\nP0 per-step time (train), target <= 5 µs/step:")
+    for row, _ in rows:
+        if row["cfg"] == "P0" and row["mode"] == "train":
+            us, best = row["us_step"], row["us_step_best"]
+            ok = us["seqlab"] <= P0_STEP_TARGET_US
+            print(f"  {row['cell']}: seqlab {us['seqlab']:.2f} µs/step (best round "
+                  f"{best['seqlab']:.2f}), torch.nn {us['torch']:.2f} (best {best['torch']:.2f})"
+                  f" -> {'met' if ok else 'NOT met'}")  # fmt: skip
+    if not (args.no_memory or args.quick) and "C3" in args.configs:
+        print("\nPeak memory of one C3 training step (fresh process each, MiB):")
+        for cell in args.cells.split(","):
+            ours, theirs = peak_memory(cell, "seqlab"), peak_memory(cell, "torch")
+            if ours is None or theirs is None:
+                continue
+            ok = ours <= theirs
+            print(f"  {cell}: seqlab {ours:.0f}, torch.nn {theirs:.0f} -> "
+                  f"{'met' if ok else 'NOT met'}")  # fmt: skip
+    missed = [f"{r['cell']}/{r['cfg']}/{r['mode']}" for r, ok in rows if not ok]
+    print("\nratio targets not met: " + (", ".join(missed) if missed else "none"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+// Fused pointwise passes of one time step, for a range of batch rows [b0, b1).
+//
+// Included twice by recurrence.cpp: once for the baseline ISA and once under
+// `#pragma GCC target("avx2,fma")`, each time inside its own namespace, so the compiler
+// auto-vectorises the same source for both and the caller picks one by CPUID at run time.
+// Plain C++ only (no ATen) so the target pragma cannot clash with library inline code.
+// `Step<S>` (the per-step pointers) is defined once, outside, by recurrence.cpp.
+//
+// Symbols (per row b, j in [0, H)): gates are stored activated in the saved buffer `g`
+// (row stride gs): LSTM [i f g o], GRU [r z n hn], GRU-reset-before [r z n].
+// Pre-activations `a` arrive in the same buffer: the step's recurrent GEMM has already
+// accumulated h_prev @ W_hhᵀ into them (except the torch.nn GRU, whose product `hw`
+// comes separately because r multiplies its n-block).
+
+// ---- scalar math: accurate in double via libm, fast branch-free polynomials in float ----
+
+static inline double v_exp(double x) { return std::exp(x); }
+static inline double v_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+static inline double v_tanh(double x) { return std::tanh(x); }
+
+// exp for float: x = n·ln2 + r, |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2^n by the exponent
+// bits (relative error ~1e-7 over the clamped range, which only saturates ±inf-bound inputs).
+static inline float v_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+static inline float v_sigmoid(float x) { return 1.0f / (1.0f + v_exp(-x)); }
+
+// tanh for float: an odd polynomial near 0 (where 1 − 2/(e^{2x}+1) would cancel), else the
+// exponential form; both computed and blended so the loop stays branch-free.
+static inline float v_tanh(float x) {
+  float ax = x < 0.0f ? -x : x;
+  float z = x * x;
+  float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                  1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+  float big = 1.0f - 2.0f / (v_exp(2.0f * ax) + 1.0f);
+  big = x < 0.0f ? -big : big;
+  return ax < 0.625f ? small : big;
+}
+
+#define ROW_LOOP _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j)
+
+template <typename S>
+static void carry_rows(const Step<S>& s, int64_t b) {
+  const int64_t H = s.H;
+  S* __restrict hc = s.hc + b * H;
+  const S* __restrict hp = s.hp + b * H;
+  ROW_LOOP hc[j] = hp[j];
+  if (s.cc) {
+    S* __restrict cc = s.cc + b * H;
+    const S* __restrict cp = s.cp + b * H;
+    ROW_LOOP cc[j] = cp[j];
+  }
+  if (s.y) {
+    S* __restrict y = s.y + b * H;
+    ROW_LOOP y[j] = S(0);
+  }
+}
+
+template <typename S>
+static void put_y(const Step<S>& s, int64_t b) {
+  if (!s.y) return;
+  const int64_t H = s.H;
+  S* __restrict y = s.y + b * H;
+  const S* __restrict h = s.hc + b * H;
+  ROW_LOOP y[j] = h[j];
+}
+
+// ---------------------------------------------------------------- forward
+
+// c = f⊙c_prev + i⊙g ; h = o⊙tanh(c)
+template <typename S>
+void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (!s.valid(b)) { carry_rows(s, b); continue; }
+    S* __restrict a = s.g + b * s.gs;
+    const S* __restrict cp = s.cp + b * H;
+    S* __restrict cc = s.cc + b * H;
+    S* __restrict hc = s.hc + b * H;
+    ROW_LOOP {
+      S i = v_sigmoid(a[j]), f = v_sigmoid(a[H + j]);
+      S gg = v_tanh(a[2 * H + j]), o = v_sigmoid(a[3 * H + j]);
+      S c = f * cp[j] + i * gg;
+      a[j] = i; a[H + j] = f; a[2 * H + j] = gg; a[3 * H + j] = o;
+      cc[j] = c;
+      hc[j] = o * v_tanh(c);
+    }
+    put_y(s, b);
+  }
+}
+
+// h = tanh(a) or relu(a)
+template <typename S, bool RELU>
+void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (!s.valid(b)) { carry_rows(s, b); continue; }
+    const S* __restrict a = s.g + b * s.gs;
+    S* __restrict hc = s.hc + b * H;
+    if (RELU) {
+      ROW_LOOP hc[j] = a[j] > S(0) ? a[j] : S(0);
+    } else {
+      ROW_LOOP hc[j] = v_tanh(a[j]);
+    }
+    put_y(s, b);
+  }
+}
+
+// torch.nn GRU: r = σ(x_r+h_r), z = σ(x_z+h_z), hn = h_n + b_hn, n = tanh(x_n + r⊙hn),
+// h = n + z⊙(h_prev − n). Saves [r z n hn].
+template <typename S>
+void gru_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (!s.valid(b)) { carry_rows(s, b); continue; }
+    S* __restrict a = s.g + b * s.gs;
+    const S* __restrict hw = s.hw + b * 3 * H;
+    const S* __restrict hp = s.hp + b * H;
+    S* __restrict hc = s.hc + b * H;
+    const S* __restrict bhn = s.bhn;
+    ROW_LOOP {
+      S r = v_sigmoid(a[j] + hw[j]);
+      S z = v_sigmoid(a[H + j] + hw[H + j]);
+      S hn = hw[2 * H + j] + (bhn ? bhn[j] : S(0));
+      S n = v_tanh(a[2 * H + j] + r * hn);
+      a[j] = r; a[H + j] = z; a[2 * H + j] = n; a[3 * H + j] = hn;
+      hc[j] = n + z * (hp[j] - n);
+    }
+    put_y(s, b);
+  }
+}
+
+// GRU (reset before), part 1: r, z from their pre-activations; tmp = r⊙h_prev.
+template <typename S>
+void grub_fwd1(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    S* __restrict a = s.g + b * s.gs;
+    const S* __restrict hp = s.hp + b * H;
+    S* __restrict rh = s.tmp + b * H;
+    ROW_LOOP {
+      S r = v_sigmoid(a[j]);
+      a[j] = r;
+      a[H + j] = v_sigmoid(a[H + j]);
+      rh[j] = r * hp[j];
+    }
+  }
+}
+
+// part 2 (after a_n += (r⊙h_prev) @ W_hnᵀ): n = tanh(a_n), h = n + z⊙(h_prev − n).
+template <typename S>
+void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (!s.valid(b)) { carry_rows(s, b); continue; }
+    S* __restrict a = s.g + b * s.gs;
+    const S* __restrict hp = s.hp + b * H;
+    S* __restrict hc = s.hc + b * H;
+    ROW_LOOP {
+      S n = v_tanh(a[2 * H + j]);
+      a[2 * H + j] = n;
+      hc[j] = n + a[H + j] * (hp[j] - n);
+    }
+    put_y(s, b);
+  }
+}
+
+// ---------------------------------------------------------------- backward
+// Each writes dA (zero on padded rows) and the direct part of dL/dh_prev into dhn; the step's
+// GEMM then adds dA @ W_hh. A padded row passes dh (and dc) through unchanged.
+
+template <typename S>
+static bool bwd_carry(const Step<S>& s, int64_t b, int64_t width) {
+  if (s.valid(b)) return false;
+  const int64_t H = s.H;
+  S* __restrict da = s.da + b * s.das;
+  for (int64_t j = 0; j < width; ++j) da[j] = S(0);
+  S* __restrict dhn = s.dhn + b * H;
+  const S* __restrict dh = s.dh + b * H;
+  ROW_LOOP dhn[j] = dh[j];
+  if (s.dax) {
+    S* __restrict dx = s.dax + b * H;
+    ROW_LOOP dx[j] = S(0);
+  }
+  return true;
+}
+
+template <typename S>
+void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (bwd_carry(s, b, 4 * H)) continue;
+    const S* __restrict g = s.g + b * s.gs;
+    const S* __restrict cp = s.cp + b * H;
+    const S* __restrict cc = s.cc + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
+    const S* __restrict dhp = s.dh + b * H;
+    S* __restrict dc = s.dc + b * H;
+    S* __restrict da = s.da + b * s.das;
+    S* __restrict dhn = s.dhn + b * H;
+    ROW_LOOP {
+      S i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+      S dh = dhp[j] + gy[j];
+      S tc = v_tanh(cc[j]);
+      S dct = dc[j] + dh * o * (S(1) - tc * tc);
+      da[j] = dct * gg * i * (S(1) - i);
+      da[H + j] = dct * cp[j] * f * (S(1) - f);
+      da[2 * H + j] = dct * i * (S(1) - gg * gg);
+      da[3 * H + j] = dh * tc * o * (S(1) - o);
+      dc[j] = dct * f;
+      dhn[j] = S(0);
+    }
+  }
+}
+
+template <typename S, bool RELU>
+void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (bwd_carry(s, b, H)) continue;
+    const S* __restrict h = s.hc + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
+    const S* __restrict dhp = s.dh + b * H;
+    S* __restrict da = s.da + b * s.das;
+    S* __restrict dhn = s.dhn + b * H;
+    ROW_LOOP {
+      S dh = dhp[j] + gy[j];
+      da[j] = RELU ? (h[j] > S(0) ? dh : S(0)) : dh * (S(1) - h[j] * h[j]);
+      dhn[j] = S(0);
+    }
+  }
+}
+
+// torch.nn GRU: da = [dA_r, dA_z, dA_n ⊙ r] (the recurrent side), dax = dA_n (input side).
+template <typename S>
+void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (bwd_carry(s, b, 3 * H)) continue;
+    const S* __restrict g = s.g + b * s.gs;
+    const S* __restrict hp = s.hp + b * H;
+    const S* __restrict gy = s.gy + b * s.gys;
+    const S* __restrict dhp = s.dh + b * H;
+    S* __restrict da = s.da + b * s.das;
+    S* __restrict dax = s.dax + b * H;
+    S* __restrict dhn = s.dhn + b * H;
+    ROW_LOOP {
+      S r = g[j], z = g[H + j], n = g[2 * H + j], hn = g[3 * H + j];
+      S dh = dhp[j] + gy[j];
+      S dan = dh * (S(1) - z) * (S(1) - n * n);
+      da[j] = dan * hn * r * (S(1) - r);
+      da[H + j] = dh * (hp[j] - n) * z * (S(1) - z);
+      da[2 * H + j] = dan * r;
+      dax[j] = dan;
+      dhn[j] = dh * z;
+    }
+  }
+}
+
+// GRU (reset before), part 1: dA_n into da, total dh kept in dhn for part 2.
+template <typename S>
+void grub_bwd1(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (bwd_carry(s, b, 3 * H)) continue;
+    const S* __restrict g = s.g + b * s.gs;
+    const S* __restrict gy = s.gy + b * s.gys;
+    const S* __restrict dhp = s.dh + b * H;
+    S* __restrict da = s.da + b * s.das;
+    S* __restrict dhn = s.dhn + b * H;
+    ROW_LOOP {
+      S z = g[H + j], n = g[2 * H + j];
+      S dh = dhp[j] + gy[j];
+      da[2 * H + j] = dh * (S(1) - z) * (S(1) - n * n);
+      dhn[j] = dh;
+    }
+  }
+}
+
+// part 2 (tmp = d(r⊙h_prev) = dA_n @ W_hn): dA_r, dA_z and dh_prev's direct terms.
+template <typename S>
+void grub_bwd2(const Step<S>& s, int64_t b0, int64_t b1) {
+  const int64_t H = s.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    if (!s.valid(b)) continue;  // part 1 already carried this row
+    const S* __restrict g = s.g + b * s.gs;
+    const S* __restrict hp = s.hp + b * H;
+    const S* __restrict drh = s.tmp + b * H;
+    S* __restrict da = s.da + b * s.das;
+    S* __restrict dhn = s.dhn + b * H;
+    ROW_LOOP {
+      S r = g[j], z = g[H + j], n = g[2 * H + j];
+      S dh = dhn[j];
+      da[j] = drh[j] * hp[j] * r * (S(1) - r);
+      da[H + j] = dh * (hp[j] - n) * z * (S(1) - z);
+      dhn[j] = dh * z + drh[j] * r;
+    }
+  }
+}
+
+#undef ROW_LOOP

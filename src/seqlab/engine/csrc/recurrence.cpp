@@ -1,0 +1,522 @@
+// Native time loops of seqlab's recurrence engine (forward and hand-derived BPTT).
+//
+// Registered as torch.ops.seqlab_engine.{forward, backward}; the autograd glue and the exact
+// buffer contract live in seqlab/engine/function.py and fused.py (the same algorithm in
+// eager torch ops). Per step: one recurrent GEMM (BLAS sgemm_/dgemm_ called directly, or a
+// plain loop for tiny sizes where call overhead dominates) and one fused pointwise pass over
+// the batch rows (vectorised, parallel over rows when large). After the backward loop the
+// weight and input gradients are single GEMMs over all T·B rows.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+template <typename S>
+struct Step {
+  int64_t H = 0, t = 0, gs = 0;
+  S* g = nullptr;             // gates of step t, row b at g + b*gs
+  const S* hw = nullptr;      // torch.nn GRU: h_prev @ W_hhᵀ (B, 3H)
+  const S* bhn = nullptr;     // torch.nn GRU: b_hn (H) or null
+  const S* hp = nullptr;      // h_prev (B, H)
+  S* hc = nullptr;            // h of this step (B, H)
+  const S* cp = nullptr;      // LSTM c_prev
+  S* cc = nullptr;            // LSTM c of this step
+  S* y = nullptr;             // masked output row block (lengths only) or null
+  const int64_t* len = nullptr;
+  S* tmp = nullptr;           // (B, H) scratch: GRU-reset-before r⊙h / d(r⊙h)
+  // backward
+  const S* gy = nullptr;      // dL/dy of step t, row b at gy + b*gys (gys = H, or 0 if broadcast)
+  int64_t gys = 0;
+  S* dh = nullptr;            // dL/dh of this step (from later steps) (B, H)
+  S* dhn = nullptr;           // dL/dh_prev being built (B, H)
+  S* dc = nullptr;            // LSTM dL/dc, updated in place (B, H)
+  S* da = nullptr;            // dA of step t, row stride das
+  int64_t das = 0;
+  S* dax = nullptr;           // torch.nn GRU: dA_n for the input side (B, H)
+  bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
+};
+
+namespace seqlab_base {
+#include "kernels.h"
+}  // namespace seqlab_base
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SEQLAB_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace seqlab_avx2 {
+#include "kernels.h"
+}  // namespace seqlab_avx2
+#pragma GCC pop_options
+#endif
+
+extern "C" {
+// Fortran BLAS exported by libtorch_cpu (MKL on x86 wheels). Weak: absent -> ATen fallback.
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+// MKL's packed GEMM: pack W_hh once, reuse it for every step (oneDNN does the same).
+size_t SGEMM_PACK_GET_SIZE(const char*, const int*, const int*, const int*)
+    __attribute__((weak));
+void SGEMM_PACK(const char*, const char*, const int*, const int*, const int*, const float*,
+                const float*, const int*, float*) __attribute__((weak));
+void SGEMM_COMPUTE(const char*, const char*, const int*, const int*, const int*, const float*,
+                   const int*, const float*, const int*, const float*, float*, const int*)
+    __attribute__((weak));
+}
+
+namespace {
+
+enum Mode : int64_t { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3, GRU_BEFORE = 4 };
+
+template <typename S>
+using RowFn = void (*)(const Step<S>&, int64_t, int64_t);
+
+template <typename S>
+struct Kernels {
+  RowFn<S> lstm_fwd, tanh_fwd, relu_fwd, gru_fwd, grub_fwd1, grub_fwd2;
+  RowFn<S> lstm_bwd, tanh_bwd, relu_bwd, gru_bwd, grub_bwd1, grub_bwd2;
+};
+
+#define SEQLAB_KERNELS(NS, S)                                                              \
+  Kernels<S> {                                                                             \
+    NS::lstm_fwd<S>, NS::rnn_fwd<S, false>, NS::rnn_fwd<S, true>, NS::gru_fwd<S>,          \
+        NS::grub_fwd1<S>, NS::grub_fwd2<S>, NS::lstm_bwd<S>, NS::rnn_bwd<S, false>,        \
+        NS::rnn_bwd<S, true>, NS::gru_bwd<S>, NS::grub_bwd1<S>, NS::grub_bwd2<S>           \
+  }
+
+bool cpu_has_avx2() {
+#ifdef SEQLAB_HAVE_AVX2
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+template <typename S>
+const Kernels<S>& kernels() {
+  static const Kernels<S> base = SEQLAB_KERNELS(seqlab_base, S);
+#ifdef SEQLAB_HAVE_AVX2
+  static const Kernels<S> avx2 = SEQLAB_KERNELS(seqlab_avx2, S);
+  if (cpu_has_avx2()) return avx2;
+#endif
+  return base;
+}
+
+// Row-major C(M,N) = op(A)(M,K) @ op(B)(K,N) + beta·C, beta ∈ {0, 1}; tA/tB: stored transposed.
+template <typename S>
+void blas(char ta, char tb, const int* m, const int* n, const int* k, const S* alpha, const S* a,
+          const int* lda, const S* b, const int* ldb, const S* beta, S* c, const int* ldc);
+template <>
+void blas<float>(char ta, char tb, const int* m, const int* n, const int* k, const float* alpha,
+                 const float* a, const int* lda, const float* b, const int* ldb,
+                 const float* beta, float* c, const int* ldc) {
+  sgemm_(&ta, &tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+template <>
+void blas<double>(char ta, char tb, const int* m, const int* n, const int* k,
+                  const double* alpha, const double* a, const int* lda, const double* b,
+                  const int* ldb, const double* beta, double* c, const int* ldc) {
+  dgemm_(&ta, &tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <typename S>
+bool have_blas() {
+  return std::is_same<S, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
+}
+
+// Below this many multiply-adds a plain loop beats any library call's fixed overhead.
+constexpr int64_t kSmallGemm = 8192;
+
+template <typename S>
+void gemm(bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, const S* B,
+          int64_t ldb, bool accumulate, S* C, int64_t ldc) {
+  if (M * N * K <= kSmallGemm) {
+    for (int64_t i = 0; i < M; ++i) {
+      S* __restrict c = C + i * ldc;
+      const S* __restrict a = A + i * lda;
+      if (!accumulate)
+        for (int64_t j = 0; j < N; ++j) c[j] = S(0);
+      if (tb) {  // B stored (N, K): dot products of contiguous rows
+        for (int64_t j = 0; j < N; ++j) {
+          const S* __restrict bj = B + j * ldb;
+          S acc = S(0);
+          for (int64_t p = 0; p < K; ++p) acc += a[p] * bj[p];
+          c[j] += acc;
+        }
+      } else {  // B stored (K, N): axpy of its rows
+        for (int64_t p = 0; p < K; ++p) {
+          const S* __restrict bp = B + p * ldb;
+          const S ap = a[p];
+          for (int64_t j = 0; j < N; ++j) c[j] += ap * bp[j];
+        }
+      }
+    }
+    return;
+  }
+  if (have_blas<S>()) {
+    // column-major view: Cᵀ(N,M) = op(B)ᵀ(N,K) · op(A)ᵀ(K,M)
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const S one = S(1), beta = accumulate ? S(1) : S(0);
+    blas<S>(tb ? 'T' : 'N', 'N', &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+    return;
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value);
+  at::Tensor a = at::from_blob(const_cast<S*>(A), {M, K}, {lda, 1}, opts);
+  at::Tensor b = tb ? at::from_blob(const_cast<S*>(B), {N, K}, {ldb, 1}, opts).t()
+                    : at::from_blob(const_cast<S*>(B), {K, N}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (accumulate)
+    c.addmm_(a, b);
+  else
+    c.copy_(at::mm(a, b));
+}
+
+// The loop-invariant right operand W of `gemm` packed by MKL for a fixed (tb, N, K);
+// used for float when the packed API exists and the product is not tiny, else inactive.
+template <typename S>
+struct PackedW {
+  at::Tensor buf;
+  bool active = false;
+  PackedW(bool tb, int64_t M, int64_t N, int64_t K, const S* W, int64_t ldw) {
+    if (!std::is_same<S, float>::value || M * N * K <= kSmallGemm) return;
+    if (!SGEMM_PACK_GET_SIZE || !SGEMM_PACK || !SGEMM_COMPUTE) return;
+    static const bool off = std::getenv("SEQLAB_NO_PACK") != nullptr;
+    if (off) return;
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int ld = static_cast<int>(ldw);
+    const char id = 'A', trans = tb ? 'T' : 'N';
+    const float one = 1.0f;
+    size_t bytes = SGEMM_PACK_GET_SIZE(&id, &m, &n, &k);
+    buf = at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions().dtype(at::kByte));
+    SGEMM_PACK(&id, &trans, &m, &n, &k, &one, reinterpret_cast<const float*>(W), &ld,
+               reinterpret_cast<float*>(buf.data_ptr()));
+    active = true;
+  }
+};
+
+// gemm with a packed W: C(M,N) (+)= A(M,K) @ op(W)
+template <typename S>
+void gemm_p(const PackedW<S>& pw, bool tb, int64_t M, int64_t N, int64_t K, const S* A,
+            int64_t lda, const S* W, int64_t ldw, bool accumulate, S* C, int64_t ldc) {
+  if (!pw.active) {
+    gemm<S>(tb, M, N, K, A, lda, W, ldw, accumulate, C, ldc);
+    return;
+  }
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const char pa = 'P', nb = 'N';
+  const float beta = accumulate ? 1.0f : 0.0f;
+  SGEMM_COMPUTE(&pa, &nb, &m, &n, &k, reinterpret_cast<const float*>(pw.buf.data_ptr()), &la,
+                reinterpret_cast<const float*>(A), &lb, &beta, reinterpret_cast<float*>(C), &lc);
+}
+
+template <typename S>
+void rows(RowFn<S> fn, const Step<S>& s, int64_t B, int64_t width) {
+  // parallel over batch rows once a step has enough work to pay for waking a thread
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1));
+  if (B <= grain) {
+    fn(s, 0, B);
+  } else {
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { fn(s, b0, b1); });
+  }
+}
+
+// Small products run single-threaded: waking a second BLAS thread costs more than it saves,
+// and on a busy machine the wake-up can stall for milliseconds. Restores on scope exit.
+struct BlasThreads {
+  int previous = -1;
+  explicit BlasThreads(int64_t macs) {
+    if (MKL_Set_Num_Threads_Local && macs < (int64_t(1) << 20))
+      previous = MKL_Set_Num_Threads_Local(1);
+  }
+  ~BlasThreads() {
+    if (previous >= 0) MKL_Set_Num_Threads_Local(previous);
+  }
+};
+
+int64_t gates_width(int64_t mode) {
+  return mode == LSTM ? 4 : (mode == GRU || mode == GRU_BEFORE) ? 3 : 1;
+}
+
+template <typename S>
+std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& bias,
+                                     const at::Tensor& b_hh, const at::Tensor& len, bool reverse,
+                                     bool save) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
+  const int64_t G = gates_width(mode);
+  const Kernels<S>& k = kernels<S>();
+  // input projection of every step in one GEMM (both biases folded in where they add)
+  at::Tensor x2 = x.view({T * B, I});
+  at::Tensor xw;
+  {
+    BlasThreads bt(T * B * I * G * H);
+    xw = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  }
+  at::Tensor gates;
+  int64_t gs = G * H;
+  if (mode == GRU) {  // room for hn next to r z n
+    gs = 4 * H;
+    gates = at::empty({T, B, gs}, x.options());
+    gates.view({T * B, gs}).narrow(1, 0, 3 * H).copy_(xw);
+    xw.reset();
+  } else {
+    gates = xw.view({T, B, gs});
+  }
+  at::Tensor hbuf = at::empty({T + 1, B, H}, x.options());
+  at::Tensor cbuf = mode == LSTM ? at::empty({T + 1, B, H}, x.options()) : at::empty({0}, x.options());
+  const int64_t start = reverse ? T : 0, end = reverse ? 0 : T;
+  hbuf[start].copy_(h0);
+  if (mode == LSTM) cbuf[start].copy_(c0);
+  at::Tensor y = len.defined() ? at::empty({T, B, H}, x.options())
+                               : hbuf.narrow(0, reverse ? 0 : 1, T);
+  at::Tensor hw = mode == GRU ? at::empty({B, 3 * H}, x.options()) : at::Tensor();
+  at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, x.options()) : at::Tensor();
+
+  S* g = gates.data_ptr<S>();
+  S* hb = hbuf.data_ptr<S>();
+  S* cb = mode == LSTM ? cbuf.data_ptr<S>() : nullptr;
+  const S* whh = w_hh.data_ptr<S>();
+  Step<S> s;
+  s.H = H;
+  s.gs = gs;
+  s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+  s.hw = hw.defined() ? hw.data_ptr<S>() : nullptr;
+  s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
+  s.bhn = (mode == GRU && b_hh.defined()) ? b_hh.data_ptr<S>() + 2 * H : nullptr;
+  S* yb = len.defined() ? y.data_ptr<S>() : nullptr;
+  const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
+  PackedW<S> pw(true, B, NW, H, whh, H);
+  PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+  BlasThreads loop_threads(B * G * H * H);
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
+    s.t = t;
+    s.g = g + t * B * gs;
+    s.hp = hb + prev * B * H;
+    s.hc = hb + cur * B * H;
+    if (cb) {
+      s.cp = cb + prev * B * H;
+      s.cc = cb + cur * B * H;
+    }
+    s.y = yb ? yb + t * B * H : nullptr;
+    switch (mode) {
+      case LSTM:
+        gemm_p<S>(pw, true, B, 4 * H, H, s.hp, H, whh, H, true, s.g, gs);
+        rows<S>(k.lstm_fwd, s, B, 4 * H);
+        break;
+      case RNN_TANH:
+      case RNN_RELU:
+        gemm_p<S>(pw, true, B, H, H, s.hp, H, whh, H, true, s.g, gs);
+        rows<S>(mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd, s, B, H);
+        break;
+      case GRU:
+        gemm_p<S>(pw, true, B, 3 * H, H, s.hp, H, whh, H, false, const_cast<S*>(s.hw), 3 * H);
+        rows<S>(k.gru_fwd, s, B, 4 * H);
+        break;
+      default:  // GRU_BEFORE
+        gemm_p<S>(pw, true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
+        rows<S>(k.grub_fwd1, s, B, 2 * H);
+        gemm_p<S>(pwn, true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
+        rows<S>(k.grub_fwd2, s, B, 2 * H);
+    }
+  }
+  at::Tensor empty = at::empty({0}, x.options());
+  at::Tensor hn = hbuf[end].clone();
+  at::Tensor cn = mode == LSTM ? cbuf[end].clone() : empty;
+  // RNN needs only hbuf; in inference nothing beyond the outputs is kept
+  bool keep_gates = save && mode != RNN_TANH && mode != RNN_RELU;
+  return {y, hn, cn, hbuf, save ? cbuf : empty, keep_gates ? gates : empty};
+}
+
+template <typename S>
+std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, bool has_b_ih, bool has_b_hh,
+                                      const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
+                                      const at::Tensor& cbuf, const at::Tensor& gates,
+                                      const at::Tensor& gy, const at::Tensor& ghn,
+                                      const at::Tensor& gcn) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = hbuf.size(2);
+  const int64_t G = gates_width(mode), GH = G * H;
+  const int64_t gs = mode == GRU ? 4 * H : GH;
+  const Kernels<S>& k = kernels<S>();
+  auto opts = x.options();
+  at::Tensor da = at::empty({T, B, GH}, opts);
+  at::Tensor dax = mode == GRU ? at::empty({T, B, H}, opts) : at::Tensor();
+  at::Tensor dh = ghn.clone(), dhn = at::empty({B, H}, opts);
+  at::Tensor dc = mode == LSTM ? gcn.clone() : at::empty({0}, opts);
+  at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, opts) : at::Tensor();
+
+  const S* g = gates.numel() ? gates.data_ptr<S>() : nullptr;
+  const S* hb = hbuf.data_ptr<S>();
+  const S* cb = mode == LSTM ? cbuf.data_ptr<S>() : nullptr;
+  const S* whh = w_hh.data_ptr<S>();
+  S* dab = da.data_ptr<S>();
+  Step<S> s;
+  s.H = H;
+  s.gs = gs;
+  s.das = GH;
+  s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+  s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
+  s.dc = mode == LSTM ? dc.data_ptr<S>() : nullptr;
+  // dL/dy: contiguous, or (as from out.sum()) one (H,) row broadcast over T and B: no copy
+  at::Tensor gyc = gy;
+  int64_t gts = B * H;
+  s.gys = H;
+  if (gy.dim() == 3 && gy.stride(0) == 0 && gy.stride(1) == 0) {
+    gyc = gy[0][0].contiguous();
+    gts = 0;
+    s.gys = 0;
+  } else if (!gy.is_contiguous()) {
+    gyc = gy.contiguous();
+  }
+  const S* gyb = gyc.data_ptr<S>();
+  const int64_t KW = mode == GRU_BEFORE ? 2 * H : GH;  // rows of W_hh in the dh GEMM
+  PackedW<S> pw(false, B, H, KW, whh, H);
+  PackedW<S> pwn(false, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+  std::optional<BlasThreads> loop_threads(std::in_place, B * G * H * H);
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? step : T - 1 - step;
+    const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
+    s.t = t;
+    s.g = g ? const_cast<S*>(g) + t * B * gs : nullptr;
+    s.hp = hb + prev * B * H;
+    s.hc = const_cast<S*>(hb) + cur * B * H;
+    if (cb) {
+      s.cp = cb + prev * B * H;
+      s.cc = const_cast<S*>(cb) + cur * B * H;
+    }
+    s.gy = gyb + t * gts;
+    s.dh = dh.data_ptr<S>();
+    s.dhn = dhn.data_ptr<S>();
+    s.da = dab + t * B * GH;
+    s.dax = mode == GRU ? dax.data_ptr<S>() + t * B * H : nullptr;
+    switch (mode) {
+      case LSTM:
+        rows<S>(k.lstm_bwd, s, B, 4 * H);
+        gemm_p<S>(pw, false, B, H, 4 * H, s.da, GH, whh, H, true, s.dhn, H);
+        break;
+      case RNN_TANH:
+      case RNN_RELU:
+        rows<S>(mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd, s, B, H);
+        gemm_p<S>(pw, false, B, H, H, s.da, GH, whh, H, true, s.dhn, H);
+        break;
+      case GRU:
+        rows<S>(k.gru_bwd, s, B, 4 * H);
+        gemm_p<S>(pw, false, B, H, 3 * H, s.da, GH, whh, H, true, s.dhn, H);
+        break;
+      default:  // GRU_BEFORE
+        rows<S>(k.grub_bwd1, s, B, 2 * H);
+        gemm_p<S>(pwn, false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
+        rows<S>(k.grub_bwd2, s, B, 3 * H);
+        gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
+    }
+    std::swap(dh, dhn);
+  }
+  loop_threads.reset();
+  BlasThreads after_threads(T * B * GH * std::min(I, H));
+  at::Tensor empty = at::empty({0}, opts);
+  at::Tensor da2 = da.view({T * B, GH});
+  at::Tensor x2 = x.view({T * B, I});
+  at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).view({T * B, H});
+  at::Tensor dx, dw_ih, dw_hh, db_ih = empty, db_hh = empty;
+  if (mode == GRU) {  // input side n-block is dA_n (dax), recurrent side dA_n ⊙ r (in da)
+    at::Tensor rz = da2.narrow(1, 0, 2 * H), dn = dax.view({T * B, H});
+    dx = at::mm(rz, w_ih.narrow(0, 0, 2 * H));
+    dx.addmm_(dn, w_ih.narrow(0, 2 * H, H));
+    dw_ih = at::cat({at::mm(rz.t(), x2), at::mm(dn.t(), x2)}, 0);
+    dw_hh = at::mm(da2.t(), hprev);
+    if (has_b_ih) db_ih = at::cat({rz.sum(0), dn.sum(0)}, 0);
+    if (has_b_hh) db_hh = da2.sum(0);
+  } else {
+    dx = at::mm(da2, w_ih);
+    dw_ih = at::mm(da2.t(), x2);
+    if (mode == GRU_BEFORE) {  // W_hn multiplies r ⊙ h_prev
+      at::Tensor rh = gates.narrow(2, 0, H).reshape({T * B, H}).mul(hprev);
+      dw_hh = at::cat({at::mm(da2.narrow(1, 0, 2 * H).t(), hprev),
+                       at::mm(da2.narrow(1, 2 * H, H).t(), rh)}, 0);
+    } else {
+      dw_hh = at::mm(da2.t(), hprev);
+    }
+    if (has_b_ih) db_ih = da2.sum(0);
+    if (has_b_hh) db_hh = has_b_ih ? db_ih.clone() : da2.sum(0);
+  }
+  return {dx.view({T, B, I}), dh, mode == LSTM ? dc : empty, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+at::Tensor opt(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+std::vector<at::Tensor> forward(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                const std::optional<at::Tensor>& c0, const at::Tensor& w_ih,
+                                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                                const std::optional<at::Tensor>& b_hh,
+                                const std::optional<at::Tensor>& lengths, bool reverse,
+                                bool save) {
+  TORCH_CHECK(mode >= 0 && mode <= 4, "seqlab_engine.forward: bad mode ", mode);
+  TORCH_CHECK(x.is_contiguous() && h0.is_contiguous() && w_hh.is_contiguous(),
+              "seqlab_engine.forward: inputs must be contiguous");
+  const int64_t H = h0.size(1);
+  at::Tensor bih = opt(b_ih), bhh = opt(b_hh), bias;
+  // projection bias: b_ih + b_hh, except the torch.nn GRU's b_hn (it sits inside r ⊙ (...))
+  if (bhh.defined()) {
+    bias = bhh;
+    if (mode == GRU) bias = at::cat({bhh.narrow(0, 0, 2 * H), at::zeros({H}, bhh.options())});
+    if (bih.defined()) bias = bias.add(bih);
+  } else if (bih.defined()) {
+    bias = bih;
+  }
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_forward", [&] {
+    return forward_impl<scalar_t>(mode, x, h0, opt(c0), w_ih, w_hh, bias, bhh, opt(lengths),
+                                  reverse, save);
+  });
+}
+
+std::vector<at::Tensor> backward(int64_t mode, const at::Tensor& x, const at::Tensor& w_ih,
+                                 const at::Tensor& w_hh, bool has_b_ih, bool has_b_hh,
+                                 const std::optional<at::Tensor>& lengths, bool reverse,
+                                 const at::Tensor& hbuf, const at::Tensor& cbuf,
+                                 const at::Tensor& gates, const at::Tensor& gy,
+                                 const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
+  TORCH_CHECK(ghn.is_contiguous(), "seqlab_engine.backward: ghn must be contiguous");
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_backward", [&] {
+    return backward_impl<scalar_t>(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, opt(lengths),
+                                   reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn));
+  });
+}
+
+std::string isa() { return cpu_has_avx2() ? "avx2+fma" : "baseline"; }
+
+}  // namespace
+
+TORCH_LIBRARY(seqlab_engine, m) {
+  m.def("forward", &forward);
+  m.def("backward", &backward);
+  m.def("isa", &isa);
+}
