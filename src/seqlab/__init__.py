@@ -23,6 +23,7 @@ from seqlab.attention import (
 )
 from seqlab.cells import GRUCell, LSTMCell, RNNCell
 from seqlab.decoding import beam_search, greedy, sample
+from seqlab.engine import backends
 from seqlab.functional.cells import LSTMState
 from seqlab.layers import GRU, LSTM, RNN, RecurrentLayer
 from seqlab.losses import sequence_cross_entropy, sequence_mse
@@ -106,6 +107,7 @@ __all__ = [
     "WindowBaseline",
     "WindowConfig",
     "WindowMLP",
+    "backends",
     "beam_search",
     "decoding",
     "detach_state",
