@@ -34,6 +34,7 @@ class LoopConfig:
     patience: int = 0  # evaluations without improvement before stopping (0: never)
     log_every: int = 10
     lr_decay: float = 1.0  # multiply lr by this after an evaluation that did not improve
+    lr_final: float = 1.0  # anneal lr linearly to lr·lr_final over the budget (1.0: constant)
 
 
 @dataclass
@@ -62,6 +63,8 @@ def train_loop(
     ``metric`` improves (the task saves its checkpoint there).
     """
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
     res = LoopResult()
     start = time.perf_counter()
     best = -math.inf if higher_is_better else math.inf
@@ -94,6 +97,7 @@ def train_loop(
             bad += 1
             for g in opt.param_groups:
                 g["lr"] *= cfg.lr_decay
+                g["base_lr"] *= cfg.lr_decay
 
     model.train()
     while True:
@@ -107,6 +111,13 @@ def train_loop(
         if cfg.patience and bad >= cfg.patience:
             res.stopped_by = "patience"
             break
+        if cfg.lr_final != 1.0:
+            # Linear annealing over whichever budget (time or steps) will run out first.
+            done = elapsed / (cfg.minutes * 60)
+            if cfg.max_steps:
+                done = max(done, res.steps / cfg.max_steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * (1.0 - (1.0 - cfg.lr_final) * min(1.0, done))
         batch = next_batch()
         if batch is None:
             res.stopped_by = "data exhausted"

@@ -31,14 +31,15 @@ from seqlab.tasks.rundir import RunDir
 @dataclass
 class ShakespeareConfig(TaskConfig):
     embed: int = 64
-    hidden: int = 512
+    hidden: int = 384
     layers: int = 1
     dropout: float = 0.0
     heads: int = 4  # transformer only
     context: int = 256  # transformer only: attention window (characters)
-    batch_size: int = 64
-    bptt: int = 128
-    lr: float = 2e-3
+    batch_size: int = 32
+    bptt: int = 100
+    lr: float = 3e-3
+    lr_final: float = 0.1
     clip: float = 1.0
     minutes: float = 15.0
     eval_every: int = 250
