@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/seqlab demo
+	$(PY) -m seqlab.examples.adding
 
 test: $(STAMP)
 	$(PY) -m pytest -q

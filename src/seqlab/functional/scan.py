@@ -61,11 +61,16 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
-    """Boolean ``(T, B, 1)`` mask, True where step ``t`` is valid for row ``b``."""
+    """Boolean ``(T, B)`` mask, True where step ``t`` is valid for row ``b``."""
     if lengths is None:
         return None
     t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
-    return (t < lengths.to(device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+    return t < lengths.to(device).unsqueeze(0)  # (T, B)
+
+
+def _where_rows(m: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """Row-wise select: ``new[b]`` where ``m[b]`` else ``old[b]`` (any trailing shape)."""
+    return torch.where(m.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
 def scan(
@@ -88,9 +93,9 @@ def scan(
     for t in range(T):
         y, new_state = step(inputs[t], state)
         if mask is not None:
-            m = mask[t]  # (B, 1)
-            new_state = tree_map(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
-            y = torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
+            m = mask[t]  # (B,)
+            new_state = tree_map(lambda new, old, m=m: _where_rows(m, new, old), new_state, state)
+            y = _where_rows(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
         state = new_state
         outputs.append(y)
     out = torch.stack(outputs) if outputs else inputs.new_zeros((0,) + inputs.shape[1:])

@@ -1,0 +1,1 @@
+"""Small, self-contained demonstrations built on the library."""

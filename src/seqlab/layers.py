@@ -1,0 +1,335 @@
+"""Multi-layer, optionally bidirectional RNN / LSTM / GRU with torch.nn's parameters.
+
+``seqlab.LSTM(...).load_state_dict(torch.nn.LSTM(...).state_dict())`` works unchanged:
+parameters are ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``
+(and ``..._reverse`` for the backward direction), in the fused gate layout of
+:mod:`seqlab.cells`. The layer only loops over layers and directions; each
+(layer, direction) pass runs through :func:`seqlab.engine.run_layer`, which picks the
+fastest available backend, with the reference loop as oracle and fallback.
+
+Shapes (``D`` = 2 if bidirectional else 1, ``L`` = num_layers):
+
+=================  ===================================  ===========================
+argument           shape                                notes
+=================  ===================================  ===========================
+``x``              (T, B, I) or (B, T, I) if            or a PackedSequence;
+                   ``batch_first``; (T, I) unbatched    float
+``state``          h0 (L·D, B, H); LSTM: (h0, c0)       None → zeros (or learned)
+``lengths``        (B,) ints in 1..T                    padding at the end
+``outputs``        (T, B, D·H) or (B, T, D·H)           zero at padded steps
+``final_state``    h_n (L·D, B, H); LSTM ``LSTMState``  state at the last valid step
+=================  ===================================  ===========================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from seqlab import engine
+from seqlab.functional.cells import GATES, LSTMState
+from seqlab.functional.trace import traced_layer
+from seqlab.init import check_init, init_recurrent
+from seqlab.validation import (
+    check_lengths,
+    require_float,
+    require_like,
+    require_shape,
+    require_tensor,
+)
+
+
+class RecurrentLayer(nn.Module):
+    """Base of :class:`RNN`, :class:`LSTM`, :class:`GRU`; ``mode`` names the cell kind."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        backend: str | None = None,
+        init: str = "default",
+        forget_bias: float | None = None,
+        learn_initial_state: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        check_init(init)
+        self.mode = mode
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first = bias, batch_first
+        self.dropout, self.bidirectional = float(dropout), bidirectional
+        self.backend, self.init, self.forget_bias = backend, init, forget_bias
+        self.num_directions = 2 if bidirectional else 1
+        G, H = GATES[mode], hidden_size
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else H * self.num_directions
+            for suffix in self._suffixes(layer):
+                self.register_parameter(
+                    f"weight_ih{suffix}", nn.Parameter(torch.empty(G * H, layer_in))
+                )
+                self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G * H, H)))
+                if bias:
+                    self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(G * H)))
+                    self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(G * H)))
+        self.learn_initial_state = learn_initial_state
+        if learn_initial_state:
+            n_state = 2 if mode == "lstm" else 1
+            self.initial_state_param = nn.Parameter(
+                torch.zeros(n_state, num_layers * self.num_directions, 1, H)
+            )
+        self.reset_parameters()
+
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
+
+    def weights(self, suffix: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer/direction, e.g. ``suffix="_l0"``."""
+        get = lambda n: getattr(self, n + suffix, None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def reset_parameters(self) -> None:
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes(layer):
+                init_recurrent(*self.weights(suffix), GATES[self.mode], self.init, self.forget_bias)
+
+    # ------------------------------------------------------------------ checks
+    def _state_parts(self) -> tuple[str, ...]:
+        return ("h0", "c0") if self.mode == "lstm" else ("h0",)
+
+    def _initial_state(self, state, x: Tensor, batch: int) -> tuple[Tensor, ...]:
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        parts = self._state_parts()
+        if state is None:
+            if self.learn_initial_state:
+                learned = self.initial_state_param.to(x.dtype)
+                return tuple(learned[k].expand(LD, batch, H) for k in range(len(parts)))
+            zeros = x.new_zeros(LD, batch, H)
+            return (zeros,) * len(parts)
+        tensors = (state,) if isinstance(state, Tensor) else tuple(state)
+        if len(tensors) != len(parts):
+            raise ValueError(f"state: expected {len(parts)} tensor(s) {parts}, got {len(tensors)}")
+        for name, t in zip(parts, tensors, strict=True):
+            require_tensor(f"state.{name}", t)
+            require_shape(f"state.{name}", t, (LD, batch, H))
+            require_like(f"state.{name}", t, x)
+        return tensors
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: Tensor | PackedSequence,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | None = None,
+        trace: bool = False,
+    ):
+        """Run the stack over ``x``; see the module docstring for shapes.
+
+        Returns ``(outputs, final_state)``, or ``(outputs, final_state, traces)`` with
+        ``trace=True``, where ``traces[k]`` (k = layer·D + direction, the order of
+        ``final_state``) maps gate/state names to (T, B, H) tensors
+        (see :mod:`seqlab.functional.trace`).
+        """
+        if isinstance(x, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths: must be None when the input is a PackedSequence")
+            padded, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
+            out, final, *rest = self.forward(padded, state, lengths, trace)
+            packed = pack_padded_sequence(
+                out, lengths, batch_first=self.batch_first, enforce_sorted=False
+            )
+            return (packed, final, *rest)
+        require_tensor("input", x)
+        require_float("input", x)
+        unbatched = x.dim() == 2
+        if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
+            layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+            raise ValueError(
+                f"input: expected shape {layout} with features={self.input_size} "
+                f"(or unbatched (time, {self.input_size})), got {tuple(x.shape)}"
+            )
+        if unbatched:
+            x = x.unsqueeze(1)
+            if state is not None:
+                state = tuple(
+                    s.unsqueeze(1) for s in ((state,) if isinstance(state, Tensor) else state)
+                )
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T, x.device)
+        states = self._initial_state(state, x, B)
+        out, finals, traces = self._run(x, states, lengths, trace)
+        final = LSTMState(*finals) if self.mode == "lstm" else finals[0]
+        if unbatched:
+            out = out.squeeze(1)
+            final = (
+                type(final)(*(f.squeeze(1) for f in final))
+                if self.mode == "lstm"
+                else final.squeeze(1)
+            )
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return (out, final, traces) if trace else (out, final)
+
+    def _run(
+        self, x: Tensor, states: tuple[Tensor, ...], lengths: Tensor | None, trace: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...], list[dict[str, Tensor]] | None]:
+        finals: list[list[Tensor]] = [[] for _ in states]
+        traces: list[dict[str, Tensor]] = []
+        layer_input = x  # (T, B, I) time-major
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            outputs = []
+            for d, suffix in enumerate(self._suffixes(layer)):
+                k = layer * self.num_directions + d
+                s0 = tuple(s[k] for s in states)
+                if trace:
+                    y, sT, tr = traced_layer(
+                        self.mode, layer_input, s0, *self.weights(suffix), lengths, d == 1
+                    )
+                    traces.append(tr)
+                else:
+                    y, sT = engine.run_layer(
+                        self.mode,
+                        layer_input,
+                        s0,
+                        *self.weights(suffix),
+                        lengths=lengths,
+                        reverse=d == 1,
+                        backend=self.backend,
+                    )
+                outputs.append(y)
+                for acc, s in zip(finals, sT, strict=True):
+                    acc.append(s)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+        stacked = tuple(torch.stack(acc) for acc in finals)  # each (L·D, B, H)
+        return layer_input, stacked, (traces if trace else None)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        for name, default in (
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+            ("backend", None),
+        ):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+
+class RNN(RecurrentLayer):
+    """Elman RNN stack: ``h_t = φ(x_t @ W_ihᵀ + b_ih + h_{t−1} @ W_hhᵀ + b_hh)``, φ = tanh or relu.
+
+    Arguments as ``torch.nn.RNN``; see the module docstring for shapes.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        **options,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            f"rnn_{nonlinearity}",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            **options,
+        )
+
+
+class LSTM(RecurrentLayer):
+    """LSTM stack, gates i, f, g, o (equations in :class:`seqlab.LSTMCell`).
+
+    Arguments as ``torch.nn.LSTM`` (no ``proj_size``); ``forget_bias`` sets the initial
+    forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        **options,
+    ) -> None:
+        super().__init__(
+            "lstm",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            **options,
+        )
+
+
+class GRU(RecurrentLayer):
+    """GRU stack, gates r, z, n (equations and both reset conventions in :class:`seqlab.GRUCell`).
+
+    ``reset_after=True`` matches ``torch.nn.GRU``; ``reset_after=False`` is the original form.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        reset_after: bool = True,
+        **options,
+    ) -> None:
+        self.reset_after = reset_after
+        super().__init__(
+            "gru" if reset_after else "gru_reset_before",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            **options,
+        )

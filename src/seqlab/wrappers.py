@@ -1,0 +1,157 @@
+"""Composition: run any cell over time, in both directions, stacked, or per step.
+
+The cell contract (see :mod:`seqlab.cells`)::
+
+    cell(x_t (B, I), state) -> (y_t (B, O), new_state)
+    cell.initial_state(batch_size, dtype=..., device=...) -> state
+
+``state`` is a Tensor or a (named) tuple of Tensors whose first dimension is the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.functional.scan import State, scan, tree_leaves
+from seqlab.validation import check_lengths, require_float, require_like, require_tensor
+
+
+class Recurrent(nn.Module):
+    """Run ``cell`` over a sequence: ``y_t, s_t = cell(x_t, s_{t−1})`` for t = 1..T.
+
+    ``forward(x, state=None, lengths=None) -> (outputs, final_state)``; ``x`` is
+    (T, B, I), or (B, T, I) with ``batch_first``. With ``lengths``, padded outputs are zero
+    and the final state is each row's state at its last valid step. ``reverse=True`` reads
+    each row's valid prefix backwards (outputs stay in input order).
+    """
+
+    def __init__(self, cell: nn.Module, batch_first: bool = False, reverse: bool = False) -> None:
+        super().__init__()
+        if not callable(getattr(cell, "initial_state", None)):
+            raise TypeError(
+                f"cell: expected a module with initial_state(batch_size, dtype=, device=), "
+                f"got {type(cell).__name__}"
+            )
+        self.cell, self.batch_first, self.reverse = cell, batch_first, reverse
+
+    def forward(
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        require_tensor("input", x)
+        require_float("input", x)
+        if x.dim() < 3:
+            layout = "(batch, time, ...)" if self.batch_first else "(time, batch, ...)"
+            raise ValueError(f"input: expected shape {layout} with 3+ dims, got {tuple(x.shape)}")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T, x.device)
+        if state is None:
+            state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
+        else:
+            for k, leaf in enumerate(tree_leaves(state)):
+                require_tensor(f"state[{k}]", leaf)
+                require_like(f"state[{k}]", leaf, x)
+                if leaf.shape[0] != B:
+                    raise ValueError(
+                        f"state[{k}]: expected batch size {B} in dim 0, "
+                        f"got shape {tuple(leaf.shape)}"
+                    )
+        out, final = scan(self.cell, x, state, lengths, self.reverse)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        return out, final
+
+
+MERGES = ("concat", "sum", "mean", "mul")
+
+
+class Bidirectional(nn.Module):
+    """Forward and backward :class:`Recurrent` layers over the same input, outputs merged.
+
+    ``merge``: ``"concat"`` (feature axis), ``"sum"``, ``"mean"`` or ``"mul"``. The
+    backward layer is run with ``reverse=True`` so, with ``lengths``, it reads each row's
+    valid prefix backwards. ``state`` and the final state are ``(forward, backward)`` pairs.
+    """
+
+    def __init__(self, forward: Recurrent, backward: Recurrent, merge: str = "concat") -> None:
+        super().__init__()
+        if merge not in MERGES:
+            raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
+        if forward.batch_first != backward.batch_first:
+            raise ValueError("backward: batch_first must match the forward layer's")
+        backward.reverse, forward.reverse = True, False
+        self.fwd, self.bwd, self.merge = forward, backward, merge
+        self.batch_first = forward.batch_first
+
+    def forward(
+        self, x: Tensor, state: tuple[State, State] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, tuple[State, State]]:
+        s_f, s_b = (None, None) if state is None else state
+        y_f, f_f = self.fwd(x, s_f, lengths)
+        y_b, f_b = self.bwd(x, s_b, lengths)
+        if self.merge == "concat":
+            y = torch.cat([y_f, y_b], dim=-1)
+        elif self.merge == "sum":
+            y = y_f + y_b
+        elif self.merge == "mean":
+            y = (y_f + y_b) / 2
+        else:
+            y = y_f * y_b
+        return y, (f_f, f_b)
+
+
+class Stacked(nn.Module):
+    """Layers applied in order, each layer's output sequence feeding the next.
+
+    Each layer follows ``layer(x, state, lengths) -> (outputs, final_state)``; ``dropout``
+    is applied between layers while training. ``state`` is a list with one entry per layer.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("layers: expected at least one layer, got 0")
+        self.layers, self.dropout = nn.ModuleList(layers), float(dropout)
+
+    def forward(
+        self, x: Tensor, state: Sequence[State] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[State]]:
+        if state is not None and len(state) != len(self.layers):
+            raise ValueError(
+                f"state: expected {len(self.layers)} entries (one per layer), got {len(state)}"
+            )
+        finals = []
+        for k, layer in enumerate(self.layers):
+            if k > 0 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            x, final = layer(x, None if state is None else state[k], lengths)
+            finals.append(final)
+        return x, finals
+
+
+class TimeDistributed(nn.Module):
+    """Apply ``module`` to every time step independently: (A, B, *F) -> (A, B, *F').
+
+    The two leading axes (time and batch in either order) are merged into one batch axis
+    for the call, so one matrix product serves all steps.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        require_tensor("input", x)
+        if x.dim() < 3:
+            raise ValueError(
+                f"input: expected (time, batch, ...) with 3+ dims, got {tuple(x.shape)}"
+            )
+        A, B = x.shape[0], x.shape[1]
+        y = self.module(x.reshape(A * B, *x.shape[2:]))
+        return y.reshape(A, B, *y.shape[1:])
