@@ -296,3 +296,9 @@ def test_bench_runs_and_rejects_unknown_kinds():
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
     r = cli("evaluate", tmp_path, ok=False)
     assert r.exit_code == 1 and "not a finished seqlab run" in r.output
+
+
+@pytest.mark.parametrize("task", ["sentiment", "g2p"])
+def test_tasks_train_on_seqlab_layers(tmp_path, task):
+    run = train(tmp_path, task, "--set", "impl=seqlab", steps=2)
+    assert 'impl = "seqlab"' in (run / "config.toml").read_text()

@@ -196,3 +196,26 @@ def test_forecaster_highway_is_exact_ar_when_body_is_zeroed():
 def test_vocab_ids_survive_task_meta(tmp_path):
     v = Vocab.build(["hello world"])
     assert Vocab.from_list(v.to_list()).encode("low") == v.encode("low")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_seqlab_layers_load_torch_checkpoints_and_agree(kind):
+    """impl="seqlab" (our engine) and impl="torch" share state_dict keys and outputs."""
+    lm_t = LanguageModel(11, kind, embed=6, hidden=8, layers=2).eval()
+    lm_s = LanguageModel(11, kind, embed=6, hidden=8, layers=2, impl="seqlab").eval()
+    lm_s.load_state_dict(lm_t.state_dict())
+    ids = torch.randint(0, 11, (3, 7))
+    torch.testing.assert_close(lm_s(ids)[0], lm_t(ids)[0], rtol=1e-5, atol=1e-5)
+    s2s_t = Seq2Seq(9, 7, kind, embed=6, hidden=8, dropout=0.0).eval()
+    s2s_s = Seq2Seq(9, 7, kind, embed=6, hidden=8, dropout=0.0, impl="seqlab").eval()
+    s2s_s.load_state_dict(s2s_t.state_dict())
+    src, src_len = pad_batch([[4, 5, 6, 7], [8, 4]])
+    tgt_in = torch.tensor([[BOS, 3, 4], [BOS, 6, 3]])
+    torch.testing.assert_close(
+        s2s_s(src, src_len, tgt_in), s2s_t(src, src_len, tgt_in), rtol=1e-5, atol=1e-5
+    )
+    clf_t = Classifier(20, 2, kind, embed=5, hidden=4, dropout=0.0).eval()
+    clf_s = Classifier(20, 2, kind, embed=5, hidden=4, dropout=0.0, impl="seqlab").eval()
+    clf_s.load_state_dict(clf_t.state_dict())
+    ids, lengths = pad_batch([[4, 5, 6], [7, 8, 9, 10, 11]])
+    torch.testing.assert_close(clf_s(ids, lengths), clf_t(ids, lengths), rtol=1e-5, atol=1e-5)

@@ -31,6 +31,7 @@ class TaskConfig(LoopConfig):
     seed: int = 0
     threads: int = 2  # torch intra-op threads
     batch_size: int = 64
+    impl: str = "torch"  # recurrent layers: torch (torch.nn fused kernels) | seqlab (our engine)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -116,6 +116,7 @@ class G2PTask(Task):
             cfg.attention,
             cfg.heads,
             max_len=max(64, cfg.max_len + 2),
+            impl=cfg.impl,
         )
         init_forget_bias(model)
         return model

@@ -23,6 +23,9 @@ def check_kind(kind: str, allowed: tuple[str, ...] = MODEL_KINDS) -> str:
     return kind
 
 
+IMPLS = ("torch", "seqlab")
+
+
 def recurrent(
     kind: str,
     input_size: int,
@@ -30,9 +33,23 @@ def recurrent(
     layers: int = 1,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    impl: str = "torch",
 ) -> nn.Module:
-    """A batch-first recurrent stack of the given kind (LSTM, GRU or Elman tanh RNN)."""
-    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[check_kind(kind, RECURRENT_KINDS)]
+    """A batch-first recurrent stack of the given kind (LSTM, GRU or Elman tanh RNN).
+
+    ``impl="seqlab"`` builds seqlab's own layers (our BPTT engine), ``impl="torch"`` torch.nn's
+    fused kernels. Both have the same constructor, forward API and state_dict keys, so a
+    checkpoint trained with one loads into the other.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {', '.join(IMPLS)}, got {impl!r}")
+    if impl == "seqlab":
+        import seqlab
+
+        table = {"lstm": seqlab.LSTM, "gru": seqlab.GRU, "rnn": seqlab.RNN}
+    else:
+        table = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+    cls = table[check_kind(kind, RECURRENT_KINDS)]
     return cls(
         input_size,
         hidden,
@@ -109,6 +126,7 @@ class LanguageModel(nn.Module):
         dropout: float = 0.0,
         heads: int = 4,
         max_len: int = 256,
+        impl: str = "torch",
     ):
         super().__init__()
         self.kind = check_kind(kind)
@@ -117,7 +135,7 @@ class LanguageModel(nn.Module):
         if kind == "transformer":
             self.body = PositionalTransformer(hidden, layers, heads, dropout, max_len)
         else:
-            self.body = recurrent(kind, embed, hidden, layers, dropout)
+            self.body = recurrent(kind, embed, hidden, layers, dropout, impl=impl)
         self.head = nn.Linear(hidden, vocab_size)
 
     def forward(self, ids: Tensor, state=None) -> tuple[Tensor, object]:
@@ -160,6 +178,7 @@ class Classifier(nn.Module):
         pool: str = "max",
         heads: int = 4,
         max_len: int = 512,
+        impl: str = "torch",
     ):
         super().__init__()
         self.kind, self.pool = check_kind(kind), pool
@@ -172,7 +191,7 @@ class Classifier(nn.Module):
             self.body = PositionalTransformer(hidden, layers, heads, dropout * 0.2, max_len)
             out = hidden
         else:
-            self.body = recurrent(kind, embed, hidden, layers, dropout, bidirectional)
+            self.body = recurrent(kind, embed, hidden, layers, dropout, bidirectional, impl)
             out = hidden * (2 if bidirectional else 1)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(out, classes)
@@ -219,6 +238,7 @@ class Forecaster(nn.Module):
         dropout: float = 0.0,
         highway: bool = True,
         heads: int = 4,
+        impl: str = "torch",
     ):
         super().__init__()
         self.kind, self.window = check_kind(kind), window
@@ -226,7 +246,7 @@ class Forecaster(nn.Module):
         if kind == "transformer":
             self.body = PositionalTransformer(hidden, layers, heads, dropout, window)
         else:
-            self.body = recurrent(kind, 1, hidden, layers, dropout)
+            self.body = recurrent(kind, 1, hidden, layers, dropout, impl=impl)
         self.head = nn.Linear(hidden, 1)
         self.highway = nn.Linear(window, 1) if highway else None
 

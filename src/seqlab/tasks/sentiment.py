@@ -122,6 +122,7 @@ class SentimentTask(Task):
             cfg.bidirectional,
             cfg.pool,
             cfg.heads,
+            impl=cfg.impl,
         )
         init_forget_bias(model)
         return model

@@ -39,6 +39,7 @@ class Seq2Seq(nn.Module):
         attention: str = "general",
         heads: int = 4,
         max_len: int = 64,
+        impl: str = "torch",
     ):
         super().__init__()
         self.kind = check_kind(kind)
@@ -66,8 +67,8 @@ class Seq2Seq(nn.Module):
             return
         self.src_embed = nn.Embedding(src_vocab, embed, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(tgt_vocab, embed, padding_idx=PAD)
-        self.encoder = recurrent(kind, embed, hidden // 2, layers, dropout, bidirectional=True)
-        self.decoder = recurrent(kind, embed, hidden, layers, dropout)
+        self.encoder = recurrent(kind, embed, hidden // 2, layers, dropout, True, impl)
+        self.decoder = recurrent(kind, embed, hidden, layers, dropout, impl=impl)
         self.w_a = nn.Linear(hidden, hidden, bias=False) if attention == "general" else None
         self.w_c = nn.Linear(2 * hidden, hidden) if attention != "none" else None
         self.out = nn.Linear(hidden, tgt_vocab)

@@ -71,6 +71,7 @@ def build_model(cfg: ShakespeareConfig, vocab_size: int) -> LanguageModel:
         cfg.dropout,
         cfg.heads,
         cfg.context,
+        impl=cfg.impl,
     )
     init_forget_bias(model)
     return model

@@ -90,7 +90,14 @@ class SunspotsTask(Task):
 
     def build(self, cfg: SunspotsConfig) -> Forecaster:
         model = Forecaster(
-            cfg.window, cfg.model, cfg.hidden, cfg.layers, cfg.dropout, cfg.highway, cfg.heads
+            cfg.window,
+            cfg.model,
+            cfg.hidden,
+            cfg.layers,
+            cfg.dropout,
+            cfg.highway,
+            cfg.heads,
+            impl=cfg.impl,
         )
         init_forget_bias(model)
         return model
