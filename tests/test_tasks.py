@@ -219,3 +219,12 @@ def test_seqlab_layers_load_torch_checkpoints_and_agree(kind):
     clf_s.load_state_dict(clf_t.state_dict())
     ids, lengths = pad_batch([[4, 5, 6], [7, 8, 9, 10, 11]])
     torch.testing.assert_close(clf_s(ids, lengths), clf_t(ids, lengths), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_documented_recipe_files_match_the_defaults(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
+    task = get_task(name)
+    assert resolve_config(task.Config, path) == task.Config()

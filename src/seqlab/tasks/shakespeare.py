@@ -46,6 +46,7 @@ class ShakespeareConfig(TaskConfig):
     eval_chars: int = 100_000  # periodic evaluations read this many validation chars (0: all)
     valid_fraction: float = 0.1
     baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
+    state_reset: float = 0.05  # chance per lane and chunk that TBPTT restarts from a zero state
     sample_chars: int = 400
     temperature: float = 0.8
 
@@ -155,7 +156,13 @@ class ShakespeareTask(Task):
 
         def loss_fn(batch):
             x, y = batch
-            logits, state = model(x, pos["state"])
+            state = pos["state"]
+            if state is not None and cfg.state_reset > 0 and cfg.model != "transformer":
+                # Zero a few lanes' carried state so the model also learns to start from zero,
+                # the state generation begins with (else short prompts derail sampling).
+                keep = (torch.rand(x.size(0)) >= cfg.state_reset).float()[None, :, None]
+                state = tuple(s * keep for s in state) if isinstance(state, tuple) else state * keep
+            logits, state = model(x, state)
             pos["state"] = detach_state(state)  # truncated BPTT: keep the value, cut the graph
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
