@@ -1,6 +1,7 @@
 """The seqlab command end to end, through its real entry point, on tiny slices of real data."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,13 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
 def test_tasks_train_on_seqlab_layers(tmp_path, task):
     run = train(tmp_path, task, "--set", "impl=seqlab", steps=2)
     assert 'impl = "seqlab"' in (run / "config.toml").read_text()
+
+
+def test_data_install_runs_pip_for_the_pinned_package(monkeypatch):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, check: calls.append(argv))
+    out = cli("data", "install", "sunspots").output
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "statsmodels==0.15.0"]]
+    assert "installed statsmodels==0.15.0" in out

@@ -40,7 +40,7 @@ class G2PConfig(TaskConfig):
     heads: int = 4
     batch_size: int = 64
     lr: float = 2e-3
-    minutes: float = 15.0
+    minutes: float = 10.0
     epochs: int = 0  # 0: until the time budget
     eval_every: int = 500
     eval_words: int = 1000  # validation words decoded at each periodic evaluation
@@ -216,6 +216,8 @@ class G2PTask(Task):
             "val_wer": result.best.get("val_wer"),
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
             "stopped_by": result.stopped_by,
             "parameters": count_parameters(model),
             "examples": examples,

@@ -189,6 +189,8 @@ class SentimentTask(Task):
             / max(1, len(test_rows)),
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
             "stopped_by": result.stopped_by,
             "parameters": count_parameters(model),
         }

@@ -193,6 +193,8 @@ class ShakespeareTask(Task):
             "val_bpc": nats / math.log(2),
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
             "stopped_by": result.stopped_by,
             "train_chars_seen": result.steps * cfg.batch_size * cfg.bptt,
             "parameters": count_parameters(model),

@@ -174,6 +174,8 @@ class SunspotsTask(Task):
             "val_rmse": result.best.get("val_rmse"),
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
             "stopped_by": result.stopped_by,
             "parameters": count_parameters(model),
         }
