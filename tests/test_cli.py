@@ -127,6 +127,8 @@ def test_g2p_train_and_transcribe(tmp_path):
     meta = json.loads((run / "model.json").read_text())
     word, phones = cli("predict", run, "hello").output.strip().split("\t")
     assert word == "hello" and set(phones.split()) <= set(meta["tgt_vocab"])
+    beam = cli("predict", run, "hello", "world", "--beam", 3).output.splitlines()
+    assert [line.split("\t")[0] for line in beam] == ["hello", "world"]
 
 
 def test_g2p_without_attention_runs(tmp_path):

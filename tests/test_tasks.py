@@ -228,3 +228,34 @@ def test_documented_recipe_files_match_the_defaults(name):
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
     task = get_task(name)
     assert resolve_config(task.Config, path) == task.Config()
+
+
+def test_beam_search_finds_the_exhaustive_best_and_beam_one_is_greedy():
+    import itertools
+
+    from seqlab.tasks.seq2seq import beam_decode
+
+    torch.manual_seed(3)
+    model = Seq2Seq(9, 7, "gru", embed=6, hidden=8, dropout=0.0).eval()
+    with torch.no_grad():  # sharpen the output so EOS and non-EOS endings compete
+        model.out.weight.mul_(4)
+    src, src_len = pad_batch([[4, 5, 6]])
+
+    @torch.no_grad()
+    def logprob(seq, end_with_eos):
+        tgt = [BOS, *seq] + ([EOS] if end_with_eos else [])
+        logits = model(src, src_len, torch.tensor([tgt[:-1]]))[0].log_softmax(-1)
+        return float(sum(logits[t, tgt[t + 1]] for t in range(len(tgt) - 1)))
+
+    non_eos = [t for t in range(7) if t != EOS]
+    cands = [
+        (logprob(list(s), True), list(s))
+        for n in range(3)
+        for s in itertools.product(non_eos, repeat=n)
+    ]
+    cands += [(logprob(list(s), False), list(s)) for s in itertools.product(non_eos, repeat=3)]
+    best = max(cands)[1]
+    with torch.no_grad():
+        assert beam_decode(model, model.start(src, src_len), BOS, EOS, 3, beam=400) == best
+        greedy = greedy_decode(model, model.start(src, src_len), BOS, EOS, 3)[0]
+        assert beam_decode(model, model.start(src, src_len), BOS, EOS, 3, beam=1) == greedy

@@ -27,7 +27,7 @@ from seqlab.tasks.loop import input_grad_through_time, train_loop
 from seqlab.tasks.nets import count_parameters, init_forget_bias
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.tasks.seq2seq import Seq2Seq, greedy_decode
+from seqlab.tasks.seq2seq import Seq2Seq, beam_decode, greedy_decode
 
 
 @dataclass
@@ -137,9 +137,17 @@ class G2PTask(Task):
             ids, lengths = pad_batch([src_vocab.encode(w) or [UNK] for w in words[i : i + batch]])
             state = model.start(ids, lengths)
             if beam > 1:
-                from seqlab.decoding import beam_search  # provided by the models package
-
-                seqs = beam_search(model, state, BOS, max_len, beam, eos=EOS)
+                seqs = [
+                    beam_decode(
+                        model,
+                        model.reorder_state(state, torch.tensor([j])),
+                        BOS,
+                        EOS,
+                        max_len,
+                        beam,
+                    )
+                    for j in range(ids.size(0))
+                ]
             else:
                 seqs = greedy_decode(model, state, BOS, EOS, max_len)
             out += [tgt_vocab.decode(s) for s in seqs]

@@ -168,3 +168,44 @@ def greedy_decode(model: nn.Module, state, bos: int, eos: int, max_len: int) -> 
         if bool(done.all()):
             break
     return out
+
+
+@torch.no_grad()
+def beam_decode(model: nn.Module, state, bos: int, eos: int, max_len: int, beam: int) -> list[int]:
+    """Beam search for ONE source (state of batch 1): the highest total log-probability output
+    found, without ``eos``. Keeps ``beam`` live prefixes; a finished output is kept aside, and
+    the search stops once no live prefix can beat the best finished one (log-probabilities
+    only fall as a prefix grows, so this cut never loses a better output)."""
+    if beam < 1:
+        raise ValueError(f"beam: expected >= 1, got {beam}")
+    seqs: list[list[int]] = [[]]
+    scores = torch.zeros(1)
+    tokens = torch.tensor([bos])
+    finished: list[tuple[float, list[int]]] = []
+    for _ in range(max_len):
+        logits, state = model.step(tokens, state)
+        total = scores[:, None] + torch.log_softmax(logits, -1)  # (k, V)
+        flat = total.flatten()
+        order = flat.argsort(descending=True)
+        V = total.size(1)
+        keep_rows, keep_tok, keep_scores = [], [], []
+        for idx in order.tolist():
+            row, tok, sc = idx // V, idx % V, float(flat[idx])
+            if tok == eos:
+                finished.append((sc, seqs[row]))
+            else:
+                keep_rows.append(row)
+                keep_tok.append(tok)
+                keep_scores.append(sc)
+            if len(keep_rows) == beam:
+                break
+        best_done = max((s for s, _ in finished), default=-float("inf"))
+        if not keep_rows or max(keep_scores) <= best_done:
+            break
+        index = torch.tensor(keep_rows)
+        state = model.reorder_state(state, index)
+        seqs = [seqs[r] + [t] for r, t in zip(keep_rows, keep_tok, strict=True)]
+        scores, tokens = torch.tensor(keep_scores), torch.tensor(keep_tok)
+    else:
+        finished += [(float(s), q) for s, q in zip(scores, seqs, strict=True)]
+    return max(finished, key=lambda f: f[0])[1]
