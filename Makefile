@@ -17,10 +17,10 @@ demo: $(STAMP)
 	$(PY) -m seqlab.examples.adding
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --timeout=900
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n 2 --timeout=1800 -m ""
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,0 +1,124 @@
+"""Gradient flow through time as data: ``‖∂L/∂h_t‖`` for every step ``t``.
+
+Why: in a vanilla RNN ``∂L/∂h_t = (∂h_{t+1}/∂h_t)ᵀ ∂L/∂h_{t+1} + (direct term)`` with
+``∂h_{t+1}/∂h_t = diag(tanh'(·)) W_hh``, so the gradient reaching step ``t`` from a loss at
+step ``T`` is multiplied by that Jacobian ``T − t`` times and shrinks (or explodes)
+geometrically. The LSTM's cell path ``c_t = f_t ⊙ c_{t−1} + …`` multiplies only by the
+forget gate, so with ``f ≈ 1`` the gradient survives. This module measures it.
+
+How: the layer is run one step at a time with its own ``(x, state) -> (out, state)``
+contract (a chunk of length 1 with carried state gives exactly the full forward). After
+each step the top layer's hidden state is copied into a fresh graph node ``z_t`` and *both*
+uses of ``h_t`` — the output at step ``t`` and the state fed to step ``t + 1`` — are routed
+through ``z_t``. Then ``autograd.grad(L, z_t)`` is the **total** derivative ``dL/dh_t``
+(direct + through the future), with no double counting. For LSTMs the same is done for the
+cell state ``c_t``.
+
+What is reported: for layers (``torch.nn.RNN/LSTM/GRU`` or seqlab's, unidirectional,
+any ``num_layers``) the top layer's ``h_t``, whose values are the layer's outputs; for
+cells (``forward(x (B, I), state) -> (y, state)``) the cell's ``h_t``. Norms are Frobenius
+over the batch: ``‖∂L/∂h_t‖ = sqrt(Σ_{b,j} (∂L/∂h_t[b, j])²)``.
+
+Example::
+
+    flow = hidden_grad_norms(nn.RNN(2, 32), x, lambda out, state: ((out[-1] @ w) - y).pow(2).mean())
+    flow.h[0] / flow.h[-1]          # ≪ 1: vanishing gradient
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.training.tbptt import State
+
+
+class GradFlow(NamedTuple):
+    """Per-step gradient norms ``h[t] = ‖dL/dh_t‖`` (T,), ``c[t] = ‖dL/dc_t‖`` (T,) for
+    LSTM-like states (else None), and the loss value."""
+
+    h: Tensor
+    c: Tensor | None
+    loss: float
+
+
+def _is_cell(module: Any) -> bool:
+    if isinstance(module, nn.RNNCellBase):
+        raise TypeError(
+            "module: torch.nn cells return a bare state, not (y, state); use a layer "
+            "(torch.nn.RNN/LSTM/GRU) or a seqlab cell"
+        )
+    return not hasattr(module, "num_layers")
+
+
+def _split(state: State) -> tuple[Tensor, Tensor | None]:
+    if isinstance(state, Tensor):
+        return state, None
+    return state[0], state[1] if len(state) > 1 else None
+
+
+def _rebuild(old: State, h: Tensor, c: Tensor | None) -> State:
+    if isinstance(old, Tensor):
+        return h
+    parts = [h, c if c is not None else old[1], *old[2:]]
+    return type(old)(*parts) if hasattr(old, "_fields") else type(old)(parts)
+
+
+def _route(full: Tensor, is_cell: bool) -> tuple[Tensor, Tensor]:
+    """A fresh node ``z`` for the top layer and the full state rebuilt around it."""
+    if is_cell:
+        z = full.clone()
+        return z, z
+    z = full[-1].clone()  # (B, H): top layer, forward direction
+    return z, torch.cat([full[:-1], z.unsqueeze(0)], dim=0)
+
+
+def hidden_grad_norms(
+    module: nn.Module,
+    x: Tensor,
+    loss_fn: Callable[[Tensor, State], Tensor],
+    state: State = None,
+    batch_first: bool = False,
+) -> GradFlow:
+    """Measure ``‖dL/dh_t‖`` for ``t = 0 … T−1`` (see module docstring).
+
+    ``x``: (T, B, I), or (B, T, I) with ``batch_first`` (match the module's own setting).
+    ``loss_fn(outputs, final_state) -> scalar``: ``outputs`` has the module's output layout
+    ((T, B, H) or (B, T, H)) and holds the top layer's ``h_t``. ``state=None`` means zeros.
+    """
+    if getattr(module, "bidirectional", False):
+        raise ValueError("module: a bidirectional layer has no single dL/dh_t; use one direction")
+    if x.dim() != 3:
+        raise ValueError(f"x: expected (T, B, I) or (B, T, I), got shape {tuple(x.shape)}")
+    is_cell = _is_cell(module)
+    tdim = 1 if batch_first else 0
+    zs_h: list[Tensor] = []
+    zs_c: list[Tensor] = []
+    for t in range(x.shape[tdim]):
+        if is_cell:
+            _, new = module(x.select(tdim, t), state)
+        else:
+            _, new = module(x.narrow(tdim, t, 1), state)
+        h, c = _split(new)
+        z_h, h_full = _route(h, is_cell)
+        zs_h.append(z_h)
+        if c is not None:
+            z_c, c_full = _route(c, is_cell)
+            zs_c.append(z_c)
+        else:
+            c_full = None
+        state = _rebuild(new, h_full, c_full)
+    outputs = torch.stack(zs_h, dim=tdim)  # (T, B, H) or (B, T, H)
+    loss = loss_fn(outputs, state)
+    grads = torch.autograd.grad(loss, zs_h + zs_c, allow_unused=True)
+
+    def norms(gs: tuple[Tensor | None, ...]) -> Tensor:
+        return torch.stack(
+            [g.norm() if g is not None else torch.zeros((), dtype=x.dtype) for g in gs]
+        ).detach()
+
+    T = len(zs_h)
+    return GradFlow(norms(grads[:T]), norms(grads[T:]) if zs_c else None, float(loss.detach()))
