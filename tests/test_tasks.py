@@ -259,3 +259,18 @@ def test_beam_search_finds_the_exhaustive_best_and_beam_one_is_greedy():
         assert beam_decode(model, model.start(src, src_len), BOS, EOS, 3, beam=400) == best
         greedy = greedy_decode(model, model.start(src, src_len), BOS, EOS, 3)[0]
         assert beam_decode(model, model.start(src, src_len), BOS, EOS, 3, beam=1) == greedy
+
+
+def test_g2p_error_rates_agree_with_seqlab_metrics_for_single_references():
+    import random
+
+    from seqlab.metrics import error_rate, exact_match
+
+    rng = random.Random(0)
+    alphabet = ["AA", "B", "K", "T", "IY"]
+    refs = [[rng.choice(alphabet) for _ in range(rng.randint(1, 6))] for _ in range(50)]
+    hyps = [[rng.choice(alphabet) for _ in range(rng.randint(0, 6))] for _ in range(50)]
+    hyps[:10] = [list(r) for r in refs[:10]]
+    per, wer = error_rates(hyps, [[r] for r in refs])
+    assert per == pytest.approx(error_rate(refs, hyps))
+    assert wer == pytest.approx(1 - exact_match(refs, hyps))
