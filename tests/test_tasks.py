@@ -274,3 +274,37 @@ def test_g2p_error_rates_agree_with_seqlab_metrics_for_single_references():
     per, wer = error_rates(hyps, [[r] for r in refs])
     assert per == pytest.approx(error_rate(refs, hyps))
     assert wer == pytest.approx(1 - exact_match(refs, hyps))
+
+
+def test_train_loop_evaluates_on_schedule_keeps_best_and_anneals(tmp_path):
+    from seqlab.tasks.loop import LoopConfig, train_loop
+    from seqlab.tasks.rundir import RunDir
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    scores = iter([0.5, 0.2, 0.3])  # the second evaluation is the best
+    saved = []
+    run = RunDir.create(tmp_path, "toy")
+    cfg = LoopConfig(lr=0.1, max_steps=7, eval_every=3, log_every=1, lr_final=0.1, minutes=60)
+    res = train_loop(
+        model,
+        cfg,
+        lambda: (x, y),
+        lambda b: F.mse_loss(model(b[0]), b[1]),
+        lambda: {"err": next(scores)},
+        "err",
+        False,
+        run,
+        on_best=lambda m: saved.append(m["err"]),
+    )
+    evals = [e for e in run.events() if e["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6, 7]
+    assert saved == [0.5, 0.2] and res.best == {"step": 6, "err": 0.2}
+    assert res.stopped_by == "max_steps" and res.steps == 7
+    lrs = [e["lr"] for e in run.events() if e["kind"] == "train"]
+    # linear annealing by steps: lr_k = 0.1 · (1 − 0.9 · k / 7) for the k-th step (k from 0)
+    assert lrs == pytest.approx([0.1 * (1 - 0.9 * k / 7) for k in range(7)], rel=1e-6)
+    with pytest.raises(ValueError, match="clock"):
+        train_loop(model, LoopConfig(clock="moon"), lambda: None, None, None, "err", False)

@@ -76,8 +76,11 @@ def train_loop(
     best = -math.inf if higher_is_better else math.inf
     bad, running, n_running = 0, 0.0, 0
 
+    last_eval = {"step": -1}
+
     def do_eval() -> None:
         nonlocal best, bad
+        last_eval["step"] = res.steps
         model.eval()
         with torch.no_grad():
             m = evaluate()
@@ -154,7 +157,7 @@ def train_loop(
                 progress(event)
         if res.steps % cfg.eval_every == 0:
             do_eval()
-    if not res.best or res.best.get("step") != res.steps:
+    if last_eval["step"] != res.steps:  # always finish with an evaluation of the last weights
         do_eval()
     res.seconds = time.perf_counter() - start
     res.cpu_seconds = time.process_time() - cpu_start
