@@ -264,7 +264,7 @@ class G2PTask(Task):
                 src_tokens,
                 ["<bos>", *refs[0]],
                 run.path / "attention.png",
-                "attention: output step (row) × letter",
+                "attention weights: decoder input (row) × letter",
             )
 
     def load(self, run: RunDir):
