@@ -130,7 +130,12 @@ def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
     metavar="KEY=VALUE",
     help="Override one setting, e.g. --set hidden=256 (repeatable).",
 )
-@click.option("--minutes", type=float, default=None, help="Wall-clock training budget.")
+@click.option(
+    "--minutes",
+    type=float,
+    default=None,
+    help="Training budget in minutes (wall clock; --set clock=cpu counts CPU time).",
+)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @click.option(
     "--data",
