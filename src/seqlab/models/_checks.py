@@ -1,0 +1,64 @@
+"""Argument checks shared by the models: every error names the argument and expected vs got."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"shape {tuple(x.shape)} dtype {x.dtype}"
+    return type(x).__name__
+
+
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_tokens(name: str, tokens: object, vocab_size: int, dims: int = 2) -> Tensor:
+    """Integer ids of ``dims`` dimensions, all in [0, vocab_size)."""
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex():
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {describe(tokens)}")
+    if tokens.dim() != dims:
+        shape = "(B, T)" if dims == 2 else "(B,)"
+        raise ValueError(f"{name} must be {shape}, got shape {tuple(tokens.shape)}")
+    if tokens.numel():
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"{name} ids must lie in [0, vocab_size={vocab_size}), got min {lo} max {hi}"
+            )
+    return tokens.long()
+
+
+def check_features(name: str, x: object, size: int) -> Tensor:
+    """Dense batch-first input (B, T, size)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor (B, T, {size}), got {describe(x)}")
+    if x.dim() != 3 or x.shape[-1] != size:
+        raise ValueError(f"{name} must be (B, T, {size}), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_lengths(name: str, lengths: object, batch: int, steps: int) -> Tensor | None:
+    """None, or an integer tensor (B,) with 1 <= lengths[b] <= T."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor) or lengths.is_floating_point():
+        raise TypeError(f"{name} must be an integer tensor (B,), got {describe(lengths)}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"{name} must have shape (B,) = ({batch},), got {tuple(lengths.shape)}")
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(
+            f"{name} must lie in [1, T={steps}] for a tensor with {steps} steps, "
+            f"got min {int(lengths.min())} max {int(lengths.max())}"
+        )
+    return lengths.long()

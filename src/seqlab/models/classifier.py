@@ -1,0 +1,148 @@
+"""Many-to-one models: a sequence in, one output out (classification or regression).
+
+    x_t = Emb(token_t) or the dense vector;  o_1..o_T = RNN(x);  r = pool(o, lengths);
+    y = W_head r + b   (logits for softmax/sigmoid heads, values for the linear head)
+
+Pooling over the T_b valid steps of row b (D directions, H hidden, D·H = R):
+
+- ``last``: the top layer's final state(s), directions concatenated (forward: h at step
+  T_b; backward: after reading the whole row);
+- ``mean``: (1/T_b) Σ_{t<T_b} o_t;   ``max``: max_{t<T_b} o_t (element-wise);
+- ``attention``: a_t = softmax_t(vᵀ tanh(W o_t)) over valid t, r = Σ_t a_t o_t.
+
+=========  ===============  ==================================
+name       shape            meaning
+=========  ===============  ==================================
+inputs     (B, T) / (B,T,I) token ids or dense features
+lengths    (B,)             valid steps
+output     (B, C)           logits or regression values
+=========  ===============  ==================================
+
+Batch convention for ``loss``: ``inputs``, optional ``lengths``, ``targets``: (B,) class ids
+(softmax), (B, C) 0/1 floats (sigmoid), (B, C) or (B,) values with C = 1 (linear, MSE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.models._checks import (
+    check_choice,
+    check_features,
+    check_lengths,
+    check_positive,
+    check_tokens,
+)
+from seqlab.models.attention import masked_softmax
+from seqlab.models.encoders import RecurrentEncoder, top_hidden
+
+POOLINGS = ("last", "mean", "max", "attention")
+HEADS = ("softmax", "sigmoid", "linear")
+
+
+@dataclass
+class ClassifierConfig:
+    num_classes: int  # C (output size for the linear head)
+    vocab_size: int | None = None  # token input when set ...
+    input_size: int | None = None  # ... dense input (B, T, I) otherwise
+    embed_size: int = 32
+    hidden_size: int = 64
+    num_layers: int = 1
+    cell: str = "lstm"
+    bidirectional: bool = False
+    pooling: str = "last"
+    head: str = "softmax"
+    dropout: float = 0.0
+    pad_id: int = 0
+
+
+def embed_or_check(module: nn.Module, inputs: Tensor, vocab: int | None, size: int | None):
+    """Shared input path: token ids through ``module.embed`` or checked dense features."""
+    if vocab is not None:
+        return module.embed(check_tokens("inputs", inputs, vocab))
+    return check_features("inputs", inputs, size)
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        check_choice("pooling", c.pooling, POOLINGS)
+        check_choice("head", c.head, HEADS)
+        check_positive("num_classes", c.num_classes)
+        if (c.vocab_size is None) == (c.input_size is None):
+            raise ValueError(
+                "give exactly one of vocab_size (token input) or input_size (dense input), "
+                f"got vocab_size={c.vocab_size}, input_size={c.input_size}"
+            )
+        in_size = c.input_size
+        if c.vocab_size is not None:
+            self.embed = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.pad_id)
+            in_size = c.embed_size
+        self.encoder = RecurrentEncoder(
+            c.cell, in_size, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
+        )
+        R = self.encoder.output_size
+        if c.pooling == "attention":
+            self.attn_w = nn.Linear(R, R)
+            self.attn_v = nn.Linear(R, 1, bias=False)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(R, c.num_classes)
+
+    def encode(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The pooled representation r (B, D·H)."""
+        c = self.config
+        x = embed_or_check(self, inputs, c.vocab_size, c.input_size)
+        B, T = x.shape[:2]
+        lengths = check_lengths("lengths", lengths, B, T)
+        out, final = self.encoder(self.drop(x), lengths)  # (B, T, R)
+        if c.pooling == "last":
+            return top_hidden(final, self.encoder.directions)
+        steps = torch.arange(T, device=x.device).unsqueeze(0)
+        valid = steps < (lengths.unsqueeze(1) if lengths is not None else T)  # (B, T)
+        if c.pooling == "mean":
+            return out.sum(1) / valid.sum(1, keepdim=True).to(out.dtype)  # padded outs are 0
+        if c.pooling == "max":
+            return out.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(1)
+        scores = self.attn_v(torch.tanh(self.attn_w(out))).squeeze(-1)  # (B, T)
+        self.last_attention = masked_softmax(scores, valid)
+        return torch.bmm(self.last_attention.unsqueeze(1), out).squeeze(1)
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.head(self.drop(self.encode(inputs, lengths)))
+
+    def loss(self, batch: dict) -> Tensor:
+        out = self(batch["inputs"], batch.get("lengths"))
+        y = batch["targets"]
+        if self.config.head == "softmax":
+            return F.cross_entropy(out, y)
+        if self.config.head == "sigmoid":
+            return F.binary_cross_entropy_with_logits(out, y.to(out.dtype).view_as(out))
+        return F.mse_loss(out, y.to(out.dtype).view_as(out))
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Class ids (softmax), 0/1 labels (sigmoid) or values (linear)."""
+        out = self(inputs, lengths)
+        if self.config.head == "softmax":
+            return out.argmax(-1)
+        if self.config.head == "sigmoid":
+            return (out > 0).long()
+        return out
+
+
+class SequenceRegressor(SequenceClassifier):
+    """Many-to-one regression (e.g. forecasting the next value(s) of a series): dense input
+    (B, T, I) -> values (B, output_size), trained with MSE."""
+
+    def __init__(self, input_size: int, output_size: int = 1, **kwargs) -> None:
+        kwargs.setdefault("pooling", "last")
+        super().__init__(
+            ClassifierConfig(
+                num_classes=output_size, input_size=input_size, head="linear", **kwargs
+            )
+        )
