@@ -31,7 +31,7 @@ class TaskConfig(LoopConfig):
     seed: int = 0
     threads: int = 2  # torch intra-op threads
     batch_size: int = 64
-    impl: str = "torch"  # recurrent layers: torch (torch.nn fused kernels) | seqlab (our engine)
+    impl: str = "seqlab"  # recurrent layers: seqlab (our engine) | torch (torch.nn, to compare)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from seqlab.data import BOS, EOS, PAD, UNK, Vocab, pad_batch, read_pairs_tsv, split_indices
 from seqlab.data.real import cmudict_entries
+from seqlab.metrics import edit_distance
 from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
 from seqlab.tasks.batches import EpochBatches
 from seqlab.tasks.loop import input_grad_through_time, train_loop
@@ -49,22 +50,11 @@ class G2PConfig(TaskConfig):
     tgt_tokens: str = "words"  # user TSV: words (space-separated) | chars
 
 
-def edit_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance (unit insert/delete/substitute), two-row dynamic programme."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def error_rates(hyps: list[list[str]], refs: list[list[list[str]]]) -> tuple[float, float]:
     """(PER, WER) with the closest reference of each item."""
     errors = length = wrong = 0
     for h, rs in zip(hyps, refs, strict=True):
-        d, r = min(((edit_distance(h, r), r) for r in rs), key=lambda t: (t[0], len(t[1])))
+        d, r = min(((edit_distance(r, h), r) for r in rs), key=lambda t: (t[0], len(t[1])))
         errors += d
         length += len(r)
         wrong += d > 0

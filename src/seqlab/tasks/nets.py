@@ -73,14 +73,6 @@ def select_state(state, index: Tensor):
     return state.index_select(1, index)
 
 
-def detach_state(state):
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-
-
 class PositionalTransformer(nn.Module):
     """Token embeddings + learned positions -> pre-norm Transformer encoder stack.
 

@@ -22,10 +22,11 @@ from seqlab.data import Vocab, read_text, stream_batches
 from seqlab.data.real import shakespeare_plays, split_plays
 from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
 from seqlab.tasks.loop import input_grad_through_time, train_loop
-from seqlab.tasks.nets import LanguageModel, count_parameters, detach_state, init_forget_bias
+from seqlab.tasks.nets import LanguageModel, count_parameters, init_forget_bias
 from seqlab.tasks.ngram import CharNGram
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
+from seqlab.training import detach_state, reset_rows
 
 
 @dataclass
@@ -160,8 +161,7 @@ class ShakespeareTask(Task):
             if state is not None and cfg.state_reset > 0 and cfg.model != "transformer":
                 # Zero a few lanes' carried state so the model also learns to start from zero,
                 # the state generation begins with (else short prompts derail sampling).
-                keep = (torch.rand(x.size(0)) >= cfg.state_reset).float()[None, :, None]
-                state = tuple(s * keep for s in state) if isinstance(state, tuple) else state * keep
+                state = reset_rows(state, torch.rand(x.size(0)) < cfg.state_reset)
             logits, state = model(x, state)
             pos["state"] = detach_state(state)  # truncated BPTT: keep the value, cut the graph
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
