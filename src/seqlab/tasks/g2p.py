@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from seqlab.data import BOS, EOS, PAD, UNK, Vocab, pad_batch, read_pairs_tsv, split_indices
 from seqlab.data.real import cmudict_entries
+from seqlab.decoding import beam_search
 from seqlab.metrics import edit_distance
 from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
 from seqlab.tasks.batches import EpochBatches
@@ -28,7 +29,7 @@ from seqlab.tasks.loop import input_grad_through_time, train_loop
 from seqlab.tasks.nets import count_parameters, init_forget_bias
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.tasks.seq2seq import Seq2Seq, beam_decode, greedy_decode
+from seqlab.tasks.seq2seq import Seq2Seq, greedy_decode
 
 
 @dataclass
@@ -127,17 +128,8 @@ class G2PTask(Task):
             ids, lengths = pad_batch([src_vocab.encode(w) or [UNK] for w in words[i : i + batch]])
             state = model.start(ids, lengths)
             if beam > 1:
-                seqs = [
-                    beam_decode(
-                        model,
-                        model.reorder_state(state, torch.tensor([j])),
-                        BOS,
-                        EOS,
-                        max_len,
-                        beam,
-                    )
-                    for j in range(ids.size(0))
-                ]
+                bos = torch.full((ids.size(0),), BOS, dtype=torch.long)
+                seqs = beam_search(model, state, bos, max_len, beam, eos=EOS).tokens.tolist()
             else:
                 seqs = greedy_decode(model, state, BOS, EOS, max_len)
             out += [tgt_vocab.decode(s) for s in seqs]
