@@ -1,0 +1,63 @@
+"""``seqlab bench``: training-step throughput of each model kind at one size."""
+
+from __future__ import annotations
+
+import time
+
+import click
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from seqlab.tasks.nets import MODEL_KINDS, LanguageModel
+
+console = Console(highlight=False)
+
+
+def time_step(kind: str, vocab: int, hidden: int, batch: int, seq: int, repeats: int) -> float:
+    """Median seconds of one forward+backward+Adam step of a character LM of ``kind``."""
+    model = LanguageModel(vocab, kind, embed=64, hidden=hidden, max_len=max(seq, 8))
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:  # the first step warms up allocators
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+@click.command()
+@click.option(
+    "--models",
+    default=",".join(MODEL_KINDS),
+    show_default=True,
+    help="Comma-separated model kinds.",
+)
+@click.option("--hidden", type=int, default=256, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--seq", type=int, default=100, show_default=True)
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+def bench(models: str, hidden: int, batch: int, seq: int, repeats: int, threads: int) -> None:
+    """Time a training step (forward, backward, Adam) of a character LM per model kind."""
+    torch.set_num_threads(threads)
+    kinds = [k.strip() for k in models.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if bad:
+        raise click.BadParameter(
+            f"unknown {bad}; expected some of {', '.join(MODEL_KINDS)}", param_hint="--models"
+        )
+    table = Table("model", "ms/step", "tokens/s")
+    for kind in kinds:
+        s = time_step(kind, 80, hidden, batch, seq, repeats)
+        table.add_row(kind, f"{s * 1e3:.1f}", f"{batch * seq / s:,.0f}")
+    console.print(f"B={batch} T={seq} H={hidden} threads={threads}")
+    console.print(table)

