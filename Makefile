@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m seqlab.examples.adding
+	$(VENV)/bin/seqlab demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout=900
