@@ -202,3 +202,25 @@ def test_broadcast_output_gradient(backend, mode):
         grads.append(torch.autograd.grad(y.sum() + final[0].mean(), leaves))
     for a, b in zip(*grads, strict=True):
         assert_close(a, b, torch.float64, f"{backend} {mode}")
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_two_threads_match_reference(backend, mode, reverse):
+    """Two threads (BLAS may split each step's GEMM), an odd batch and odd/even T (the
+    backward's two dh buffers swap every step) still match the reference loop."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for T, dtype in ((6, torch.float64), (7, torch.float32)):
+            B, I, H = 21, 16, 48
+            lens = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(T))
+            inputs = make_inputs(mode, T, B, I, H, dtype, scale_weights=0.2)
+            want_out, want_grads = run_and_grads(reference_layer, mode, inputs, lens, reverse)
+            got_out, got_grads = run_and_grads(backend_fn(backend), mode, inputs, lens, reverse)
+            pairs = zip(got_out + got_grads, want_out + want_grads, strict=True)
+            for k, (a, b) in enumerate(pairs):
+                assert_close(a, b, dtype, f"tensor {k} ({backend}, T={T})")
+    finally:
+        torch.set_num_threads(previous)
