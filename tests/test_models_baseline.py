@@ -121,3 +121,21 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_ngram_witten_bell_matches_hand_computation():
+    a, b, c = 0, 1, 2  # V = 4 with BOS = 3
+    m = NGramLM(vocab_size=4, n=2, bos=3, smoothing="witten_bell").fit([[a, b, a, b]])
+    # unigram: C(a)=2, C(b)=2, total 4, 2 types -> P1(a) = (2 + 2·(1/4)) / 6
+    p1_a = (2 + 2 * (1 / 4)) / 6
+    assert m.prob((), a) == pytest.approx(p1_a)
+    # bigram after b: C(ba)=1, C(b•)=1, N1+(b•)=1 -> (1 + P1(a)) / 2
+    assert m.prob((b,), a) == pytest.approx((1 + p1_a) / 2)
+    # an unseen context keeps the lower order; c was never seen: only the uniform share
+    assert m.prob((c,), a) == pytest.approx(p1_a)
+    assert m.prob((), c) == pytest.approx(2 * (1 / 4) / 6)
+    assert torch.exp(m.log_probs((a,))).sum().item() == pytest.approx(1.0)
+    want = -(math.log(m.prob((a,), b)) + math.log(m.prob((b,), a))) / 2
+    assert m.stream_nll([b, a], context=[a]) == pytest.approx(want)
+    with pytest.raises(ValueError, match="smoothing"):
+        NGramLM(vocab_size=4, smoothing="kneser_ney")

@@ -172,3 +172,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_transformer_encoder_ignores_padding_and_last_reads_the_last_valid_step():
+    torch.manual_seed(0)
+    for pooling in ("last", "mean", "max"):
+        cfg = ClassifierConfig(2, vocab_size=20, embed_size=8, hidden_size=8, cell="transformer",
+                               pooling=pooling, nhead=2)  # fmt: skip
+        model = SequenceClassifier(cfg).eval()
+        ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 10, 11]])
+        both = model(ids, torch.tensor([3, 5]))
+        alone = model(torch.tensor([[4, 5, 6]]), torch.tensor([3]))
+        torch.testing.assert_close(both[0], alone[0], rtol=1e-5, atol=1e-6)
+    # causal: the output at step t depends only on steps <= t
+    cfg = ClassifierConfig(1, input_size=1, hidden_size=8, cell="transformer", nhead=2, causal=True)
+    enc = SequenceClassifier(cfg).encoder.eval()
+    x = torch.randn(1, 6, 1)
+    y = x.clone()
+    y[:, 4:] += 1.0
+    torch.testing.assert_close(enc(x)[0][:, :4], enc(y)[0][:, :4])
+    with pytest.raises(ValueError, match="bidirectional"):
+        SequenceClassifier(
+            ClassifierConfig(2, input_size=1, cell="transformer", bidirectional=True)
+        )

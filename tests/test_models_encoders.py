@@ -42,3 +42,21 @@ def test_recurrent_encoder_lengths_and_default_state():
     torch.testing.assert_close(final[:, 2:], one_final)
     with pytest.raises(ValueError, match="cell"):
         RecurrentEncoder("elman", 3, 4)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_torch_impl_has_the_same_parameters_and_outputs_with_lengths(cell):
+    seq = RecurrentEncoder(cell, 3, 5, num_layers=2, bidirectional=True)
+    tch = RecurrentEncoder(cell, 3, 5, num_layers=2, bidirectional=True, impl="torch")
+    assert isinstance(tch.rnn, torch.nn.RNNBase)
+    assert seq.state_dict().keys() == tch.state_dict().keys()
+    tch.load_state_dict(seq.state_dict())
+    x = torch.randn(3, 6, 3)
+    lengths = torch.tensor([6, 2, 4])
+    (a, fa), (b, fb) = seq(x, lengths), tch(x, lengths)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.all(b[1, 2:] == 0)
+    for sa, sb in zip(fa if cell == "lstm" else [fa], fb if cell == "lstm" else [fb], strict=True):
+        torch.testing.assert_close(sa, sb, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="impl"):
+        RecurrentEncoder(cell, 3, 5, impl="cuda")

@@ -312,3 +312,35 @@ def test_decoder_matches_hand_written_equations(kind):
             torch.testing.assert_close(logits[:, t], model.out(o))
             if kind != "none":
                 torch.testing.assert_close(attn[:, t], w)
+
+
+@pytest.mark.parametrize(
+    ("cell", "attention"), [("lstm", "general"), ("gru", "dot"), ("rnn", "none")]
+)
+def test_without_input_feeding_steps_equal_teacher_forcing_and_impls_agree(cell, attention):
+    """input_feeding=False runs the decoder layer over all steps at once; stepping it one token
+    at a time must give the same logits, and torch.nn's layers (impl="torch") loaded with the
+    same state_dict must give the same outputs as seqlab's."""
+    outs, weights = [], {}
+    for impl in ("seqlab", "torch"):
+        torch.manual_seed(0)
+        cfg = Seq2SeqConfig(9, 7, 6, 4, encoder_cell=cell, decoder_cell=cell, bidirectional=True,
+                            attention=attention, input_feeding=False, impl=impl)  # fmt: skip
+        model = Seq2Seq(cfg).eval()
+        if outs:
+            model.load_state_dict(weights)
+        weights = model.state_dict()
+        src = torch.tensor([[4, 5, 6, 7], [8, 4, 0, 0]])
+        lengths = torch.tensor([4, 2])
+        tgt = torch.tensor([[1, 3, 4, 5], [1, 6, 3, 4]])
+        full, attn = model(src, lengths, tgt)
+        state = model.start(src, lengths)
+        for t in range(4):
+            logits, state = model.step(tgt[:, t], state)
+            torch.testing.assert_close(logits, full[:, t])
+        if attention != "none":
+            assert torch.all(attn[1, :, 2:] == 0)  # padded source steps get no weight
+        outs.append(full)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="input_feeding"):
+        Seq2Seq(Seq2SeqConfig(9, 7, attention="additive", input_feeding=False))

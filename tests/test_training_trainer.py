@@ -305,3 +305,57 @@ def test_stateful_carries_detached_state_across_batches_and_resets_each_epoch(st
             torch.testing.assert_close(seen[i + 1], want.detach())
     else:
         assert all(s is None for s in seen)
+
+
+def test_on_eval_callbacks_eval_at_end_and_decay_on_stall():
+    scores = iter([0.5, 0.2, 0.3, 0.1])
+    seen = []
+    cfg = TrainConfig(epochs=None, max_steps=7, eval_every=3, eval_at_end=True, lr=1.0,
+                      optimizer="sgd", lr_decay_on_stall=0.5)  # fmt: skip
+    tr = Trainer(Linear(), batches(8), cfg, val_data=[0],
+                 metric_fn=lambda m, v: {"val_loss": next(scores)},
+                 on_eval=[lambda t, rec, better: seen.append((rec["step"], better))])  # fmt: skip
+    res = tr.fit()
+    # evaluations at 3 and 6 on schedule, then the last weights at step 7
+    assert seen == [(3, True), (6, True), (7, False)]
+    assert [e["step"] for e in res.evals] == [3, 6, 7] and res.best_metric == 0.2
+    assert tr.optimizer.param_groups[0]["lr"] == 0.5  # one stalled evaluation: halved
+    tr2 = Trainer(Linear(), batches(8), TrainConfig(epochs=None, max_steps=6, eval_every=3,
+                  eval_at_end=True), val_data=[0],
+                  metric_fn=lambda m, v: {"val_loss": 1.0})  # fmt: skip
+    assert [e["step"] for e in tr2.fit().evals] == [3, 6]  # no duplicate final evaluation
+
+
+def test_linear_schedule_follows_steps_or_time_whichever_is_further():
+    cfg = TrainConfig(epochs=None, max_steps=5, lr=1.0, schedule="linear", min_lr_ratio=0.2)
+    res = Trainer(Linear(), batches(8), cfg).fit()
+    # update k (from 0) uses 1 − 0.8 · k / 5
+    assert [r["lr"] for r in res.history] == pytest.approx([1 - 0.8 * k / 5 for k in range(5)])
+
+    def slow_loss(model, batch):
+        time.sleep(0.05)
+        return model(*batch)
+
+    cfg = TrainConfig(epochs=None, max_steps=10_000, time_budget_s=0.5, lr=1.0,
+                      schedule="linear", min_lr_ratio=0.0)  # fmt: skip
+    res = Trainer(Linear(), batches(3), cfg, loss_fn=slow_loss).fit()
+    lrs = [r["lr"] for r in res.history]
+    # the first update comes after one 0.05 s step: 1 − 0.05 / 0.5 = 0.9 (or a little less)
+    assert 0.7 < lrs[0] <= 0.9 and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 0.5  # driven by time: far below 1 − k/10000
+    with pytest.raises(ValueError, match="linear"):
+        Trainer(Linear(), batches(3), TrainConfig(epochs=1, schedule="linear"))
+
+
+def test_cpu_clock_counts_work_not_sleep():
+    def sleepy_loss(model, batch):
+        time.sleep(0.05)  # wall time passes, this process's CPU time barely does
+        return model(*batch)
+
+    cfg = TrainConfig(epochs=None, max_steps=12, time_budget_s=0.2, clock="cpu")
+    res = Trainer(Linear(), batches(3), cfg, loss_fn=sleepy_loss).fit()
+    assert res.stopped == "max_steps"  # 0.6 s of wall time, far under 0.2 s of CPU
+    wall = TrainConfig(epochs=None, max_steps=12, time_budget_s=0.2, clock="wall")
+    assert Trainer(Linear(), batches(3), wall, loss_fn=sleepy_loss).fit().stopped == "time_budget"
+    with pytest.raises(ValueError, match="clock"):
+        TrainConfig(clock="moon").validate()

@@ -22,7 +22,7 @@ from seqlab.cli.bench import bench
 from seqlab.cli.data_cmd import data
 from seqlab.cli.errors import friendly_errors
 from seqlab.tasks import TASK_NAMES, RunDir, get_task, resolve_config, task_of_run
-from seqlab.tasks.nets import MODEL_KINDS
+from seqlab.tasks.base import MODEL_KINDS
 
 console = Console(highlight=False)
 

@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from seqlab.tasks.nets import MODEL_KINDS, LanguageModel
+from seqlab.tasks.base import MODEL_KINDS
+from seqlab.tasks.shakespeare import ShakespeareConfig, build_model
 
 console = Console(highlight=False)
 
 
-def time_step(kind: str, vocab: int, hidden: int, batch: int, seq: int, repeats: int) -> float:
-    """Median seconds of one forward+backward+Adam step of a character LM of ``kind``."""
-    model = LanguageModel(vocab, kind, embed=64, hidden=hidden, max_len=max(seq, 8))
+def time_step(
+    kind: str, vocab: int, hidden: int, batch: int, seq: int, repeats: int, impl: str = "torch"
+) -> float:
+    """Median seconds of one forward+backward+Adam step of a character LM of ``kind`` (the
+    shakespeare task's model; ``impl`` picks the recurrent layers)."""
+    cfg = ShakespeareConfig(model=kind, embed=64, hidden=hidden, context=max(seq, 8), impl=impl)
+    model = build_model(cfg, vocab)
     opt = torch.optim.Adam(model.parameters())
     x = torch.randint(0, vocab, (batch, seq))
     y = torch.randint(0, vocab, (batch, seq))
@@ -46,7 +51,16 @@ def time_step(kind: str, vocab: int, hidden: int, batch: int, seq: int, repeats:
 @click.option("--seq", type=int, default=100, show_default=True)
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-def bench(models: str, hidden: int, batch: int, seq: int, repeats: int, threads: int) -> None:
+@click.option(
+    "--impl",
+    type=click.Choice(["torch", "seqlab"]),
+    default="torch",
+    show_default=True,
+    help="Recurrent layers: torch.nn's fused kernels or seqlab's engine.",
+)
+def bench(
+    models: str, hidden: int, batch: int, seq: int, repeats: int, threads: int, impl: str
+) -> None:
     """Time a training step (forward, backward, Adam) of a character LM per model kind."""
     torch.set_num_threads(threads)
     kinds = [k.strip() for k in models.split(",") if k.strip()]
@@ -57,7 +71,7 @@ def bench(models: str, hidden: int, batch: int, seq: int, repeats: int, threads:
         )
     table = Table("model", "ms/step", "tokens/s")
     for kind in kinds:
-        s = time_step(kind, 80, hidden, batch, seq, repeats)
+        s = time_step(kind, 80, hidden, batch, seq, repeats, impl)
         table.add_row(kind, f"{s * 1e3:.1f}", f"{batch * seq / s:,.0f}")
-    console.print(f"B={batch} T={seq} H={hidden} threads={threads}")
+    console.print(f"B={batch} T={seq} H={hidden} threads={threads} impl={impl}")
     console.print(table)

@@ -9,10 +9,18 @@ so ``forward`` is per-step (B, T, O) like :class:`~seqlab.models.tagger.Sequence
 ``pooling="last"`` gives a many-to-one output (B, O) at each row's last valid step, like
 :class:`~seqlab.models.classifier.SequenceClassifier`. Same ``loss(batch)`` conventions.
 
-:class:`NGramLM` — tokens. An order-n count model with add-δ smoothing:
+:class:`NGramLM` — tokens. An order-n count model, c = the previous n−1 tokens, with
+``smoothing="add_delta"`` (default):
 
-    p(v | c) = (count(c, v) + δ) / (count(c) + δ·V),   c = the previous n−1 tokens
+    p(v | c) = (count(c, v) + δ) / (count(c) + δ·V)
 
+or ``smoothing="witten_bell"``, interpolated down to the uniform distribution (Witten & Bell
+1991; Chen & Goodman 1998 §2.4), for k = 1 … n with P_0 = 1/V:
+
+    P_k(v | h) = (C(h v) + N₁₊(h •) · P_{k−1}(v | h')) / (C(h •) + N₁₊(h •))
+
+where h is the last k−1 tokens, h' drops h's oldest token, C counts training occurrences,
+N₁₊(h •) is the number of distinct tokens seen after h; an unseen h keeps P_{k−1}.
 Contexts shorter than n−1 at the start of a sequence are left-padded with ``bos``. It
 follows the decoding protocol (state = the last n−1 tokens, (B, n−1)), so greedy, sampling
 and beam search run on it like on the LanguageModel; ``forward`` returns per-step log-probs
@@ -21,7 +29,8 @@ and beam search run on it like on the LanguageModel; ``forward`` returns per-ste
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -95,40 +104,91 @@ class WindowMLP(nn.Module):
 WindowBaseline = WindowMLP  # the name the issue uses for the fixed-window model
 
 
+SMOOTHINGS = ("add_delta", "witten_bell")
+
+
 class NGramLM:
     """Count-based order-``n`` language model (not an nn.Module: it has no gradients)."""
 
-    def __init__(self, vocab_size: int, n: int = 3, delta: float = 0.1, bos: int = 1) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        n: int = 3,
+        delta: float = 0.1,
+        bos: int = 1,
+        smoothing: str = "add_delta",
+    ) -> None:
         check_positive("vocab_size", vocab_size)
         check_positive("n", n)
+        check_choice("smoothing", smoothing, SMOOTHINGS)
         if delta <= 0:
             raise ValueError(f"delta must be > 0 (add-δ smoothing), got {delta}")
         self.vocab_size, self.n, self.delta, self.bos = vocab_size, n, delta, bos
-        self.counts: dict[tuple[int, ...], Tensor] = defaultdict(
-            lambda: torch.zeros(vocab_size, dtype=torch.float64)
-        )
+        self.smoothing = smoothing
+        # grams[k]: counts of (k+1)-token tuples whose last token is a real (non-padding) one;
+        # ctx_total[k][h] = C(h •), ctx_types[k][h] = N₁₊(h •) for contexts h of k tokens.
+        self.grams: list[Counter] = [Counter() for _ in range(n)]
+        self.ctx_total: list[dict] = [{} for _ in range(n)]
+        self.ctx_types: list[dict] = [{} for _ in range(n)]
 
     def fit(self, sequences) -> NGramLM:
         """Count n-grams in an iterable of token-id sequences (lists or 1-D tensors)."""
+        n = self.n
         for seq in sequences:
             ids = seq.tolist() if isinstance(seq, Tensor) else list(seq)
             check_tokens("sequences", torch.tensor([ids], dtype=torch.long), self.vocab_size)
-            ctx = [self.bos] * (self.n - 1)
-            for tok in ids:
-                self.counts[tuple(ctx)][tok] += 1
-                ctx = (ctx + [tok])[1:] if self.n > 1 else ctx
+            padded = [self.bos] * (n - 1) + ids
+            for k in range(n):  # the (k+1)-grams ending at each real token
+                ends = len(padded) - k
+                cols = [padded[n - 1 - k + j : ends + j] for j in range(k + 1)]
+                self.grams[k].update(zip(*cols, strict=True))
+        for k in range(n):
+            total: dict = defaultdict(int)
+            types: dict = defaultdict(int)
+            for g, c in self.grams[k].items():
+                total[g[:-1]] += c
+                types[g[:-1]] += 1
+            self.ctx_total[k], self.ctx_types[k] = dict(total), dict(types)
         return self
+
+    def prob(self, context: tuple[int, ...], token: int) -> float:
+        """p(token | context); ``context`` holds at least the last n−1 tokens (BOS-padded)."""
+        context = tuple(context)
+        if self.smoothing == "add_delta":
+            h = context[len(context) - (self.n - 1) :] if self.n > 1 else ()
+            count = self.grams[-1].get((*h, token), 0)
+            total = self.ctx_total[-1].get(h, 0)
+            return (count + self.delta) / (total + self.delta * self.vocab_size)
+        p = 1.0 / self.vocab_size
+        for k in range(self.n):
+            h = context[len(context) - k :] if k else ()
+            total = self.ctx_total[k].get(h, 0)
+            if total == 0:
+                continue  # unseen context: keep the lower-order estimate
+            types = self.ctx_types[k][h]
+            p = (self.grams[k].get((*h, token), 0) + types * p) / (total + types)
+        return p
 
     def log_probs(self, context: tuple[int, ...]) -> Tensor:
         """log p(· | context) (V,), float64."""
-        counts = self.counts.get(tuple(context))
-        if counts is None:
-            return torch.full(
-                (self.vocab_size,),
-                -float(torch.log(torch.tensor(self.vocab_size))),
-                dtype=torch.float64,
-            )
-        return torch.log((counts + self.delta) / (counts.sum() + self.delta * self.vocab_size))
+        context = tuple(context)
+        return torch.log(
+            torch.tensor([self.prob(context, v) for v in range(self.vocab_size)],
+                         dtype=torch.float64)
+        )  # fmt: skip
+
+    def stream_nll(self, ids, context=()) -> float:
+        """Mean −ln p(x_t | previous n−1 tokens) over every token of ``ids`` (a list or 1-D
+        tensor); the history before ``ids`` is ``context`` (its last tokens), BOS-padded."""
+        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        h = [self.bos] * (self.n - 1) + list(context)[-(self.n - 1) :] if self.n > 1 else []
+        h = h[len(h) - (self.n - 1) :] if self.n > 1 else []
+        full = h + ids
+        m = len(h)
+        nll = 0.0
+        for i in range(m, len(full)):
+            nll -= math.log(self.prob(tuple(full[i - m : i]), full[i]))
+        return nll / max(1, len(ids))
 
     def start(self, batch_size: int) -> Tensor:
         return torch.full((batch_size, self.n - 1), self.bos, dtype=torch.long)

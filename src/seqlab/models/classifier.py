@@ -10,6 +10,13 @@ Pooling over the T_b valid steps of row b (D directions, H hidden, D·H = R):
 - ``mean``: (1/T_b) Σ_{t<T_b} o_t;   ``max``: max_{t<T_b} o_t (element-wise);
 - ``attention``: a_t = softmax_t(vᵀ tanh(W o_t)) over valid t, r = Σ_t a_t o_t.
 
+``cell="transformer"`` swaps the recurrent stack for
+:class:`seqlab.transformer.SequenceEncoder` (``nhead`` heads, ``max_len`` positions,
+``causal`` attention); ``last`` then reads o at step T_b (no recurrent final state).
+Dropout (``dropout``) is applied to the inputs, between recurrent layers and to r;
+``attn_dropout`` (default: ``dropout``) is the Transformer's internal dropout.
+``impl="torch"`` builds the recurrent stack from torch.nn (see ``make_recurrent``).
+
 =========  ===============  ==================================
 name       shape            meaning
 =========  ===============  ==================================
@@ -39,6 +46,7 @@ from seqlab.models._checks import (
 )
 from seqlab.models.attention import masked_softmax
 from seqlab.models.encoders import RecurrentEncoder, top_hidden
+from seqlab.transformer.sequence import SequenceEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
 HEADS = ("softmax", "sigmoid", "linear")
@@ -58,6 +66,11 @@ class ClassifierConfig:
     head: str = "softmax"
     dropout: float = 0.0
     pad_id: int = 0
+    impl: str = "seqlab"  # recurrent stack: seqlab | torch
+    nhead: int = 4  # cell="transformer" only
+    max_len: int = 512  # cell="transformer" only
+    causal: bool = False  # cell="transformer" only
+    attn_dropout: float | None = None  # cell="transformer" only (None: dropout)
 
 
 def embed_or_check(module: nn.Module, inputs: Tensor, vocab: int | None, size: int | None):
@@ -83,9 +96,17 @@ class SequenceClassifier(nn.Module):
         if c.vocab_size is not None:
             self.embed = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.pad_id)
             in_size = c.embed_size
-        self.encoder = RecurrentEncoder(
-            c.cell, in_size, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
-        )
+        if c.cell == "transformer":
+            if c.bidirectional:
+                raise ValueError("bidirectional: not applicable to cell='transformer'")
+            drop = c.dropout if c.attn_dropout is None else c.attn_dropout
+            self.encoder: nn.Module = SequenceEncoder(
+                in_size, c.hidden_size, c.nhead, c.num_layers, drop, c.max_len, c.causal
+            )
+        else:
+            self.encoder = RecurrentEncoder(
+                c.cell, in_size, c.hidden_size, c.num_layers, c.bidirectional, c.dropout, c.impl
+            )
         R = self.encoder.output_size
         if c.pooling == "attention":
             self.attn_w = nn.Linear(R, R)
@@ -101,6 +122,8 @@ class SequenceClassifier(nn.Module):
         lengths = check_lengths("lengths", lengths, B, T)
         out, final = self.encoder(self.drop(x), lengths)  # (B, T, R)
         if c.pooling == "last":
+            if final is None:  # Transformer encoder: the output at the last valid step
+                return self.encoder.last(out, lengths)
             return top_hidden(final, self.encoder.directions)
         steps = torch.arange(T, device=x.device).unsqueeze(0)
         valid = steps < (lengths.unsqueeze(1) if lengths is not None else T)  # (B, T)

@@ -1,7 +1,9 @@
 """Recurrent building blocks the models compose: one factory for the cell type.
 
 ``make_recurrent(cell, ...)`` returns seqlab's multi-layer ``RNN``/``LSTM``/``GRU`` (batch
-first). :class:`RecurrentEncoder` wraps it with lengths and a zero default state;
+first); ``impl="torch"`` returns torch.nn's fused twin instead (same state_dict keys and
+layout, so checkpoints load in either; kept for speed/accuracy comparisons).
+:class:`RecurrentEncoder` wraps it with lengths and a zero default state;
 :class:`CellStack` runs a stack of seqlab cells one step at a time, for decoders.
 
 States everywhere have the layer's final-state layout: ``h`` of shape (L·D, B, H) for
@@ -26,6 +28,42 @@ State = Any  # Tensor (L·D, B, H) or LSTMState
 
 _LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 _CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+IMPLS = ("seqlab", "torch")
+
+
+class _TorchLengths:
+    """Mixin: torch.nn.RNN/LSTM/GRU behind seqlab's ``forward(x, state, lengths=None)``.
+
+    torch.nn has no ``lengths`` argument; with lengths the input is packed, so padded outputs
+    are 0 and the final state is each row's state at its last valid step, as in seqlab's
+    layers. Only ``forward`` changes: parameters and state_dict are torch.nn's own."""
+
+    def forward(self, x: Tensor, state: Any = None, lengths: Tensor | None = None):
+        if isinstance(state, LSTMState):
+            state = tuple(state)
+        if lengths is None:
+            return super().forward(x, state)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, final = super().forward(packed, state)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, final
+
+
+class _TorchRNN(_TorchLengths, nn.RNN):
+    pass
+
+
+class _TorchLSTM(_TorchLengths, nn.LSTM):
+    pass
+
+
+class _TorchGRU(_TorchLengths, nn.GRU):
+    pass
+
+
+_TORCH_LAYERS = {"rnn": _TorchRNN, "lstm": _TorchLSTM, "gru": _TorchGRU}
 
 
 def make_recurrent(
@@ -35,13 +73,20 @@ def make_recurrent(
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
+    impl: str = "seqlab",
 ) -> nn.Module:
-    """A batch-first multi-layer recurrent layer of the given cell type."""
+    """A batch-first multi-layer recurrent layer of the given cell type.
+
+    ``impl="seqlab"`` (default): seqlab's own layer (our BPTT engine). ``impl="torch"``:
+    torch.nn's fused layer wrapped to accept ``lengths`` like ours; same state_dict.
+    """
     check_choice("cell", cell, CELLS)
+    check_choice("impl", impl, IMPLS)
     check_positive("input_size", input_size)
     check_positive("hidden_size", hidden_size)
     check_positive("num_layers", num_layers)
-    return _LAYERS[cell](
+    table = _LAYERS if impl == "seqlab" else _TORCH_LAYERS
+    return table[cell](
         input_size,
         hidden_size,
         num_layers=num_layers,
@@ -98,13 +143,16 @@ class RecurrentEncoder(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        impl: str = "seqlab",
     ) -> None:
         super().__init__()
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.directions = 2 if bidirectional else 1
-        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, bidirectional, dropout)
+        self.rnn = make_recurrent(
+            cell, input_size, hidden_size, num_layers, bidirectional, dropout, impl
+        )
 
     @property
     def output_size(self) -> int:

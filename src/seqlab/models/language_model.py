@@ -51,6 +51,7 @@ class LanguageModelConfig:
     cell: str = "lstm"
     dropout: float = 0.0
     tie_weights: bool = False
+    impl: str = "seqlab"  # seqlab | torch (see make_recurrent)
 
 
 class LanguageModel(nn.Module):
@@ -65,7 +66,7 @@ class LanguageModel(nn.Module):
             )
         self.embed = nn.Embedding(c.vocab_size, c.embed_size)
         self.rnn = RecurrentEncoder(
-            c.cell, c.embed_size, c.hidden_size, c.num_layers, False, c.dropout
+            c.cell, c.embed_size, c.hidden_size, c.num_layers, False, c.dropout, c.impl
         )
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_size, c.vocab_size)

@@ -12,7 +12,15 @@ Decoder step t (input token y_{t−1}, embedding e = Emb(y_{t−1}), stack state
 - ``dot/general``: s_t = Cell([e; õ_{t−1}], s_{t−1});  c_t = Attn(s_t, memory);
                  õ_t = tanh(W_c [s_t; c_t])                       (Luong, input feeding)
 
-logits_t = W_out õ_t. s is the top layer's h. The bridge maps the encoder's final state to
+logits_t = W_out õ_t. s is the top layer's h.
+
+``input_feeding=False`` (``none``/``dot``/``general`` only) drops the fed-back õ_{t−1}:
+s_t = Layer(e, s_{t−1}), then attention and õ_t as above (Luong et al. 2015 without input
+feeding). The decoder is then a whole recurrent layer (``impl`` picks seqlab's or torch.nn's)
+and teacher-forced training runs it over all T steps at once and attends for all steps with
+one batched matmul — much faster than stepping a cell stack.
+
+The bridge maps the encoder's final state to
 s_0: ``identity`` copies layer by layer (needs equal layers and D·H_e = H_d), ``linear`` uses
 s_0 = tanh(W_b h_top) for every decoder layer (and c_0 = W_bc c_top for LSTM→LSTM, else 0),
 ``auto`` picks identity when possible, ``none`` starts from zeros.
@@ -35,8 +43,14 @@ from seqlab.functional.cells import LSTMState
 from seqlab.functional.scan import reverse_padded
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import CELLS, check_choice, check_lengths, check_tokens
-from seqlab.models.attention import ATTENTIONS, Attention
-from seqlab.models.encoders import CellStack, RecurrentEncoder, select_batch, top_hidden
+from seqlab.models.attention import ATTENTIONS, Attention, masked_softmax
+from seqlab.models.encoders import (
+    CellStack,
+    RecurrentEncoder,
+    select_batch,
+    top_hidden,
+    zero_state,
+)
 
 BRIDGES = ("auto", "identity", "linear", "none")
 
@@ -61,6 +75,8 @@ class Seq2SeqConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    input_feeding: bool = True
+    impl: str = "seqlab"  # recurrent layers: seqlab | torch (see make_recurrent)
 
 
 class Seq2SeqState(NamedTuple):
@@ -94,11 +110,22 @@ class Seq2Seq(nn.Module):
             c.encoder_layers,
             c.bidirectional,
             c.dropout,
+            c.impl,
         )
-        extra = {"none": 0, "additive": M}.get(c.attention, Hd)  # context or fed-back õ
-        self.decoder = CellStack(
-            c.decoder_cell, c.embed_size + extra, Hd, c.decoder_layers, c.dropout
-        )
+        if c.input_feeding:
+            extra = {"none": 0, "additive": M}.get(c.attention, Hd)  # context or fed-back õ
+            self.decoder: nn.Module = CellStack(
+                c.decoder_cell, c.embed_size + extra, Hd, c.decoder_layers, c.dropout
+            )
+        else:
+            if c.attention == "additive":
+                raise ValueError(
+                    "input_feeding=False: additive attention reads s_{t−1} before the step; "
+                    "use attention 'none', 'dot' or 'general'"
+                )
+            self.decoder = RecurrentEncoder(
+                c.decoder_cell, c.embed_size, Hd, c.decoder_layers, False, c.dropout, c.impl
+            )
         self.attention = None
         if c.attention != "none":
             self.attention = Attention(c.attention, Hd, M, c.attention_size)
@@ -144,7 +171,7 @@ class Seq2Seq(nn.Module):
         D, L = self.encoder.directions, c.decoder_layers
         dec_lstm = c.decoder_cell == "lstm"
         if self.bridge == "none":
-            return self.decoder.initial_state(B, like)
+            return zero_state(c.decoder_cell, L, B, self.dec_hidden, like)
         enc_h = final.h if isinstance(final, LSTMState) else final  # (Le·D, B, He)
         enc_c = final.c if isinstance(final, LSTMState) else None
 
@@ -169,6 +196,9 @@ class Seq2Seq(nn.Module):
         kind = self.config.attention
         e = self.drop(self.tgt_embed(tokens))  # (B, E)
         weights = None
+        if not self.config.input_feeding:
+            logits, rnn, w = self._layer_decode(e.unsqueeze(1), state)
+            return logits[:, 0], state._replace(rnn=rnn), None if w is None else w[:, 0]
         if kind == "none":
             y, rnn = self.decoder.step(e, state.rnn)
             o = y
@@ -184,6 +214,24 @@ class Seq2Seq(nn.Module):
             o = torch.tanh(self.combine(torch.cat([y, ctx], -1)))
         logits = self.out(self.drop(o))
         return logits, state._replace(rnn=rnn, feed=o), weights
+
+    def _layer_decode(self, e: Tensor, state: Seq2SeqState):
+        """input_feeding=False: embeddings (B, T, E) -> (logits (B, T, V), rnn state, α)."""
+        y, rnn = self.decoder(e, None, state.rnn)  # (B, T, H_d)
+        logits, weights = self.readout(y, state)
+        return logits, rnn, weights
+
+    def readout(self, y: Tensor, state: Seq2SeqState) -> tuple[Tensor, Tensor | None]:
+        """input_feeding=False: decoder outputs s_1..s_T (B, T, H_d) -> (logits (B, T, V),
+        α (B, T, S) or None): attention for all steps in one batched matmul."""
+        weights = None
+        o = y
+        if self.attention is not None:
+            scores = torch.bmm(y, state.keys.transpose(1, 2))  # (B, T, S): dot / general
+            weights = masked_softmax(scores, state.mask.unsqueeze(1))
+            ctx = torch.bmm(weights, state.memory)  # (B, T, M)
+            o = torch.tanh(self.combine(torch.cat([y, ctx], -1)))
+        return self.out(self.drop(o)), weights
 
     def step(self, tokens: Tensor, state: Seq2SeqState) -> tuple[Tensor, Seq2SeqState]:
         """Decoding protocol: one target token per row -> (logits (B, V), new state)."""
@@ -218,6 +266,9 @@ class Seq2Seq(nn.Module):
         state = self.start(src, src_lengths)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"tgt_in batch {tgt_in.shape[0]} != src batch {src.shape[0]}")
+        if not self.config.input_feeding and teacher_forcing == 1.0:
+            logits, _, attn = self._layer_decode(self.drop(self.tgt_embed(tgt_in)), state)
+            return logits, attn
         logits, weights = [], []
         tok = tgt_in[:, 0]
         for t in range(tgt_in.shape[1]):

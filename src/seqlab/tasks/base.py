@@ -9,21 +9,41 @@ type is an error that lists what is valid.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
-from seqlab.tasks.loop import LoopConfig
 from seqlab.tasks.rundir import RunDir
+from seqlab.training import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = ("lstm", "gru", "rnn", "transformer")
 
 
 @dataclass
-class TaskConfig(LoopConfig):
-    """Fields every task has (plus the loop's: lr, clip, minutes, max_steps, eval_every...)."""
+class TaskConfig:
+    """Fields every task has. The training ones map onto :class:`seqlab.training.TrainConfig`
+    in :func:`fit`."""
 
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: float = 1.0  # max global gradient norm (0: off)
+    minutes: float = 10.0  # training budget, evaluations included
+    max_steps: int = 0  # 0: unlimited
+    eval_every: int = 200  # steps between evaluations
+    patience: int = 0  # evaluations without improvement before stopping (0: never)
+    log_every: int = 10
+    lr_decay: float = 1.0  # multiply lr by this after an evaluation that did not improve
+    lr_final: float = 1.0  # anneal lr linearly to lr·lr_final over the budget (1.0: constant)
+    clock: str = "wall"  # what `minutes` counts: wall time, or this process's CPU time ("cpu")
     model: str = "lstm"  # lstm | gru | rnn | transformer
     data: str = ""  # path to the user's own file; empty = the task's real dataset
     encoding: str = "utf-8"  # text encoding of ``data``
@@ -32,6 +52,101 @@ class TaskConfig(LoopConfig):
     threads: int = 2  # torch intra-op threads
     batch_size: int = 64
     impl: str = "seqlab"  # recurrent layers: seqlab (our engine) | torch (torch.nn, to compare)
+
+
+@dataclass
+class FitResult:
+    steps: int = 0
+    seconds: float = 0.0  # wall time
+    cpu_seconds: float = 0.0  # CPU time of this process (all its threads)
+    best: dict[str, Any] = field(default_factory=dict)
+    stopped_by: str = ""
+
+
+def fit(
+    model: nn.Module,
+    cfg: TaskConfig,
+    train_data: Iterable,
+    loss_fn: Callable,
+    evaluate: Callable[[], dict[str, float]],
+    metric: str,
+    higher_is_better: bool,
+    run: RunDir,
+    on_best: Callable[[], None],
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    epochs: int = 0,
+    tbptt: int | None = None,
+) -> FitResult:
+    """Train ``model`` with :class:`seqlab.training.Trainer` under the task settings ``cfg``.
+
+    This is only the translation a run folder needs: task settings -> ``TrainConfig``
+    (``minutes``/``clock`` -> time budget, ``lr_final`` -> the ``linear`` schedule, 0 ->
+    off), and callbacks that write the run's ``metrics.jsonl`` events (training loss
+    averaged over ``log_every`` steps, evaluations), report them to ``progress`` and call
+    ``on_best`` (the task saves its checkpoint with its vocabularies) when ``metric``
+    improves. ``loss_fn(model, batch)``, or ``loss_fn(model, batch, state) -> (loss,
+    state)`` with ``tbptt`` (a stream read in chunks, state carried across batches).
+    """
+    train_cfg = TrainConfig(
+        epochs=epochs or None,
+        max_steps=cfg.max_steps or None,
+        time_budget_s=cfg.minutes * 60,
+        clock=cfg.clock,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule="linear" if cfg.lr_final != 1.0 else None,
+        min_lr_ratio=cfg.lr_final,
+        lr_decay_on_stall=cfg.lr_decay,
+        clip_norm=cfg.clip if cfg.clip > 0 else None,
+        seed=None,  # setup() seeded torch before the model was built; keep that stream
+        tbptt_k1=tbptt,
+        stateful=tbptt is not None,
+        eval_every=cfg.eval_every,
+        eval_at_end=True,
+        monitor=metric,
+        mode="max" if higher_is_better else "min",
+        patience=cfg.patience or None,
+    )
+    start = cpu_start = 0.0  # set once the Trainer is built (its one-time imports excluded)
+    window: list[float] = []
+
+    def emit(event: dict[str, Any]) -> None:
+        event = {**event, "elapsed": round(time.perf_counter() - start, 2)}
+        run.log(**event)
+        if progress is not None:
+            progress(event)
+
+    def on_step(trainer: Trainer, rec: dict) -> None:
+        window.append(rec["loss"])
+        if rec["step"] % cfg.log_every == 0:
+            mean = sum(window) / len(window)
+            window.clear()
+            emit({"kind": "train", "step": rec["step"], "loss": mean,
+                  "grad_norm": rec["grad_norm"], "lr": rec["lr"]})  # fmt: skip
+
+    def on_eval(trainer: Trainer, rec: dict, improved: bool) -> None:
+        emit({"kind": "eval", **rec})
+        if improved:
+            on_best()
+
+    trainer = Trainer(
+        model,
+        train_data,
+        train_cfg,
+        loss_fn,
+        val_data=(),
+        metric_fn=lambda _model, _data: evaluate(),
+        callbacks=[on_step],
+        on_eval=[on_eval],
+    )
+    start, cpu_start = time.perf_counter(), time.process_time()
+    out = trainer.fit()
+    res = FitResult(out.steps, time.perf_counter() - start, time.process_time() - cpu_start)
+    res.stopped_by = out.stopped
+    sign = -1.0 if higher_is_better else 1.0
+    res.best = min(out.evals, key=lambda e: sign * e[metric]) if out.evals else {}
+    log.info("stopped after %d steps (%s), best %s", res.steps, res.stopped_by, res.best)
+    return res
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -98,7 +213,7 @@ class Task:
     Config: ClassVar[type[TaskConfig]]
     metric: ClassVar[str]  # the validation metric the best checkpoint is chosen by
     higher_is_better: ClassVar[bool] = False
-    models: ClassVar[tuple[str, ...]] = ("lstm", "gru", "rnn", "transformer")
+    models: ClassVar[tuple[str, ...]] = MODEL_KINDS
 
     def setup(self, cfg: TaskConfig) -> None:
         torch.set_num_threads(max(1, cfg.threads))
@@ -131,3 +246,22 @@ def config_dict(cfg: TaskConfig) -> dict[str, Any]:
 def load_config(cls: type, run: RunDir) -> Any:
     """The resolved configuration stored in a run folder."""
     return resolve_config(cls, run.path / "config.toml")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def init_forget_bias(model: nn.Module, value: float = 1.0) -> None:
+    """Set LSTM forget-gate biases to ``value`` (Jozefowicz et al. 2015): gates i,f,g,o.
+
+    Only torch.nn.LSTM layers (``impl="torch"``) are touched, as before the tasks moved onto
+    seqlab.models; seqlab's own LSTM layers keep their initialisation.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.LSTM):
+            for name, p in m.named_parameters():
+                if name.startswith("bias_ih"):
+                    H = p.numel() // 4
+                    with torch.no_grad():
+                        p[H : 2 * H].fill_(value)

@@ -1,36 +1,59 @@
-"""Epoch iterators shared by the example-based tasks (sentiment, g2p, sunspots)."""
+"""The tasks' training data as re-iterable batch sources for :class:`seqlab.training.Trainer`
+(one ``iter()`` = one epoch)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from seqlab.data import batch_indices
+from torch import Tensor
+
+from seqlab.data import batch_indices, stream_batches
 
 
-class EpochBatches:
-    """``next()`` returns collate(items of the next shuffled batch), or None after ``epochs``.
-
-    ``epochs <= 0`` means unlimited (the time budget or max_steps stops training).
-    """
+class ShuffledBatches:
+    """Epoch ``e`` yields ``collate(indices)`` for the seeded shuffle
+    ``batch_indices(n, batch_size, True, seed, e)`` — the same order whatever else draws
+    random numbers."""
 
     def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        epochs: int,
-        seed: int,
-        collate: Callable[[Sequence[int]], Any],
-    ):
+        self, n: int, batch_size: int, seed: int, collate: Callable[[Sequence[int]], Any]
+    ) -> None:
         if n == 0:
             raise ValueError("training split is empty")
-        self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
-        self.collate, self.epoch, self.queue = collate, 0, []
+        self.n, self.batch_size, self.seed, self.collate = n, batch_size, seed, collate
+        self.epoch = 0
 
-    def __call__(self) -> Any:
-        if not self.queue:
-            if self.epochs > 0 and self.epoch >= self.epochs:
-                return None
-            self.queue = batch_indices(self.n, self.batch_size, True, self.seed, self.epoch)
-            self.epoch += 1
-        return self.collate(self.queue.pop(0))
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        order = batch_indices(self.n, self.batch_size, True, self.seed, self.epoch)
+        self.epoch += 1
+        for idx in order:
+            yield self.collate(idx)
+
+
+class StreamChunks:
+    """A token stream cut into ``lanes`` parallel rows, read ``bptt`` steps at a time.
+
+    Each epoch starts at a random phase in ``[0, bptt)`` (so chunk borders move between
+    epochs) and yields ``{"inputs": x (lanes, k), "targets": y (lanes, k)}`` with y the
+    next tokens, k ≤ bptt. The Trainer (``tbptt_k1=bptt, stateful=True``) carries the
+    state from chunk to chunk and restarts it from zero at each epoch.
+    """
+
+    def __init__(self, ids: Tensor, lanes: int, bptt: int, seed: int) -> None:
+        self.data = stream_batches(ids, lanes)  # (lanes, N)
+        self.bptt, self.rng, self.epoch = bptt, random.Random(seed), 0
+        if self.data.size(1) < 2:
+            raise ValueError("training text is too short for the number of lanes")
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        self.epoch += 1
+        s, n = self.rng.randrange(self.bptt), self.data.size(1)
+        while s + 2 <= n:
+            k = min(self.bptt, n - 1 - s)
+            yield {"inputs": self.data[:, s : s + k], "targets": self.data[:, s + 1 : s + 1 + k]}
+            s += k

@@ -8,7 +8,9 @@ every pronunciation of a word stays with that word. Metrics on the test words (g
 phoneme error rate PER = Σ edit distance / Σ reference length, and word error rate WER = share of
 words whose output matches none of their references; with several references the closest one
 is used (Rao et al. 2015 score CMUdict the same way). Compare ``attention=general`` (default)
-with ``attention=none``.
+with ``attention=none``. Models: :class:`seqlab.models.Seq2Seq` (bidirectional encoder, Luong
+attention without input feeding) or :class:`seqlab.transformer.TransformerSeq2Seq`; decoding
+with :mod:`seqlab.decoding`.
 """
 
 from __future__ import annotations
@@ -18,18 +20,27 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seqlab.data import BOS, EOS, PAD, UNK, Vocab, pad_batch, read_pairs_tsv, split_indices
 from seqlab.data.real import cmudict_entries
-from seqlab.decoding import beam_search
+from seqlab.decoding import beam_search, greedy
 from seqlab.metrics import edit_distance
-from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
-from seqlab.tasks.batches import EpochBatches
-from seqlab.tasks.loop import input_grad_through_time, train_loop
-from seqlab.tasks.nets import count_parameters, init_forget_bias
+from seqlab.models import Seq2Seq, Seq2SeqConfig
+from seqlab.tasks.base import (
+    Task,
+    TaskConfig,
+    config_dict,
+    count_parameters,
+    fit,
+    init_forget_bias,
+    load_config,
+)
+from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.tasks.seq2seq import Seq2Seq, greedy_decode
+from seqlab.training import hidden_grad_norms
+from seqlab.transformer import TransformerSeq2Seq
 
 
 @dataclass
@@ -95,27 +106,45 @@ class G2PTask(Task):
     metric = "val_per"
     higher_is_better = False
 
-    def build(self, cfg: G2PConfig, src_v: int, tgt_v: int) -> Seq2Seq:
+    def build(self, cfg: G2PConfig, src_v: int, tgt_v: int) -> nn.Module:
+        if cfg.model == "transformer":
+            return TransformerSeq2Seq(
+                src_v, tgt_v, d_model=cfg.hidden, nhead=cfg.heads, num_encoder_layers=cfg.layers,
+                num_decoder_layers=cfg.layers, dim_feedforward=4 * cfg.hidden,
+                dropout=cfg.dropout, max_len=max(64, cfg.max_len + 2), pad_id=PAD, bos_id=BOS,
+                eos_id=EOS, norm_first=True, positional="learned",
+            )  # fmt: skip
+        if cfg.attention not in ("general", "dot", "none"):
+            raise ValueError(
+                f"attention: unknown {cfg.attention!r}; expected one of general, dot, none"
+            )
+        if cfg.hidden % 2:
+            raise ValueError(
+                f"hidden: expected an even size (two encoder directions), got {cfg.hidden}"
+            )
         model = Seq2Seq(
-            src_v,
-            tgt_v,
-            cfg.model,
-            cfg.embed,
-            cfg.hidden,
-            cfg.layers,
-            cfg.dropout,
-            cfg.attention,
-            cfg.heads,
-            max_len=max(64, cfg.max_len + 2),
-            impl=cfg.impl,
-        )
+            Seq2SeqConfig(
+                src_v, tgt_v, embed_size=cfg.embed,
+                hidden_size=cfg.hidden // 2,  # per direction; decoder: both concatenated
+                encoder_cell=cfg.model, decoder_cell=cfg.model,
+                encoder_layers=cfg.layers, decoder_layers=cfg.layers, bidirectional=True,
+                attention=cfg.attention, bridge="identity", dropout=cfg.dropout,
+                pad_id=PAD, bos_id=BOS, eos_id=EOS, input_feeding=False, impl=cfg.impl,
+            )
+        )  # fmt: skip
         init_forget_bias(model)
         return model
 
     @staticmethod
+    def logits(model: nn.Module, src, src_len, tgt_in):
+        """Teacher-forced logits (B, T, V) of either model kind."""
+        out = model(src, src_len, tgt_in)
+        return out[0] if isinstance(out, tuple) else out
+
+    @staticmethod
     @torch.no_grad()
     def transcribe(
-        model: Seq2Seq,
+        model: nn.Module,
         src_vocab: Vocab,
         tgt_vocab: Vocab,
         words: list[list[str]],
@@ -127,12 +156,14 @@ class G2PTask(Task):
         for i in range(0, len(words), batch):
             ids, lengths = pad_batch([src_vocab.encode(w) or [UNK] for w in words[i : i + batch]])
             state = model.start(ids, lengths)
+            bos = torch.full((ids.size(0),), BOS, dtype=torch.long)
             if beam > 1:
-                bos = torch.full((ids.size(0),), BOS, dtype=torch.long)
-                seqs = beam_search(model, state, bos, max_len, beam, eos=EOS).tokens.tolist()
+                found = beam_search(model, state, bos, max_len, beam, eos=EOS, pad=PAD)
             else:
-                seqs = greedy_decode(model, state, BOS, EOS, max_len)
-            out += [tgt_vocab.decode(s) for s in seqs]
+                found = greedy(model, state, bos, max_len, eos=EOS, pad=PAD)
+            for row, n in zip(found.tokens.tolist(), found.lengths.tolist(), strict=True):
+                row = row[:n]
+                out.append(tgt_vocab.decode(row[:-1] if row and row[-1] == EOS else row))
         return out
 
     def train(self, cfg: G2PConfig, run: RunDir, progress=None) -> dict[str, Any]:
@@ -164,9 +195,9 @@ class G2PTask(Task):
             tgt, _ = pad_batch([ys[i] for i in idx])
             return src, src_len, tgt[:, :-1], tgt[:, 1:]
 
-        def loss_fn(batch):
+        def loss_fn(model, batch):
             src, src_len, tgt_in, tgt_out = batch
-            logits = model(src, src_len, tgt_in)
+            logits = self.logits(model, src, src_len, tgt_in)
             return F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), ignore_index=PAD
             )
@@ -176,17 +207,18 @@ class G2PTask(Task):
             per, wer = error_rates(hyps, [r for _, r in eval_g])
             return {"val_per": per, "val_wer": wer}
 
-        result = train_loop(
+        result = fit(
             model,
             cfg,
-            EpochBatches(len(xs), cfg.batch_size, cfg.epochs, cfg.seed, collate),
+            ShuffledBatches(len(xs), cfg.batch_size, cfg.seed, collate),
             loss_fn,
             evaluate,
             self.metric,
             False,
             run,
-            on_best=lambda m: run.save_model(model, meta),
+            on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            epochs=cfg.epochs,
         )
         model.load_state_dict(run.load_model_files()[0])
         model.eval()
@@ -228,19 +260,29 @@ class G2PTask(Task):
         src = torch.tensor([src_vocab.encode(src_tokens)])
         src_len = torch.tensor([src.size(1)])
         tgt = torch.tensor([tgt_vocab.encode(refs[0], bos=True, eos=True)])
-        norms = input_grad_through_time(
-            model,
-            model.src_embed,
-            lambda: F.cross_entropy(model(src, src_len, tgt[:, :-1])[0, -1:], tgt[0, -1:]),
-        )
+        # ‖∂ℓ/∂h_t‖ over the decoder's steps, ℓ the last phoneme's loss (the decoder is one
+        # direction; the bidirectional encoder has no single h_t).
+        state = model.start(src, src_len)
+        with torch.enable_grad():
+
+            def last_loss(out, _final):
+                return F.cross_entropy(model.readout(out, state)[0][:, -1], tgt[:, -1])
+
+            flow = hidden_grad_norms(
+                model.decoder.rnn,
+                model.tgt_embed(tgt[:, :-1]).detach(),
+                last_loss,
+                state=state.rnn,
+                batch_first=True,
+            )
         plot_grad_through_time(
-            {"".join(src_tokens): norms},
+            {"".join(src_tokens): flow.h.tolist()},
             run.path / "grad_through_time.png",
-            f"{cfg.model}, attention={cfg.attention}: ∂ℓ(last phoneme)/∂x_t",
+            f"{cfg.model}, attention={cfg.attention}: ‖∂ℓ(last phoneme)/∂h_t‖ (decoder)",
         )
         if cfg.attention != "none":
             with torch.no_grad():
-                alpha = model.attention_weights(src, src_len, tgt[:, :-1])[0]
+                alpha = model(src, src_len, tgt[:, :-1])[1][0]
             plot_attention(
                 alpha.tolist(),
                 src_tokens,

@@ -31,13 +31,14 @@ def plot_losses(events: list[dict[str, Any]], metric: str, path: Path, title: st
 
 
 def plot_grad_through_time(curves: dict[str, list[float]], path: Path, title: str) -> Path:
-    """‖∂ℓ_T/∂x_t‖ against the distance T - t, log scale (one line per curve)."""
+    """Per-step gradient norms ‖∂L/∂h_t‖ (from :func:`seqlab.training.hidden_grad_norms`)
+    against the distance T - t, log scale (one line per curve)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, norms in curves.items():
         dist = list(range(len(norms) - 1, -1, -1))  # norms[t] is at distance T-1-t
         ax.semilogy(dist, [max(n, 1e-30) for n in norms], label=label)
     ax.set_xlabel("steps back from the last output (T - t)")
-    ax.set_ylabel("gradient norm ‖∂ℓ_T/∂x_t‖")
+    ax.set_ylabel("gradient norm ‖∂L/∂h_t‖")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()

@@ -5,6 +5,7 @@ of ``text,label`` (any number of labels). Split: a seeded shuffle into 80 % trai
 validation (checkpoint choice) and 10 % test (reported). Tokens: lower-cased words and
 punctuation (:func:`seqlab.data.word_tokens`). Metric: test accuracy. Baseline: multinomial
 naive Bayes on binarised unigram+bigram presence (Wang & Manning 2012's MNB), a strong classic.
+Model: :class:`seqlab.models.SequenceClassifier` (max/mean/last pooling over valid steps).
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seqlab.data import Vocab, pad_batch, read_labelled_csv, split_indices, word_tokens
+from seqlab.data import PAD, Vocab, pad_batch, read_labelled_csv, split_indices, word_tokens
 from seqlab.data.real import rotten_tomatoes
-from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
-from seqlab.tasks.batches import EpochBatches
-from seqlab.tasks.loop import input_grad_through_time, train_loop
-from seqlab.tasks.nets import Classifier, count_parameters, init_forget_bias
+from seqlab.models import ClassifierConfig, SequenceClassifier
+from seqlab.tasks.base import (
+    Task,
+    TaskConfig,
+    config_dict,
+    count_parameters,
+    fit,
+    init_forget_bias,
+    load_config,
+)
+from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
+from seqlab.training import hidden_grad_norms
 
 
 @dataclass
@@ -102,7 +111,7 @@ class SentimentTask(Task):
         ]
 
     @staticmethod
-    def _accuracy(model: Classifier, xs, ys, batch: int = 256) -> float:
+    def _accuracy(model: SequenceClassifier, xs, ys, batch: int = 256) -> float:
         correct = 0
         for i in range(0, len(xs), batch):
             ids, lengths = pad_batch(xs[i : i + batch])
@@ -110,19 +119,25 @@ class SentimentTask(Task):
             correct += int((pred == torch.tensor(ys[i : i + batch])).sum())
         return correct / max(1, len(xs))
 
-    def build(self, cfg: SentimentConfig, vocab_size: int, classes: int) -> Classifier:
-        model = Classifier(
-            vocab_size,
-            classes,
-            cfg.model,
-            cfg.embed,
-            cfg.hidden,
-            cfg.layers,
-            cfg.dropout,
-            cfg.bidirectional,
-            cfg.pool,
-            cfg.heads,
-            impl=cfg.impl,
+    def build(self, cfg: SentimentConfig, vocab_size: int, classes: int) -> SequenceClassifier:
+        transformer = cfg.model == "transformer"
+        model = SequenceClassifier(
+            ClassifierConfig(
+                classes,
+                vocab_size=vocab_size,
+                # the Transformer reads embeddings of its own width, one direction
+                embed_size=cfg.hidden if transformer else cfg.embed,
+                hidden_size=cfg.hidden,
+                num_layers=cfg.layers,
+                cell=cfg.model,
+                bidirectional=cfg.bidirectional and not transformer,
+                pooling=cfg.pool,
+                dropout=cfg.dropout,
+                pad_id=PAD,
+                impl=cfg.impl,
+                nhead=cfg.heads,
+                attn_dropout=cfg.dropout * 0.2,
+            )
         )
         init_forget_bias(model)
         return model
@@ -157,21 +172,22 @@ class SentimentTask(Task):
             ids, lengths = pad_batch([xtr[i] for i in idx])
             return ids, lengths, torch.tensor([ytr[i] for i in idx])
 
-        def loss_fn(batch):
+        def loss_fn(model, batch):
             ids, lengths, y = batch
             return F.cross_entropy(model(ids, lengths), y)
 
-        result = train_loop(
+        result = fit(
             model,
             cfg,
-            EpochBatches(len(xtr), cfg.batch_size, cfg.epochs, cfg.seed, collate),
+            ShuffledBatches(len(xtr), cfg.batch_size, cfg.seed, collate),
             loss_fn,
             lambda: {"val_acc": self._accuracy(model, xva, yva)},
             self.metric,
             True,
             run,
-            on_best=lambda m: run.save_model(model, meta),
+            on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            epochs=cfg.epochs,
         )
         model.load_state_dict(run.load_model_files()[0])
         model.eval()
@@ -201,17 +217,27 @@ class SentimentTask(Task):
             run.path / "loss.png",
             f"{self.name} ({cfg.model}): training loss and validation accuracy",
         )
-        if cfg.model != "transformer" and xva:
+        plottable = cfg.pool in ("last", "max", "mean") and not cfg.bidirectional
+        if cfg.model != "transformer" and plottable and xva:
+            # ‖∂ℓ/∂h_t‖ needs one direction: a bidirectional h_t has two (no plot then).
             longest = max(xva, key=len)
             x = torch.tensor([longest])
             y = torch.tensor([yva[xva.index(longest)]])
-            norms = input_grad_through_time(
-                model, model.embed, lambda: F.cross_entropy(model(x, torch.tensor([x.size(1)])), y)
-            )
+            c = model.config
+
+            def loss(out, final):
+                pooled = {"last": out[:, -1], "max": out.amax(1), "mean": out.mean(1)}
+                h = pooled[c.pooling]
+                return F.cross_entropy(model.head(h), y)
+
+            with torch.enable_grad():
+                flow = hidden_grad_norms(
+                    model.encoder.rnn, model.embed(x).detach(), loss, batch_first=True
+                )
             plot_grad_through_time(
-                {"trained model": norms},
+                {"trained model": flow.h.tolist()},
                 run.path / "grad_through_time.png",
-                f"{cfg.model}: gradient of the class loss w.r.t. each word",
+                f"{cfg.model}: ‖∂ℓ/∂h_t‖ of the class loss for each word's hidden state",
             )
         return summary
 

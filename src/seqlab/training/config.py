@@ -22,25 +22,33 @@ class TrainConfig:
     after ``time_budget_s`` seconds, or when the monitored metric has not improved for
     ``patience`` evaluations — whichever comes first (``None`` disables one).
     ``time_budget_s`` counts from the start of each ``fit()`` call (a resumed run gets a
-    fresh budget). ``patience`` counts evaluations, so it needs ``eval_every``.
+    fresh budget), on the ``clock`` chosen: ``"wall"`` time, or ``"cpu"``, this process's
+    CPU time (reproducible on a shared machine). ``patience`` counts evaluations, so it
+    needs ``eval_every``. ``schedule="linear"`` anneals the learning rate linearly to
+    ``min_lr_ratio · lr`` over whichever budget (``max_steps`` or ``time_budget_s``) runs out
+    first; ``lr_decay_on_stall`` multiplies the learning rate (and a schedule's base rates)
+    after each evaluation that does not improve the monitored metric. ``eval_at_end`` adds a
+    final evaluation of the last weights when the last step was not an evaluation step.
     """
 
     # length of training
     epochs: int | None = 1
     max_steps: int | None = None
     time_budget_s: float | None = None
+    clock: str = "wall"  # what time_budget_s counts: wall | cpu (this process's CPU time)
     # optimiser (ignored when an optimizer instance is given to the Trainer)
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    # learning-rate schedule: None | "cosine" (warm-up + cosine) | "plateau"
+    # learning-rate schedule: None | "cosine" (warm-up + cosine) | "plateau" | "linear"
     schedule: str | None = None
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     plateau_factor: float = 0.5
     plateau_patience: int = 2
+    lr_decay_on_stall: float = 1.0
     # gradients
     clip_norm: float | None = None  # clip by global L2 norm
     clip_value: float | None = None  # clip each element to [-v, v]
@@ -59,6 +67,7 @@ class TrainConfig:
     monitor: str = "val_loss"
     mode: str = "min"
     patience: int | None = None
+    eval_at_end: bool = False
     checkpoint_dir: str | None = None
     save_every: int | None = None
     # logging
@@ -90,9 +99,15 @@ class TrainConfig:
             raise ValueError("tbptt_k2: needs tbptt_k1 as well")
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {self.mode!r}")
-        if self.schedule not in (None, "cosine", "plateau"):
+        if self.schedule not in (None, "cosine", "plateau", "linear"):
             raise ValueError(
-                f"schedule: expected None, 'cosine' or 'plateau', got {self.schedule!r}"
+                f"schedule: expected None, 'cosine', 'plateau' or 'linear', got {self.schedule!r}"
+            )
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock: expected 'wall' or 'cpu', got {self.clock!r}")
+        if not 0 < self.lr_decay_on_stall <= 1:
+            raise ValueError(
+                f"lr_decay_on_stall: expected 0 < factor <= 1, got {self.lr_decay_on_stall}"
             )
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer: expected adam, adamw or sgd, got {self.optimizer!r}")

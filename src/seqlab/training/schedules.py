@@ -7,13 +7,17 @@ Each schedule owns an optimiser and writes ``group["lr"]`` for every parameter g
   ``lr(s) = base_lr · s / W`` for ``s ≤ W`` (linear warm-up over ``W`` steps), then
   ``lr(s) = min_lr + (base_lr − min_lr) · ½ (1 + cos(π · p))`` with
   ``p = min(1, (s − W) / (S − W))`` for ``S`` total steps.
+* :class:`LinearToFinal` — by training progress ``p ∈ [0, 1]`` (the share of the step or
+  time budget used so far, whichever is larger): ``lr = base_lr · (1 − (1 − r) · p)``,
+  a straight line from ``base_lr`` to ``r · base_lr`` (``r`` = ``min_lr_ratio``).
 * :class:`ReduceOnPlateau` — per evaluation with a metric ``m``: if ``m`` has not improved
   on the best by more than ``threshold`` (relative) for more than ``patience`` evaluations,
   ``lr ← max(lr · factor, min_lr)``.
 
-Both expose ``step(metric=None)``, ``state_dict()`` and ``load_state_dict()``;
+All expose ``step(metric=None)``, ``state_dict()`` and ``load_state_dict()``;
 ``on_metric`` tells the trainer whether to call ``step`` after every optimiser step
-(False) or after every evaluation with the monitored metric (True).
+(False) or after every evaluation with the monitored metric (True); ``on_progress`` schedules
+get ``update(p)`` from the trainer before every optimiser step instead.
 """
 
 from __future__ import annotations
@@ -71,6 +75,37 @@ class WarmupCosine:
     def load_state_dict(self, state: dict) -> None:
         self.steps, self.base_lrs = int(state["steps"]), list(state["base_lrs"])
         self._apply()
+
+
+class LinearToFinal:
+    """Linear annealing by training progress (see module doc); the trainer calls
+    ``update(p)`` before each optimiser step, so a time budget can drive it too."""
+
+    on_metric = False
+    on_progress = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, final_ratio: float) -> None:
+        if not final_ratio >= 0:
+            raise ValueError(f"min_lr_ratio: expected >= 0, got {final_ratio}")
+        self.optimizer, self.final_ratio = optimizer, final_ratio
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+
+    def update(self, progress: float) -> None:
+        self.progress = min(1.0, max(0.0, progress))
+        f = 1.0 - (1.0 - self.final_ratio) * self.progress
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * f
+
+    def step(self, metric: float | None = None) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"progress": self.progress, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lrs = list(state["base_lrs"])
+        self.update(float(state["progress"]))
 
 
 class ReduceOnPlateau:

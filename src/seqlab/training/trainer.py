@@ -59,7 +59,7 @@ from seqlab.training.config import (
 )
 from seqlab.training.config import model_config as _model_config
 from seqlab.training.logs import MetricsFile, Progress, TensorBoard
-from seqlab.training.schedules import ReduceOnPlateau, WarmupCosine
+from seqlab.training.schedules import LinearToFinal, ReduceOnPlateau, WarmupCosine
 from seqlab.training.tbptt import TBPTT, detach_state, window_forward_state
 
 log = logging.getLogger("seqlab.training")
@@ -80,13 +80,18 @@ class Trainer:
         scheduler: Any = None,
         model_config: dict | None = None,
         callbacks: list[Callable[[Trainer, dict], None]] | None = None,
+        on_eval: list[Callable[[Trainer, dict, bool], None]] | None = None,
     ) -> None:
+        """``callbacks`` run after every optimiser step with its record; ``on_eval`` after
+        every evaluation with ``(trainer, {"step", metrics...}, improved)`` — e.g. to save
+        a checkpoint in one's own format when the monitored metric improves."""
         self.cfg = cfg = config or TrainConfig()
         cfg.validate()
         if hasattr(train_data, "__len__") and len(train_data) == 0:
             raise ValueError("train_data: zero-length dataset (no batches)")
         self.model, self.train_data, self.val_data = model, train_data, val_data
         self.metric_fn, self.callbacks = metric_fn, list(callbacks or [])
+        self.on_eval = list(on_eval or [])
         self.tbptt = (
             TBPTT(cfg.tbptt_k1, cfg.tbptt_k2, cfg.time_dim) if cfg.tbptt_k1 is not None else None
         )
@@ -126,6 +131,10 @@ class Trainer:
         c = self.cfg
         if c.schedule == "plateau":
             return ReduceOnPlateau(self.optimizer, c.mode, c.plateau_factor, c.plateau_patience)
+        if c.schedule == "linear":
+            if c.max_steps is None and c.time_budget_s is None:
+                raise ValueError("schedule: 'linear' needs max_steps or time_budget_s")
+            return LinearToFinal(self.optimizer, c.min_lr_ratio)
         if c.schedule == "cosine":
             total = c.max_steps
             known = hasattr(self.train_data, "__len__") and self.tbptt is None
@@ -150,6 +159,8 @@ class Trainer:
         elif c.deterministic:
             torch.use_deterministic_algorithms(True)
         self._t0, self._tlast = time.monotonic(), time.monotonic()
+        self._clock = time.process_time if c.clock == "cpu" else time.monotonic
+        self._budget0 = self._clock()
         self._bar = Progress(c.max_steps, enabled=c.progress and self.main, initial=self.step)
         self._tb = TensorBoard(c.tensorboard_dir if self.main else None)
         self.model.train()
@@ -160,6 +171,9 @@ class Trainer:
                     self._stop = "epochs"
                     break
                 self._run_epoch()
+            last_eval = self.evals[-1]["step"] if self.evals else None
+            if c.eval_at_end and self.val_data is not None and last_eval != self.step:
+                self._evaluate_and_track()  # always finish with the last weights' metrics
         finally:
             self._bar.close()
             self._tb.close()
@@ -248,8 +262,19 @@ class Trainer:
             f"{good or 'none written'}. Lower the learning rate or set clip_norm."
         )
 
+    def budget_used(self) -> float:
+        """Share of the training budget spent: max(step / max_steps, time / time_budget_s)."""
+        c, used = self.cfg, 0.0
+        if c.max_steps is not None:
+            used = self.step / c.max_steps
+        if c.time_budget_s is not None:
+            used = max(used, (self._clock() - self._budget0) / c.time_budget_s)
+        return used
+
     def _optimizer_step(self) -> None:
         c, params = self.cfg, [p for p in self.model.parameters() if p.grad is not None]
+        if getattr(self.scheduler, "on_progress", False):
+            self.scheduler.update(self.budget_used())
         if c.clip_value is not None:
             nn.utils.clip_grad_value_(params, c.clip_value)
         norm = nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm else math.inf)
@@ -282,7 +307,7 @@ class Trainer:
             self._evaluate_and_track()
         if c.max_steps is not None and self.step >= c.max_steps:
             self._stop = "max_steps"
-        if c.time_budget_s is not None and now - self._t0 >= c.time_budget_s:
+        if c.time_budget_s is not None and self._clock() - self._budget0 >= c.time_budget_s:
             self._stop = self._stop or "time_budget"
         if c.save_every and self.step % c.save_every == 0 and self.last_path and self.main:
             self.save(self.last_path)
@@ -336,6 +361,14 @@ class Trainer:
             self.bad_evals += 1
             if c.patience is not None and self.bad_evals >= c.patience:
                 self._stop = "early_stopping"
+            if c.lr_decay_on_stall != 1.0:
+                for g in self.optimizer.param_groups:
+                    g["lr"] *= c.lr_decay_on_stall
+                bases = getattr(self.scheduler, "base_lrs", None)
+                if bases is not None:
+                    self.scheduler.base_lrs = [b * c.lr_decay_on_stall for b in bases]
+        for cb in self.on_eval:
+            cb(self, rec, better)
 
     # --- checkpoints ------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

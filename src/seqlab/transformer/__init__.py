@@ -14,6 +14,7 @@ from .embedding import TokenEmbedding
 from .layers import DecoderLayer, EncoderLayer
 from .lm import LMState, TransformerLM, TransformerLMConfig
 from .seq2seq import Seq2SeqState, TransformerSeq2Seq, TransformerSeq2SeqConfig
+from .sequence import SequenceEncoder
 from .stacks import LayerConfig, TransformerDecoder, TransformerEncoder
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "LMState",
     "LayerConfig",
     "Seq2SeqState",
+    "SequenceEncoder",
     "TokenEmbedding",
     "TransformerDecoder",
     "TransformerEncoder",
