@@ -278,3 +278,22 @@ def test_fit_writes_the_run_events_and_saves_the_best(tmp_path):
     assert [e["lr"] for e in train] == pytest.approx(
         [0.1 * (1 - 0.9 * k / 7) for k in (1, 3, 5)], rel=1e-6
     )
+
+
+def test_init_forget_bias_reaches_both_lstm_implementations():
+    import seqlab
+    from seqlab.tasks.base import init_forget_bias
+
+    model = torch.nn.ModuleList(
+        [torch.nn.LSTM(3, 5, num_layers=2), seqlab.LSTM(3, 5, num_layers=2, bidirectional=True)]
+    )
+    init_forget_bias(model, 1.5)
+    checked = 0
+    for lstm in model:
+        for name, p in lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                other = dict(lstm.named_parameters())[name.replace("bias_ih", "bias_hh")]
+                total = (p + other).detach()
+                assert torch.equal(total[5:10], torch.full((5,), 1.5)), name
+                checked += 1
+    assert checked == 2 + 4

@@ -253,15 +253,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def init_forget_bias(model: nn.Module, value: float = 1.0) -> None:
-    """Set LSTM forget-gate biases to ``value`` (Jozefowicz et al. 2015): gates i,f,g,o.
+    """Start every LSTM forget gate at bias ``value`` (Jozefowicz et al. 2015), gates i,f,g,o.
 
-    Only torch.nn.LSTM layers (``impl="torch"``) are touched, as before the tasks moved onto
-    seqlab.models; seqlab's own LSTM layers keep their initialisation.
+    The forget slice of ``b_ih`` is set to ``value`` and that of ``b_hh`` to 0, so the total is
+    ``value`` for torch.nn's and seqlab's LSTM layers alike (same parameter names).
     """
+    from seqlab.layers import LSTM
+
     for m in model.modules():
-        if isinstance(m, nn.LSTM):
+        if isinstance(m, nn.LSTM | LSTM):
             for name, p in m.named_parameters():
-                if name.startswith("bias_ih"):
+                if name.startswith(("bias_ih", "bias_hh")):
                     H = p.numel() // 4
                     with torch.no_grad():
-                        p[H : 2 * H].fill_(value)
+                        p[H : 2 * H].fill_(value if name.startswith("bias_ih") else 0.0)
