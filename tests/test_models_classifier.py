@@ -195,3 +195,23 @@ def test_transformer_encoder_ignores_padding_and_last_reads_the_last_valid_step(
         SequenceClassifier(
             ClassifierConfig(2, input_size=1, cell="transformer", bidirectional=True)
         )
+
+
+def test_ngram_path_adds_a_padding_free_bag_of_uni_and_bigrams():
+    V, K = 20, 64
+    cfg = dict(vocab_size=V, embed_size=5, hidden_size=4, bidirectional=True, pooling="max")
+    model = SequenceClassifier(ClassifierConfig(2, ngram_buckets=K, **cfg)).eval()
+    plain = SequenceClassifier(ClassifierConfig(2, **cfg)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 10, 11]])
+    lengths = torch.tensor([3, 5])
+    torch.testing.assert_close(model(ids, lengths), plain(ids, lengths))  # starts at zero
+    with torch.no_grad():
+        model.ngrams.weight.normal_()
+    U = model.ngrams.weight
+    want = U[4] + U[5] + U[6] + U[V + (4 * 1_000_003 + 5) % K] + U[V + (5 * 1_000_003 + 6) % K]
+    got = model(ids, lengths)
+    torch.testing.assert_close(got[0], plain(ids, lengths)[0] + want)
+    torch.testing.assert_close(got[0], model(ids[:1, :3], lengths[:1])[0])  # padding: no effect
+    with pytest.raises(ValueError, match="ngram_buckets: needs token input"):
+        SequenceClassifier(ClassifierConfig(2, input_size=3, ngram_buckets=K))

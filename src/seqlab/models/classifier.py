@@ -17,6 +17,13 @@ Dropout (``dropout``) is applied to the inputs, between recurrent layers and to 
 ``attn_dropout`` (default: ``dropout``) is the Transformer's internal dropout.
 ``impl="torch"`` builds the recurrent stack from torch.nn (see ``make_recurrent``).
 
+``ngram_buckets`` = K > 0 (token input only) adds a linear bag of n-grams straight to the
+logits, a learned naive-Bayes-like term next to the recurrent path (the fastText idea):
+
+    y += Σ_{t<T_b} U[w_t] + Σ_{1≤t<T_b} U[V + ((w_{t-1}·1000003 + w_t) mod K)]
+
+U (V + K, C) starts at zero, so the model starts as the plain recurrent classifier.
+
 =========  ===============  ==================================
 name       shape            meaning
 =========  ===============  ==================================
@@ -71,6 +78,7 @@ class ClassifierConfig:
     max_len: int = 512  # cell="transformer" only
     causal: bool = False  # cell="transformer" only
     attn_dropout: float | None = None  # cell="transformer" only (None: dropout)
+    ngram_buckets: int = 0  # K > 0: add the bag of unigrams + K hashed bigram slots (tokens)
 
 
 def embed_or_check(module: nn.Module, inputs: Tensor, vocab: int | None, size: int | None):
@@ -113,6 +121,13 @@ class SequenceClassifier(nn.Module):
             self.attn_v = nn.Linear(R, 1, bias=False)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(R, c.num_classes)
+        self.ngrams: nn.Embedding | None = None
+        if c.ngram_buckets:
+            check_positive("ngram_buckets", c.ngram_buckets)
+            if c.vocab_size is None:
+                raise ValueError("ngram_buckets: needs token input (vocab_size), got dense input")
+            self.ngrams = nn.Embedding(c.vocab_size + c.ngram_buckets, c.num_classes)
+            nn.init.zeros_(self.ngrams.weight)
 
     def encode(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The pooled representation r (B, D·H)."""
@@ -136,7 +151,21 @@ class SequenceClassifier(nn.Module):
         return torch.bmm(self.last_attention.unsqueeze(1), out).squeeze(1)
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self.head(self.drop(self.encode(inputs, lengths)))
+        out = self.head(self.drop(self.encode(inputs, lengths)))
+        if self.ngrams is not None:
+            out = out + self.ngram_scores(inputs, lengths)
+        return out
+
+    def ngram_scores(self, ids: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Σ over each row's valid unigrams and hashed bigrams of their class scores: (B, C)."""
+        V, K = self.config.vocab_size, self.config.ngram_buckets
+        B, T = ids.shape
+        steps = torch.arange(T, device=ids.device).unsqueeze(0)
+        valid = steps < (lengths.unsqueeze(1) if lengths is not None else T)  # (B, T)
+        pairs = V + (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % K  # (B, T-1)
+        keys = torch.cat([ids, pairs], 1)
+        mask = torch.cat([valid, valid[:, 1:]], 1).unsqueeze(-1)  # a pair ends at a valid step
+        return (self.ngrams(keys) * mask).sum(1)
 
     def loss(self, batch: dict) -> Tensor:
         out = self(batch["inputs"], batch.get("lengths"))

@@ -5,7 +5,9 @@ of ``text,label`` (any number of labels). Split: a seeded shuffle into 80 % trai
 validation (checkpoint choice) and 10 % test (reported). Tokens: lower-cased words and
 punctuation (:func:`seqlab.data.word_tokens`). Metric: test accuracy. Baseline: multinomial
 naive Bayes on binarised unigram+bigram presence (Wang & Manning 2012's MNB), a strong classic.
-Model: :class:`seqlab.models.SequenceClassifier` (max/mean/last pooling over valid steps).
+Model: :class:`seqlab.models.SequenceClassifier` (max/mean/last pooling over valid steps), by
+default with its linear bag of unigrams and hashed bigrams added to the logits
+(``ngram_buckets``): the recurrent path alone reached 77.2 %, below the goal and below NB.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class SentimentConfig(TaskConfig):
     pool: str = "max"
     heads: int = 4
     min_count: int = 2  # words seen fewer times in training map to <unk>
+    ngram_buckets: int = 2**19  # > 0: add a linear bag of unigrams + hashed bigrams to the logits
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -137,6 +140,7 @@ class SentimentTask(Task):
                 impl=cfg.impl,
                 nhead=cfg.heads,
                 attn_dropout=cfg.dropout * 0.2,
+                ngram_buckets=cfg.ngram_buckets,
             )
         )
         init_forget_bias(model)
