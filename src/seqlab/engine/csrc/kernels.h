@@ -245,7 +245,7 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// torch.nn GRU: da = [dA_r, dA_z, dA_n ⊙ r] (the recurrent side), dax = dA_n (input side).
+// torch.nn GRU: da = [dA_r, dA_z, dA_n] (the input side), dax = dA_n ⊙ r (the recurrent n).
 template <typename S>
 void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
@@ -264,8 +264,8 @@ void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
       S dan = dh * (S(1) - z) * (S(1) - n * n);
       da[j] = dan * hn * r * (S(1) - r);
       da[H + j] = dh * (hp[j] - n) * z * (S(1) - z);
-      da[2 * H + j] = dan * r;
-      dax[j] = dan;
+      da[2 * H + j] = dan;
+      dax[j] = dan * r;
       dhn[j] = dh * z;
     }
   }

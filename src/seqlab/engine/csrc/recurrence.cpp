@@ -50,7 +50,7 @@ struct Step {
   S* dc = nullptr;            // LSTM dL/dc, updated in place (B, H)
   S* da = nullptr;            // dA of step t, row stride das
   int64_t das = 0;
-  S* dax = nullptr;           // torch.nn GRU: dA_n for the input side (B, H)
+  S* dax = nullptr;           // torch.nn GRU: dA_n ⊙ r of this step, the recurrent side (B, H)
   bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
 };
 
@@ -387,7 +387,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const Kernels<S>& k = kernels<S>();
   auto opts = x.options();
   at::Tensor da = scratch(DA, {T, B, GH}, opts);
-  at::Tensor dax = mode == GRU ? scratch(DAX, {T, B, H}, opts) : at::Tensor();
+  at::Tensor dax = mode == GRU ? scratch(DAX, {B, H}, opts) : at::Tensor();
   at::Tensor dh = ghn.clone(), dhn = at::empty({B, H}, opts);
   at::Tensor dc = mode == LSTM ? gcn.clone() : at::empty({0}, opts);
   at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, opts) : at::Tensor();
@@ -416,9 +416,11 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     gyc = gy.contiguous();
   }
   const S* gyb = gyc.data_ptr<S>();
-  const int64_t KW = mode == GRU_BEFORE ? 2 * H : GH;  // rows of W_hh in the dh GEMM
+  // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
+  const bool gru = mode == GRU || mode == GRU_BEFORE;
+  const int64_t KW = gru ? 2 * H : GH;  // rows of W_hh in the first dh GEMM
   PackedW<S> pw(false, B, H, KW, whh, H);
-  PackedW<S> pwn(false, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+  PackedW<S> pwn(false, B, gru ? H : 0, H, whh + 2 * H * H, H);
   std::optional<BlasThreads> loop_threads(std::in_place, B * G * H * H);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? step : T - 1 - step;
@@ -435,7 +437,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     s.dh = dh.data_ptr<S>();
     s.dhn = dhn.data_ptr<S>();
     s.da = dab + t * B * GH;
-    s.dax = mode == GRU ? dax.data_ptr<S>() + t * B * H : nullptr;
+    s.dax = mode == GRU ? dax.data_ptr<S>() : nullptr;
     switch (mode) {
       case LSTM:
         rows<S>(k.lstm_bwd, s, B, 4 * H);
@@ -448,7 +450,8 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
         break;
       case GRU:
         rows<S>(k.gru_bwd, s, B, 4 * H);
-        gemm_p<S>(pw, false, B, H, 3 * H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
+        gemm_p<S>(pwn, false, B, H, H, s.dax, H, whh + 2 * H * H, H, true, s.dhn, H);
         break;
       default:  // GRU_BEFORE
         rows<S>(k.grub_bwd1, s, B, 2 * H);
@@ -465,13 +468,13 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   at::Tensor x2 = x.view({T * B, I});
   at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).view({T * B, H});
   at::Tensor dx, dw_ih, dw_hh, db_ih = empty, db_hh = empty;
-  if (mode == GRU) {  // input side n-block is dA_n (dax), recurrent side dA_n ⊙ r (in da)
-    at::Tensor rz = da2.narrow(1, 0, 2 * H), dn = dax.view({T * B, H});
-    dx = at::mm(rz, w_ih.narrow(0, 0, 2 * H));
-    dx.addmm_(dn, w_ih.narrow(0, 2 * H, H));
-    dw_ih = at::cat({at::mm(rz.t(), x2), at::mm(dn.t(), x2)}, 0);
+  if (mode == GRU) {  // da holds the input side [dA_r dA_z dA_n]; the recurrent n is dA_n ⊙ r
+    dx = at::mm(da2, w_ih);
+    dw_ih = at::mm(da2.t(), x2);
+    if (has_b_ih) db_ih = da2.sum(0);
+    // padded steps hold the input projection in r's place, finite for finite x; their dA is 0
+    da2.narrow(1, 2 * H, H).mul_(gates.view({T * B, gs}).narrow(1, 0, H));
     dw_hh = at::mm(da2.t(), hprev);
-    if (has_b_ih) db_ih = at::cat({rz.sum(0), dn.sum(0)}, 0);
     if (has_b_hh) db_hh = da2.sum(0);
   } else {
     dx = at::mm(da2, w_ih);
