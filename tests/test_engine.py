@@ -224,3 +224,23 @@ def test_two_threads_match_reference(backend, mode, reverse):
                 assert_close(a, b, dtype, f"tensor {k} ({backend}, T={T})")
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_results_survive_later_calls(backend, mode):
+    """Backends may reuse scratch buffers between calls: nothing they return may alias one."""
+    T, B, I, H = 6, 20, 8, 40
+    first = make_inputs(mode, T, B, I, H, torch.float32, scale_weights=0.2, seed=3)
+    x, state, w_ih, w_hh, b_ih, b_hh = first
+    with torch.no_grad():
+        y, final = engine.run_layer(mode, x, state, w_ih, w_hh, b_ih, b_hh, backend=backend)
+        kept = [t.clone() for t in (y, *final)]
+    grads = run_and_grads(backend_fn(backend), mode, first, None, False)[1]
+    kept_grads = [g.clone() for g in grads]
+    other = make_inputs(mode, T, B, I, H, torch.float32, scale_weights=0.2, seed=4)
+    with torch.no_grad():
+        engine.run_layer(mode, *other[:2], *other[2:], backend=backend)
+    run_and_grads(backend_fn(backend), mode, other, None, False)
+    for a, b in zip((y, *final, *grads), kept + kept_grads, strict=True):
+        assert torch.equal(a, b)

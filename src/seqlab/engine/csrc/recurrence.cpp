@@ -262,7 +262,7 @@ struct BlasThreads {
 // Per-thread scratch reused across calls. A fresh multi-megabyte buffer per call is returned
 // to the OS on free, so every call paid its page faults again (measured: +50 % on a short
 // LSTM forward interleaved with other work). Reused only while nothing else holds the storage.
-enum Slot { GATES = 0, CELLS = 1, DA = 2, DAX = 3, kSlots = 4 };
+enum Slot { GATES = 0, CELLS = 1, DA = 2, kSlots = 3 };
 constexpr int64_t kScratchMaxBytes = int64_t(256) << 20;
 
 at::Tensor scratch(Slot slot, at::IntArrayRef shape, const at::TensorOptions& opts) {
@@ -387,7 +387,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const Kernels<S>& k = kernels<S>();
   auto opts = x.options();
   at::Tensor da = scratch(DA, {T, B, GH}, opts);
-  at::Tensor dax = mode == GRU ? scratch(DAX, {B, H}, opts) : at::Tensor();
+  at::Tensor dax = mode == GRU ? at::empty({B, H}, opts) : at::Tensor();
   at::Tensor dh = ghn.clone(), dhn = at::empty({B, H}, opts);
   at::Tensor dc = mode == LSTM ? gcn.clone() : at::empty({0}, opts);
   at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, opts) : at::Tensor();
