@@ -31,7 +31,10 @@ SOURCES = ("recurrence.cpp",)
 HEADERS = ("kernels.h",)
 # No -march=native: the cache may be shared between machines. The AVX2/FMA code paths are
 # compiled with target pragmas inside the source and chosen at run time by CPUID.
-CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+# at::parallel_for is header-only under ATen's OpenMP backend: without -fopenmp it runs serially.
+# The soname libgomp.so.1 resolves to the runtime torch has already loaded, so there is one pool.
+LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "ops": None, "error": None, "build_dir": None}
@@ -44,7 +47,7 @@ def build_key() -> str:
         h.update((CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     h.update(sys.version.encode())
-    h.update(" ".join(CFLAGS).encode())
+    h.update(" ".join(CFLAGS + LDFLAGS).encode())
     return h.hexdigest()[:16]
 
 
@@ -79,6 +82,7 @@ def load() -> Any | None:
                 name="seqlab_engine_" + build_key(),
                 sources=[str(CSRC / s) for s in SOURCES],
                 extra_cflags=CFLAGS,
+                extra_ldflags=LDFLAGS,
                 build_directory=str(directory),
                 is_python_module=False,
                 verbose=False,

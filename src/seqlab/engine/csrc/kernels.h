@@ -52,69 +52,76 @@ static inline float v_tanh(float x) {
 }
 
 #define ROW_LOOP _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j)
+// the hidden units [u0, u1) this call owns (all of them unless the step is split by units)
+#define COL_LOOP _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
 template <typename S>
 static void carry_rows(const Step<S>& s, int64_t b) {
-  const int64_t H = s.H;
-  S* __restrict hc = s.hc + b * H;
-  const S* __restrict hp = s.hp + b * H;
-  ROW_LOOP hc[j] = hp[j];
+  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
+  S* __restrict hc = s.hc + o;
+  const S* __restrict hp = s.hp + o;
+  COL_LOOP hc[j] = hp[j];
   if (s.cc) {
-    S* __restrict cc = s.cc + b * H;
-    const S* __restrict cp = s.cp + b * H;
-    ROW_LOOP cc[j] = cp[j];
+    S* __restrict cc = s.cc + o;
+    const S* __restrict cp = s.cp + o;
+    COL_LOOP cc[j] = cp[j];
   }
   if (s.y) {
-    S* __restrict y = s.y + b * H;
-    ROW_LOOP y[j] = S(0);
+    S* __restrict y = s.y + o;
+    COL_LOOP y[j] = S(0);
   }
 }
 
 template <typename S>
 static void put_y(const Step<S>& s, int64_t b) {
   if (!s.y) return;
-  const int64_t H = s.H;
-  S* __restrict y = s.y + b * H;
-  const S* __restrict h = s.hc + b * H;
-  ROW_LOOP y[j] = h[j];
+  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
+  S* __restrict y = s.y + o;
+  const S* __restrict h = s.hc + o;
+  COL_LOOP y[j] = h[j];
 }
 
 // ---------------------------------------------------------------- forward
+// LSTM and RNN take the recurrent pre-activation from `ak` (this call's units, gate-major
+// rows of width G·n): a = (input projection in g) + ak.
 
 // c = f⊙c_prev + i⊙g ; h = o⊙tanh(c)
 template <typename S>
 void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
-    S* __restrict a = s.g + b * s.gs;
-    const S* __restrict cp = s.cp + b * H;
-    S* __restrict cc = s.cc + b * H;
-    S* __restrict hc = s.hc + b * H;
-    ROW_LOOP {
-      S i = v_sigmoid(a[j]), f = v_sigmoid(a[H + j]);
-      S gg = v_tanh(a[2 * H + j]), o = v_sigmoid(a[3 * H + j]);
+    S* __restrict a = s.g + b * s.gs + s.u0;
+    const S* __restrict r = s.ak + b * 4 * n;
+    const int64_t o = b * H + s.u0;
+    const S* __restrict cp = s.cp + o;
+    S* __restrict cc = s.cc + o;
+    S* __restrict hc = s.hc + o;
+    COL_LOOP {
+      S i = v_sigmoid(a[j] + r[j]), f = v_sigmoid(a[H + j] + r[n + j]);
+      S gg = v_tanh(a[2 * H + j] + r[2 * n + j]), og = v_sigmoid(a[3 * H + j] + r[3 * n + j]);
       S c = f * cp[j] + i * gg;
-      a[j] = i; a[H + j] = f; a[2 * H + j] = gg; a[3 * H + j] = o;
+      a[j] = i; a[H + j] = f; a[2 * H + j] = gg; a[3 * H + j] = og;
       cc[j] = c;
-      hc[j] = o * v_tanh(c);
+      hc[j] = og * v_tanh(c);
     }
     put_y(s, b);
   }
 }
 
-// h = tanh(a) or relu(a)
+// h = tanh(a) or relu(a); the pre-activation is stored back into g for nothing (RNN saves h)
 template <typename S, bool RELU>
 void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
-    const S* __restrict a = s.g + b * s.gs;
-    S* __restrict hc = s.hc + b * H;
+    const S* __restrict a = s.g + b * s.gs + s.u0;
+    const S* __restrict r = s.ak + b * n;
+    S* __restrict hc = s.hc + b * H + s.u0;
     if (RELU) {
-      ROW_LOOP hc[j] = a[j] > S(0) ? a[j] : S(0);
+      COL_LOOP { S v = a[j] + r[j]; hc[j] = v > S(0) ? v : S(0); }
     } else {
-      ROW_LOOP hc[j] = v_tanh(a[j]);
+      COL_LOOP hc[j] = v_tanh(a[j] + r[j]);
     }
     put_y(s, b);
   }
@@ -184,64 +191,89 @@ void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
 // GEMM then adds dA @ W_hh. A padded row passes dh (and dc) through unchanged.
 
 template <typename S>
-static bool bwd_carry(const Step<S>& s, int64_t b, int64_t width) {
+static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   if (s.valid(b)) return false;
-  const int64_t H = s.H;
-  S* __restrict da = s.da + b * s.das;
-  for (int64_t j = 0; j < width; ++j) da[j] = S(0);
-  S* __restrict dhn = s.dhn + b * H;
-  const S* __restrict dh = s.dh + b * H;
-  ROW_LOOP dhn[j] = dh[j];
+  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
+  S* __restrict da = s.da + b * s.das + s.u0;
+  for (int64_t q = 0; q < G; ++q) {
+    S* __restrict d = da + q * H;
+    COL_LOOP d[j] = S(0);
+  }
+  if (s.dak) {
+    S* __restrict d = s.dak + b * G * n;
+    for (int64_t j = 0; j < G * n; ++j) d[j] = S(0);
+  }
+  S* __restrict dhn = s.dhn + o;
+  const S* __restrict dh = s.dh + o;
+  COL_LOOP dhn[j] = dh[j];
   if (s.dax) {
-    S* __restrict dx = s.dax + b * H;
-    ROW_LOOP dx[j] = S(0);
+    S* __restrict dx = s.dax + o;
+    COL_LOOP dx[j] = S(0);
   }
   return true;
 }
 
+// the dA of this call's units again, contiguous (rows of G·n), for a split step's own GEMM
+template <typename S>
+static void copy_dak(const Step<S>& s, int64_t b, int64_t G) {
+  if (!s.dak) return;
+  const int64_t H = s.H, n = s.u1 - s.u0;
+  const S* __restrict da = s.da + b * s.das + s.u0;
+  S* __restrict d = s.dak + b * G * n;
+  for (int64_t q = 0; q < G; ++q) {
+    const S* __restrict src = da + q * H;
+    S* __restrict dst = d + q * n;
+    COL_LOOP dst[j] = src[j];
+  }
+}
+
 template <typename S>
 void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
-    if (bwd_carry(s, b, 4 * H)) continue;
-    const S* __restrict g = s.g + b * s.gs;
-    const S* __restrict cp = s.cp + b * H;
-    const S* __restrict cc = s.cc + b * H;
-    const S* __restrict gy = s.gy + b * s.gys;
-    const S* __restrict dhp = s.dh + b * H;
-    S* __restrict dc = s.dc + b * H;
-    S* __restrict da = s.da + b * s.das;
-    S* __restrict dhn = s.dhn + b * H;
-    ROW_LOOP {
-      S i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+    if (bwd_carry(s, b, 4)) continue;
+    const int64_t o = b * H + s.u0;
+    const S* __restrict g = s.g + b * s.gs + s.u0;
+    const S* __restrict cp = s.cp + o;
+    const S* __restrict cc = s.cc + o;
+    const S* __restrict gy = s.gy + b * s.gys + s.u0;
+    const S* __restrict dhp = s.dh + o;
+    S* __restrict dc = s.dc + o;
+    S* __restrict da = s.da + b * s.das + s.u0;
+    S* __restrict dhn = s.dhn + o;
+    COL_LOOP {
+      S i = g[j], f = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
       S dh = dhp[j] + gy[j];
       S tc = v_tanh(cc[j]);
-      S dct = dc[j] + dh * o * (S(1) - tc * tc);
+      S dct = dc[j] + dh * og * (S(1) - tc * tc);
       da[j] = dct * gg * i * (S(1) - i);
       da[H + j] = dct * cp[j] * f * (S(1) - f);
       da[2 * H + j] = dct * i * (S(1) - gg * gg);
-      da[3 * H + j] = dh * tc * o * (S(1) - o);
+      da[3 * H + j] = dh * tc * og * (S(1) - og);
       dc[j] = dct * f;
       dhn[j] = S(0);
     }
+    copy_dak(s, b, 4);
   }
 }
 
 template <typename S, bool RELU>
 void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
-    if (bwd_carry(s, b, H)) continue;
-    const S* __restrict h = s.hc + b * H;
-    const S* __restrict gy = s.gy + b * s.gys;
-    const S* __restrict dhp = s.dh + b * H;
-    S* __restrict da = s.da + b * s.das;
-    S* __restrict dhn = s.dhn + b * H;
-    ROW_LOOP {
+    if (bwd_carry(s, b, 1)) continue;
+    const int64_t o = b * H + s.u0;
+    const S* __restrict h = s.hc + o;
+    const S* __restrict gy = s.gy + b * s.gys + s.u0;
+    const S* __restrict dhp = s.dh + o;
+    S* __restrict da = s.da + b * s.das + s.u0;
+    S* __restrict dhn = s.dhn + o;
+    COL_LOOP {
       S dh = dhp[j] + gy[j];
       da[j] = RELU ? (h[j] > S(0) ? dh : S(0)) : dh * (S(1) - h[j] * h[j]);
       dhn[j] = S(0);
     }
+    copy_dak(s, b, 1);
   }
 }
 
@@ -250,7 +282,7 @@ template <typename S>
 void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
-    if (bwd_carry(s, b, 3 * H)) continue;
+    if (bwd_carry(s, b, 3)) continue;
     const S* __restrict g = s.g + b * s.gs;
     const S* __restrict hp = s.hp + b * H;
     const S* __restrict gy = s.gy + b * s.gys;
@@ -276,7 +308,7 @@ template <typename S>
 void grub_bwd1(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
-    if (bwd_carry(s, b, 3 * H)) continue;
+    if (bwd_carry(s, b, 3)) continue;
     const S* __restrict g = s.g + b * s.gs;
     const S* __restrict gy = s.gy + b * s.gys;
     const S* __restrict dhp = s.dh + b * H;
@@ -313,3 +345,4 @@ void grub_bwd2(const Step<S>& s, int64_t b0, int64_t b1) {
 }
 
 #undef ROW_LOOP
+#undef COL_LOOP

@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <omp.h>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -32,7 +34,9 @@
 template <typename S>
 struct Step {
   int64_t H = 0, t = 0, gs = 0;
+  int64_t u0 = 0, u1 = 0;     // the hidden units handled by this call: [u0, u1)
   S* g = nullptr;             // gates of step t, row b at g + b*gs
+  const S* ak = nullptr;      // LSTM/RNN: h_prev @ W_kᵀ for units [u0,u1), rows of G·(u1−u0)
   const S* hw = nullptr;      // torch.nn GRU: h_prev @ W_hhᵀ (B, 3H)
   const S* bhn = nullptr;     // torch.nn GRU: b_hn (H) or null
   const S* hp = nullptr;      // h_prev (B, H)
@@ -51,6 +55,7 @@ struct Step {
   S* da = nullptr;            // dA of step t, row stride das
   int64_t das = 0;
   S* dax = nullptr;           // torch.nn GRU: dA_n ⊙ r of this step, the recurrent side (B, H)
+  S* dak = nullptr;           // LSTM/RNN split step: a contiguous copy of its units' dA or null
   bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
 };
 
@@ -278,6 +283,96 @@ at::Tensor scratch(Slot slot, at::IntArrayRef shape, const at::TensorOptions& op
   return t.narrow(0, 0, numel).view(shape);
 }
 
+// ---- splitting a step by hidden units across a team of threads (LSTM and RNN)
+// Thread k owns units [u0, u1): per step it multiplies h_prev by its own packed slice of W_hh
+// (the G gate rows of its units), runs its units' pointwise pass, and meets the others at one
+// barrier. Each thread streams only its slice of W_hh, and the pointwise work needs no second
+// fork. The backward splits the same way; its dh GEMM is split along K (each thread's dA times
+// its slice), so each thread writes a (B, H) partial sum, added up by the owners next step.
+
+// Below this many multiply-adds per step a team's barrier costs more than it saves.
+constexpr int64_t kTeamMacs = 65536;
+
+int64_t team_size(int64_t B, int64_t G, int64_t H) {
+  static const bool off = [] {
+    const char* v = std::getenv("SEQLAB_TEAM");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  if (off || omp_in_parallel() || B * G * H * H < kTeamMacs || H < 16) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 8));
+}
+
+template <typename S>
+struct Shard {
+  int64_t u0 = 0, u1 = 0;
+  at::Tensor w;    // W_hh rows of units [u0,u1), gate-major (G·n, H); W_hh itself when whole
+  at::Tensor tmp;  // fwd: (B, G·n) recurrent pre-activations; bwd (split only): dA copy
+  std::optional<PackedW<S>> pw;
+  S* wp = nullptr;
+  S* tp = nullptr;
+};
+
+// fwd: C(B, G·n) = h_prev @ wᵀ; bwd: C(B, H) = dA_k(B, G·n) @ w
+template <typename S>
+std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, int64_t G, int64_t H, int64_t B,
+                                  int64_t P, bool fwd) {
+  const int64_t chunk = (H + P - 1) / P;
+  const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
+  std::vector<Shard<S>> out;
+  for (int64_t u0 = 0; u0 < H; u0 += step) {
+    Shard<S>& k = out.emplace_back();
+    k.u0 = u0;
+    k.u1 = std::min(H, u0 + step);
+    const int64_t n = k.u1 - k.u0;
+    if (n == H) {
+      k.w = w_hh;
+    } else {
+      std::vector<at::Tensor> parts;
+      for (int64_t q = 0; q < G; ++q) parts.push_back(w_hh.narrow(0, q * H + u0, n));
+      k.w = at::cat(parts, 0);
+    }
+    k.wp = static_cast<S*>(k.w.data_ptr());
+    if (fwd || n != H) {
+      k.tmp = at::empty({B, G * n}, w_hh.options());
+      k.tp = static_cast<S*>(k.tmp.data_ptr());
+    }
+    if (fwd)
+      k.pw.emplace(true, B, G * n, H, k.wp, H);
+    else
+      k.pw.emplace(false, B, H, G * n, k.wp, H);
+  }
+  return out;
+}
+
+// body(k, step) for every shard k and step, one barrier after each step; BLAS runs
+// single-threaded inside (each thread is one of the team).
+template <typename F>
+void run_team(int64_t P, int64_t T, const F& body) {
+  if (P == 1) {
+    for (int64_t step = 0; step < T; ++step) body(0, step);
+    return;
+  }
+  std::exception_ptr error;
+#pragma omp parallel num_threads(static_cast<int>(P))
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+    for (int64_t step = 0; step < T; ++step) {
+      for (int64_t k = tid; k < P; k += nth) {
+        try {
+          body(k, step);
+        } catch (...) {
+#pragma omp critical(seqlab_team_error)
+          if (!error) error = std::current_exception();
+        }
+      }
+#pragma omp barrier
+    }
+    if (before >= 0) MKL_Set_Num_Threads_Local(before);
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 int64_t gates_width(int64_t mode) {
   return mode == LSTM ? 4 : (mode == GRU || mode == GRU_BEFORE) ? 3 : 1;
 }
@@ -329,41 +424,57 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
   s.bhn = (mode == GRU && b_hh.defined()) ? b_hh.data_ptr<S>() + 2 * H : nullptr;
   S* yb = len.defined() ? y.data_ptr<S>() : nullptr;
-  const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
-  PackedW<S> pw(true, B, NW, H, whh, H);
-  PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
-  BlasThreads loop_threads(B * G * H * H);
-  for (int64_t step = 0; step < T; ++step) {
+  s.u0 = 0;
+  s.u1 = H;
+  auto place = [&](Step<S>& st, int64_t step) {
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
-    s.t = t;
-    s.g = g + t * B * gs;
-    s.hp = hb + prev * B * H;
-    s.hc = hb + cur * B * H;
+    st.t = t;
+    st.g = g + t * B * gs;
+    st.hp = hb + prev * B * H;
+    st.hc = hb + cur * B * H;
     if (cb) {
-      s.cp = cb + prev * B * H;
-      s.cc = cb + cur * B * H;
+      st.cp = cb + prev * B * H;
+      st.cc = cb + cur * B * H;
     }
-    s.y = yb ? yb + t * B * H : nullptr;
-    switch (mode) {
-      case LSTM:
-        gemm_p<S>(pw, true, B, 4 * H, H, s.hp, H, whh, H, true, s.g, gs);
-        rows<S>(k.lstm_fwd, s, B, 4 * H);
-        break;
-      case RNN_TANH:
-      case RNN_RELU:
-        gemm_p<S>(pw, true, B, H, H, s.hp, H, whh, H, true, s.g, gs);
-        rows<S>(mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd, s, B, H);
-        break;
-      case GRU:
+    st.y = yb ? yb + t * B * H : nullptr;
+  };
+  if (mode == LSTM || mode == RNN_TANH || mode == RNN_RELU) {
+    const RowFn<S> fn = mode == LSTM ? k.lstm_fwd : mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd;
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, G, H, B, team_size(B, G, H), true);
+    const int64_t P = static_cast<int64_t>(shards.size());
+    std::optional<BlasThreads> loop_threads;
+    if (P == 1) loop_threads.emplace(B * G * H * H);
+    run_team(P, T, [&](int64_t q, int64_t step) {
+      const Shard<S>& sh = shards[q];
+      const int64_t n = sh.u1 - sh.u0;
+      Step<S> st = s;
+      place(st, step);
+      st.u0 = sh.u0;
+      st.u1 = sh.u1;
+      st.ak = sh.tp;
+      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, false, sh.tp, G * n);
+      if (P == 1)
+        rows<S>(fn, st, B, G * H);
+      else
+        fn(st, 0, B);
+    });
+  } else {
+    const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
+    PackedW<S> pw(true, B, NW, H, whh, H);
+    PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
+    BlasThreads loop_threads(B * G * H * H);
+    for (int64_t step = 0; step < T; ++step) {
+      place(s, step);
+      if (mode == GRU) {
         gemm_p<S>(pw, true, B, 3 * H, H, s.hp, H, whh, H, false, const_cast<S*>(s.hw), 3 * H);
         rows<S>(k.gru_fwd, s, B, 4 * H);
-        break;
-      default:  // GRU_BEFORE
+      } else {  // GRU_BEFORE
         gemm_p<S>(pw, true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
         rows<S>(k.grub_fwd1, s, B, 2 * H);
         gemm_p<S>(pwn, true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
         rows<S>(k.grub_fwd2, s, B, 2 * H);
+      }
     }
   }
   at::Tensor empty = at::empty({0}, x.options());
@@ -416,50 +527,95 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     gyc = gy.contiguous();
   }
   const S* gyb = gyc.data_ptr<S>();
-  // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
-  const bool gru = mode == GRU || mode == GRU_BEFORE;
-  const int64_t KW = gru ? 2 * H : GH;  // rows of W_hh in the first dh GEMM
-  PackedW<S> pw(false, B, H, KW, whh, H);
-  PackedW<S> pwn(false, B, gru ? H : 0, H, whh + 2 * H * H, H);
-  std::optional<BlasThreads> loop_threads(std::in_place, B * G * H * H);
-  for (int64_t step = 0; step < T; ++step) {
+  s.u0 = 0;
+  s.u1 = H;
+  auto place = [&](Step<S>& st, int64_t step) {
     const int64_t t = reverse ? step : T - 1 - step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
-    s.t = t;
-    s.g = g ? const_cast<S*>(g) + t * B * gs : nullptr;
-    s.hp = hb + prev * B * H;
-    s.hc = const_cast<S*>(hb) + cur * B * H;
+    st.t = t;
+    st.g = g ? const_cast<S*>(g) + t * B * gs : nullptr;
+    st.hp = hb + prev * B * H;
+    st.hc = const_cast<S*>(hb) + cur * B * H;
     if (cb) {
-      s.cp = cb + prev * B * H;
-      s.cc = const_cast<S*>(cb) + cur * B * H;
+      st.cp = cb + prev * B * H;
+      st.cc = const_cast<S*>(cb) + cur * B * H;
     }
-    s.gy = gyb + t * gts;
-    s.dh = dh.data_ptr<S>();
-    s.dhn = dhn.data_ptr<S>();
-    s.da = dab + t * B * GH;
-    s.dax = mode == GRU ? dax.data_ptr<S>() : nullptr;
-    switch (mode) {
-      case LSTM:
-        rows<S>(k.lstm_bwd, s, B, 4 * H);
-        gemm_p<S>(pw, false, B, H, 4 * H, s.da, GH, whh, H, true, s.dhn, H);
-        break;
-      case RNN_TANH:
-      case RNN_RELU:
-        rows<S>(mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd, s, B, H);
-        gemm_p<S>(pw, false, B, H, H, s.da, GH, whh, H, true, s.dhn, H);
-        break;
-      case GRU:
+    st.gy = gyb + t * gts;
+    st.da = dab + t * B * GH;
+  };
+  std::optional<BlasThreads> loop_threads;
+  if (mode == LSTM || mode == RNN_TANH || mode == RNN_RELU) {
+    const RowFn<S> fn = mode == LSTM ? k.lstm_bwd : mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd;
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, G, H, B, team_size(B, G, H), false);
+    const int64_t P = static_cast<int64_t>(shards.size());
+    // dL/dh_prev of a step = direct[par] (+ the team's partial GEMM sums part[par][q]);
+    // two parities so that a step's writes never meet the previous step's reads
+    at::Tensor direct = at::empty({2, B, H}, opts);
+    direct[1].copy_(ghn);
+    at::Tensor part = P == 1 ? at::Tensor() : at::empty({2, P, B, H}, opts);
+    at::Tensor dsum = P == 1 ? at::Tensor() : ghn.clone();  // the summed dh of this step
+    S* dir = direct.data_ptr<S>();
+    S* prt = P == 1 ? nullptr : part.data_ptr<S>();
+    S* dsb = P == 1 ? nullptr : dsum.data_ptr<S>();
+    if (P == 1) loop_threads.emplace(B * G * H * H);
+    run_team(P, T, [&](int64_t q, int64_t step) {
+      const Shard<S>& sh = shards[q];
+      const int64_t n = sh.u1 - sh.u0, par = step & 1;
+      Step<S> st = s;
+      place(st, step);
+      st.u0 = sh.u0;
+      st.u1 = sh.u1;
+      st.dhn = dir + par * B * H;
+      if (P == 1) {
+        st.dh = dir + (1 - par) * B * H;
+        rows<S>(fn, st, B, G * H);
+        gemm_p<S>(*sh.pw, false, B, H, GH, st.da, GH, sh.wp, H, true, st.dhn, H);
+        return;
+      }
+      if (step > 0) {  // this shard's columns of dh = direct + every shard's partial
+        const S* d0 = dir + (1 - par) * B * H;
+        const S* p0 = prt + (1 - par) * P * B * H;
+        for (int64_t b = 0; b < B; ++b) {
+          S* __restrict out = dsb + b * H + sh.u0;
+          const S* __restrict d = d0 + b * H + sh.u0;
+          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          for (int64_t r = 0; r < P; ++r) {
+            const S* __restrict pr = p0 + (r * B + b) * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+          }
+        }
+      }
+      st.dh = dsb;
+      st.dak = sh.tp;
+      fn(st, 0, B);
+      gemm_p<S>(*sh.pw, false, B, H, G * n, sh.tp, G * n, sh.wp, H, false,
+                prt + (par * P + q) * B * H, H);
+    });
+    const int64_t last = (T - 1) & 1;
+    dh = direct[last];
+    if (P > 1) dh = dh.add(part[last].sum(0));
+  } else {
+    // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
+    PackedW<S> pw(false, B, H, 2 * H, whh, H);
+    PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H);
+    loop_threads.emplace(B * G * H * H);
+    for (int64_t step = 0; step < T; ++step) {
+      place(s, step);
+      s.dh = dh.data_ptr<S>();
+      s.dhn = dhn.data_ptr<S>();
+      s.dax = mode == GRU ? dax.data_ptr<S>() : nullptr;
+      if (mode == GRU) {
         rows<S>(k.gru_bwd, s, B, 4 * H);
         gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
         gemm_p<S>(pwn, false, B, H, H, s.dax, H, whh + 2 * H * H, H, true, s.dhn, H);
-        break;
-      default:  // GRU_BEFORE
+      } else {  // GRU_BEFORE
         rows<S>(k.grub_bwd1, s, B, 2 * H);
         gemm_p<S>(pwn, false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
         rows<S>(k.grub_bwd2, s, B, 3 * H);
         gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
+      }
+      std::swap(dh, dhn);
     }
-    std::swap(dh, dhn);
   }
   loop_threads.reset();
   BlasThreads after_threads(T * B * GH * std::min(I, H));
