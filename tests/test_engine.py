@@ -229,6 +229,48 @@ def test_two_threads_match_reference(backend, mode, reverse):
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mode", ["lstm", "rnn_tanh"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_projection_matches_reference(threads, mode, dtype):
+    """The native LSTM/RNN loop projects the input a chunk of steps at a time (as many as keep
+    ~256 KB of pre-activations per thread, but at least 512 rows). With B=64 a chunk is 8
+    steps, so T=9 crosses a chunk boundary, in both directions, with and without saving for
+    backward. float32 sums over T·B rows of large terms, so it is compared relative to each
+    tensor's largest entry (the fused backend differs from the reference by as much)."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def check(got, want, what):
+        if dtype == torch.float64:
+            assert_close(got, want, dtype, what)
+        else:
+            err = (got - want).abs().max().item()
+            assert err <= 1e-5 * want.abs().max().item() + 1e-6, f"{what}: {err}"
+
+    try:
+        T, B, I, H = 9, 64, 24, 320
+        lens = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(5))
+        inputs = make_inputs(mode, T, B, I, H, dtype, scale_weights=0.05)
+        x, state, w_ih, w_hh, b_ih, b_hh = inputs
+        for reverse in (False, True):
+            want_out, want_grads = run_and_grads(reference_layer, mode, inputs, lens, reverse)
+            got_out, got_grads = run_and_grads(backend_fn("native"), mode, inputs, lens, reverse)
+            pairs = zip(got_out + got_grads, want_out + want_grads, strict=True)
+            for k, (a, b) in enumerate(pairs):
+                check(a, b, f"tensor {k} (threads={threads}, reverse={reverse})")
+            with torch.no_grad():
+                y, final = engine.run_layer(
+                    mode, x, state, w_ih, w_hh, b_ih, b_hh, lens, reverse, backend="native"
+                )
+            for k, (a, b) in enumerate(zip([y, *final], want_out, strict=True)):
+                check(a, b.detach(), f"no-grad output {k} (reverse={reverse})")
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_results_survive_later_calls(backend, mode):

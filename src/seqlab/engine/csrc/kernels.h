@@ -82,8 +82,9 @@ static void put_y(const Step<S>& s, int64_t b) {
 }
 
 // ---------------------------------------------------------------- forward
-// LSTM and RNN take the recurrent pre-activation from `ak` (this call's units, gate-major
-// rows of width G·n): a = (input projection in g) + ak.
+// LSTM and RNN take their pre-activations from `ak` (this call's units, gate-major rows of
+// width G·n, input and recurrent products summed) plus `bias`; LSTM stores the activated
+// gates in g.
 
 // c = f⊙c_prev + i⊙g ; h = o⊙tanh(c)
 template <typename S>
@@ -93,13 +94,14 @@ void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
     S* __restrict a = s.g + b * s.gs + s.u0;
     const S* __restrict r = s.ak + b * 4 * n;
+    const S* __restrict bi = s.bias + s.u0;
     const int64_t o = b * H + s.u0;
     const S* __restrict cp = s.cp + o;
     S* __restrict cc = s.cc + o;
     S* __restrict hc = s.hc + o;
     COL_LOOP {
-      S i = v_sigmoid(a[j] + r[j]), f = v_sigmoid(a[H + j] + r[n + j]);
-      S gg = v_tanh(a[2 * H + j] + r[2 * n + j]), og = v_sigmoid(a[3 * H + j] + r[3 * n + j]);
+      S i = v_sigmoid(r[j] + bi[j]), f = v_sigmoid(r[n + j] + bi[H + j]);
+      S gg = v_tanh(r[2 * n + j] + bi[2 * H + j]), og = v_sigmoid(r[3 * n + j] + bi[3 * H + j]);
       S c = f * cp[j] + i * gg;
       a[j] = i; a[H + j] = f; a[2 * H + j] = gg; a[3 * H + j] = og;
       cc[j] = c;
@@ -109,19 +111,19 @@ void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// h = tanh(a) or relu(a); the pre-activation is stored back into g for nothing (RNN saves h)
+// h = tanh(a) or relu(a)
 template <typename S, bool RELU>
 void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
-    const S* __restrict a = s.g + b * s.gs + s.u0;
     const S* __restrict r = s.ak + b * n;
+    const S* __restrict bi = s.bias + s.u0;
     S* __restrict hc = s.hc + b * H + s.u0;
     if (RELU) {
-      COL_LOOP { S v = a[j] + r[j]; hc[j] = v > S(0) ? v : S(0); }
+      COL_LOOP { S v = r[j] + bi[j]; hc[j] = v > S(0) ? v : S(0); }
     } else {
-      COL_LOOP hc[j] = v_tanh(a[j] + r[j]);
+      COL_LOOP hc[j] = v_tanh(r[j] + bi[j]);
     }
     put_y(s, b);
   }

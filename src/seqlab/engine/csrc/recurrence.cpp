@@ -38,7 +38,8 @@ struct Step {
   int64_t H = 0, t = 0, gs = 0;
   int64_t u0 = 0, u1 = 0;     // the hidden units handled by this call: [u0, u1)
   S* g = nullptr;             // gates of step t, row b at g + b*gs
-  const S* ak = nullptr;      // LSTM/RNN: h_prev @ W_kᵀ for units [u0,u1), rows of G·(u1−u0)
+  const S* ak = nullptr;      // LSTM/RNN: x@W_kᵀ + h_prev@W_kᵀ for units [u0,u1), rows of G·n
+  const S* bias = nullptr;    // LSTM/RNN: b_ih + b_hh (G·H, gate-major) added to ak
   const S* hw = nullptr;      // torch.nn GRU: h_prev @ W_hhᵀ (B, 3H)
   const S* bhn = nullptr;     // torch.nn GRU: b_hn (H) or null
   const S* hp = nullptr;      // h_prev (B, H)
@@ -308,40 +309,51 @@ template <typename S>
 struct Shard {
   int64_t u0 = 0, u1 = 0;
   at::Tensor w;    // W_hh rows of units [u0,u1), gate-major (G·n, H); W_hh itself when whole
-  at::Tensor tmp;  // fwd: (B, G·n) recurrent pre-activations; bwd (split only): dA copy
-  std::optional<PackedW<S>> pw;
+  at::Tensor wi;   // fwd: the same rows of W_ih (G·n, I)
+  at::Tensor tmp;  // fwd: (Tc·B, G·n) pre-activations of a chunk of steps; bwd: dA copy
+  std::optional<PackedW<S>> pw, pwi;
   S* wp = nullptr;
+  S* wip = nullptr;
   S* tp = nullptr;
 };
 
-// fwd: C(B, G·n) = h_prev @ wᵀ; bwd: C(B, H) = dA_k(B, G·n) @ w
+// the G gate blocks' rows [u0, u0+n) of a gate-major (G·H, K) weight, as one (G·n, K) matrix
+inline at::Tensor unit_rows(const at::Tensor& w, int64_t G, int64_t H, int64_t u0, int64_t n) {
+  if (n == H) return w;
+  std::vector<at::Tensor> parts;
+  for (int64_t q = 0; q < G; ++q) parts.push_back(w.narrow(0, q * H + u0, n));
+  return at::cat(parts, 0);
+}
+
+// fwd: C(Tc·B, G·n) = x_chunk @ wiᵀ, then per step C_t += h_prev @ wᵀ;
+// bwd: C(B, H) = dA_k(B, G·n) @ w
 template <typename S>
-std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, int64_t G, int64_t H, int64_t B,
-                                  int64_t P, bool fwd) {
+std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih, int64_t G,
+                                  int64_t H, int64_t B, int64_t P, int64_t Tc) {
+  const bool fwd = w_ih.defined();
   const int64_t chunk = (H + P - 1) / P;
   const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
   std::vector<Shard<S>> out;
+  out.reserve(P);
   for (int64_t u0 = 0; u0 < H; u0 += step) {
     Shard<S>& k = out.emplace_back();
     k.u0 = u0;
     k.u1 = std::min(H, u0 + step);
     const int64_t n = k.u1 - k.u0;
-    if (n == H) {
-      k.w = w_hh;
-    } else {
-      std::vector<at::Tensor> parts;
-      for (int64_t q = 0; q < G; ++q) parts.push_back(w_hh.narrow(0, q * H + u0, n));
-      k.w = at::cat(parts, 0);
-    }
+    k.w = unit_rows(w_hh, G, H, u0, n);
     k.wp = static_cast<S*>(k.w.data_ptr());
-    if (fwd || n != H) {
-      k.tmp = at::empty({B, G * n}, w_hh.options());
-      k.tp = static_cast<S*>(k.tmp.data_ptr());
-    }
-    if (fwd)
+    if (fwd) {
+      const int64_t I = w_ih.size(1);
+      k.wi = unit_rows(w_ih, G, H, u0, n);
+      k.wip = static_cast<S*>(k.wi.data_ptr());
+      k.tmp = at::empty({Tc * B, G * n}, w_hh.options());
       k.pw.emplace(true, B, G * n, H, k.wp, H);
-    else
+      k.pwi.emplace(true, Tc * B, G * n, I, k.wip, I);
+    } else {
+      if (n != H) k.tmp = at::empty({B, G * n}, w_hh.options());
       k.pw.emplace(false, B, H, G * n, k.wp, H);
+    }
+    if (k.tmp.defined()) k.tp = static_cast<S*>(k.tmp.data_ptr());
   }
   return out;
 }
@@ -421,13 +433,20 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   const int64_t G = gates_width(mode);
   const Kernels<S>& k = kernels<S>();
-  // input projection of every step in one GEMM (both biases folded in where they add)
   at::Tensor x2 = x.view({T * B, I});
-  // saved gates are handed to autograd; without saving they are this call's scratch
   const int64_t gs = mode == GRU ? 4 * H : G * H;  // torch.nn GRU: room for hn after r z n
-  at::Tensor gates = save ? at::empty({T, B, gs}, x.options())
-                          : scratch(GATES, {T, B, gs}, x.options());
-  {
+  const bool split = mode == LSTM || mode == RNN_TANH || mode == RNN_RELU;
+  // Saved gates are handed to autograd. The GRUs project every step's input in one GEMM into
+  // them (scratch without saving); LSTM/RNN project chunk by chunk inside the loop and write
+  // activated gates only to save them (RNN saves none: its backward needs only h).
+  at::Tensor gates;
+  if (!split)
+    gates = save ? at::empty({T, B, gs}, x.options()) : scratch(GATES, {T, B, gs}, x.options());
+  else if (save && mode == LSTM)
+    gates = at::empty({T, B, gs}, x.options());
+  else
+    gates = at::empty({mode == LSTM ? B : 0, gs}, x.options());  // written, never read
+  if (!split) {
     BlasThreads bt(T * B * I * G * H);
     at::Tensor xw = gates.view({T * B, gs}).narrow(1, 0, G * H);
     if (bias.defined())
@@ -448,6 +467,7 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, x.options()) : at::Tensor();
 
   S* g = gates.data_ptr<S>();
+  const bool per_step_gates = !split || (save && mode == LSTM);
   S* hb = hbuf.data_ptr<S>();
   S* cb = mode == LSTM ? cbuf.data_ptr<S>() : nullptr;
   const S* whh = w_hh.data_ptr<S>();
@@ -465,7 +485,7 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
     st.t = t;
-    st.g = g + t * B * gs;
+    st.g = per_step_gates ? g + t * B * gs : g;
     st.hp = hb + prev * B * H;
     st.hc = hb + cur * B * H;
     if (cb) {
@@ -474,25 +494,35 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     }
     st.y = yb ? yb + t * B * H : nullptr;
   };
-  if (mode == LSTM || mode == RNN_TANH || mode == RNN_RELU) {
+  if (split) {
     const RowFn<S> fn = mode == LSTM ? k.lstm_fwd : mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd;
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, G, H, B, team_size(B, G, H), true);
+    const int64_t P0 = team_size(B, G, H);
+    // steps per chunk: one shard's pre-activations stay within ~256 KB of cache, but the
+    // chunk's projection keeps at least ~512 rows so that its GEMM runs near peak
+    const int64_t row_bytes = B * G * ((H + P0 - 1) / P0) * static_cast<int64_t>(sizeof(S));
+    const int64_t fit = (int64_t(256) << 10) / row_bytes, min_steps = (512 + B - 1) / B;
+    const int64_t Tc = std::clamp<int64_t>(std::max(fit, min_steps), 1, T);
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc);
     const int64_t P = static_cast<int64_t>(shards.size());
+    at::Tensor zero_bias = bias.defined() ? bias : at::zeros({G * H}, x.options());
+    s.bias = zero_bias.data_ptr<S>();
     std::optional<BlasThreads> loop_threads;
     if (P == 1) loop_threads.emplace(B * G * H * H);
+    const S* xb = x2.data_ptr<S>();
     run_team(P, T, [&](int64_t q, int64_t step) {
       const Shard<S>& sh = shards[q];
-      const int64_t n = sh.u1 - sh.u0;
+      const int64_t n = sh.u1 - sh.u0, c0 = step / Tc * Tc, L = std::min(Tc, T - c0);
+      const int64_t t_lo = reverse ? T - c0 - L : c0;  // first time index of this chunk
+      if (step == c0)  // this shard's input projection for the chunk's L steps
+        gemm_p<S>(*sh.pwi, true, L * B, G * n, I, xb + t_lo * B * I, I, sh.wip, I, false, sh.tp,
+                  G * n);
       Step<S> st = s;
       place(st, step);
       st.u0 = sh.u0;
       st.u1 = sh.u1;
-      st.ak = sh.tp;
-      if (step + 1 < T) {
-        const int64_t next = reverse ? T - 2 - step : step + 1;
-        prefetch_rows<S>(g + next * B * gs + sh.u0, B, gs, G, H, n);
-      }
-      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, false, sh.tp, G * n);
+      S* pre = sh.tp + (st.t - t_lo) * B * G * n;
+      st.ak = pre;
+      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, true, pre, G * n);
       if (P == 1)
         rows<S>(fn, st, B, G * H);
       else
@@ -585,7 +615,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   std::optional<BlasThreads> loop_threads;
   if (mode == LSTM || mode == RNN_TANH || mode == RNN_RELU) {
     const RowFn<S> fn = mode == LSTM ? k.lstm_bwd : mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd;
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, G, H, B, team_size(B, G, H), false);
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, at::Tensor(), G, H, B, team_size(B, G, H), 1);
     const int64_t P = static_cast<int64_t>(shards.size());
     // dL/dh_prev of a step = direct[par] (+ the team's partial GEMM sums part[par][q]);
     // two parities so that a step's writes never meet the previous step's reads
