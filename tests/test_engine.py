@@ -233,11 +233,12 @@ def test_two_threads_match_reference(backend, mode, reverse):
 @pytest.mark.parametrize("mode", ["lstm", "rnn_tanh"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_chunked_projection_matches_reference(threads, mode, dtype):
-    """The native LSTM/RNN loop projects the input a chunk of steps at a time (as many as keep
-    ~256 KB of pre-activations per thread, but at least 512 rows). With B=64 a chunk is 8
-    steps, so T=9 crosses a chunk boundary, in both directions, with and without saving for
-    backward. float32 sums over T·B rows of large terms, so it is compared relative to each
-    tensor's largest entry (the fused backend differs from the reference by as much)."""
+    """The native LSTM/RNN loop projects the input, and in the backward forms the weight
+    gradients and dx, a chunk of steps at a time (as many as keep ~256 KB per thread, but at
+    least 512 rows). With B=64 a chunk is 8 steps, so T=9 crosses a chunk boundary, in both
+    directions, with and without saving for backward. float32 sums over T·B rows of large
+    terms, so it is compared relative to each tensor's largest entry (the fused backend
+    differs from the reference by as much)."""
     if "native" not in FAST:
         pytest.skip("native backend unavailable")
     previous = torch.get_num_threads()

@@ -192,18 +192,20 @@ void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
 // Each writes dA (zero on padded rows) and the direct part of dL/dh_prev into dhn; the step's
 // GEMM then adds dA @ W_hh. A padded row passes dh (and dc) through unchanged.
 
+// A padded row: dA is zero (in `dak` for LSTM/RNN, else in da) and dh passes through.
 template <typename S>
 static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   if (s.valid(b)) return false;
   const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
-  S* __restrict da = s.da + b * s.das + s.u0;
-  for (int64_t q = 0; q < G; ++q) {
-    S* __restrict d = da + q * H;
-    COL_LOOP d[j] = S(0);
-  }
   if (s.dak) {
     S* __restrict d = s.dak + b * G * n;
     for (int64_t j = 0; j < G * n; ++j) d[j] = S(0);
+  } else {
+    S* __restrict da = s.da + b * s.das + s.u0;
+    for (int64_t q = 0; q < G; ++q) {
+      S* __restrict d = da + q * H;
+      COL_LOOP d[j] = S(0);
+    }
   }
   S* __restrict dhn = s.dhn + o;
   const S* __restrict dh = s.dh + o;
@@ -215,20 +217,7 @@ static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   return true;
 }
 
-// the dA of this call's units again, contiguous (rows of G·n), for a split step's own GEMM
-template <typename S>
-static void copy_dak(const Step<S>& s, int64_t b, int64_t G) {
-  if (!s.dak) return;
-  const int64_t H = s.H, n = s.u1 - s.u0;
-  const S* __restrict da = s.da + b * s.das + s.u0;
-  S* __restrict d = s.dak + b * G * n;
-  for (int64_t q = 0; q < G; ++q) {
-    const S* __restrict src = da + q * H;
-    S* __restrict dst = d + q * n;
-    COL_LOOP dst[j] = src[j];
-  }
-}
-
+// LSTM and RNN write dA of their units to `dak` (gate-major rows of width G·n).
 template <typename S>
 void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
@@ -241,7 +230,7 @@ void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     const S* __restrict gy = s.gy + b * s.gys + s.u0;
     const S* __restrict dhp = s.dh + o;
     S* __restrict dc = s.dc + o;
-    S* __restrict da = s.da + b * s.das + s.u0;
+    S* __restrict da = s.dak + b * 4 * n;
     S* __restrict dhn = s.dhn + o;
     COL_LOOP {
       S i = g[j], f = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
@@ -249,13 +238,12 @@ void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
       S tc = v_tanh(cc[j]);
       S dct = dc[j] + dh * og * (S(1) - tc * tc);
       da[j] = dct * gg * i * (S(1) - i);
-      da[H + j] = dct * cp[j] * f * (S(1) - f);
-      da[2 * H + j] = dct * i * (S(1) - gg * gg);
-      da[3 * H + j] = dh * tc * og * (S(1) - og);
+      da[n + j] = dct * cp[j] * f * (S(1) - f);
+      da[2 * n + j] = dct * i * (S(1) - gg * gg);
+      da[3 * n + j] = dh * tc * og * (S(1) - og);
       dc[j] = dct * f;
       dhn[j] = S(0);
     }
-    copy_dak(s, b, 4);
   }
 }
 
@@ -268,14 +256,13 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     const S* __restrict h = s.hc + o;
     const S* __restrict gy = s.gy + b * s.gys + s.u0;
     const S* __restrict dhp = s.dh + o;
-    S* __restrict da = s.da + b * s.das + s.u0;
+    S* __restrict da = s.dak + b * n;
     S* __restrict dhn = s.dhn + o;
     COL_LOOP {
       S dh = dhp[j] + gy[j];
       da[j] = RELU ? (h[j] > S(0) ? dh : S(0)) : dh * (S(1) - h[j] * h[j]);
       dhn[j] = S(0);
     }
-    copy_dak(s, b, 1);
   }
 }
 

@@ -204,6 +204,36 @@ void gemm(bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, con
     c.copy_(at::mm(a, b));
 }
 
+// Row-major C(M,N) (+)= Aᵀ @ B with A stored (K, M) and B stored (K, N): weight gradients.
+template <typename S>
+void gemm_ta(int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, const S* B, int64_t ldb,
+             bool accumulate, S* C, int64_t ldc) {
+  if (!accumulate)
+    for (int64_t i = 0; i < M; ++i) std::fill_n(C + i * ldc, N, S(0));
+  if (M * N * K <= kSmallGemm) {
+    for (int64_t p = 0; p < K; ++p) {
+      const S* __restrict bp = B + p * ldb;
+      for (int64_t i = 0; i < M; ++i) {
+        const S a = A[p * lda + i];
+        S* __restrict c = C + i * ldc;
+        for (int64_t j = 0; j < N; ++j) c[j] += a * bp[j];
+      }
+    }
+    return;
+  }
+  if (have_blas<S>()) {  // column-major view: Cᵀ(N,M) = Bᵀ(N,K) · A(K,M)
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const S one = S(1);
+    blas<S>('N', 'T', &m, &n, &k, &one, B, &la, A, &lb, &one, C, &lc);
+    return;
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value);
+  at::Tensor a = at::from_blob(const_cast<S*>(A), {K, M}, {lda, 1}, opts).t();
+  at::Tensor b = at::from_blob(const_cast<S*>(B), {K, N}, {ldb, 1}, opts);
+  at::from_blob(C, {M, N}, {ldc, 1}, opts).addmm_(a, b);
+}
+
 // The loop-invariant right operand W of `gemm` packed by MKL for a fixed (tb, N, K);
 // used for float when the packed API exists and the product is not tiny, else inactive.
 template <typename S>
@@ -325,12 +355,12 @@ inline at::Tensor unit_rows(const at::Tensor& w, int64_t G, int64_t H, int64_t u
   return at::cat(parts, 0);
 }
 
-// fwd: C(Tc·B, G·n) = x_chunk @ wiᵀ, then per step C_t += h_prev @ wᵀ;
-// bwd: C(B, H) = dA_k(B, G·n) @ w
+// fwd: C(Tc·B, G·n) = x_chunk @ wiᵀ, then per step C_t += h_prev @ wᵀ (tmp: pre-activations);
+// bwd: per step C(B, H) = dA_t @ w, per chunk dx_chunk = dA_chunk @ wi (tmp: dA of a chunk)
 template <typename S>
 std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih, int64_t G,
-                                  int64_t H, int64_t B, int64_t P, int64_t Tc) {
-  const bool fwd = w_ih.defined();
+                                  int64_t H, int64_t B, int64_t P, int64_t Tc, bool fwd) {
+  const int64_t I = w_ih.size(1);
   const int64_t chunk = (H + P - 1) / P;
   const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
   std::vector<Shard<S>> out;
@@ -342,18 +372,39 @@ std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih
     const int64_t n = k.u1 - k.u0;
     k.w = unit_rows(w_hh, G, H, u0, n);
     k.wp = static_cast<S*>(k.w.data_ptr());
+    k.wi = unit_rows(w_ih, G, H, u0, n);
+    k.wip = static_cast<S*>(k.wi.data_ptr());
+    k.tmp = at::empty({Tc * B, G * n}, w_hh.options());
+    k.tp = static_cast<S*>(k.tmp.data_ptr());
     if (fwd) {
-      const int64_t I = w_ih.size(1);
-      k.wi = unit_rows(w_ih, G, H, u0, n);
-      k.wip = static_cast<S*>(k.wi.data_ptr());
-      k.tmp = at::empty({Tc * B, G * n}, w_hh.options());
       k.pw.emplace(true, B, G * n, H, k.wp, H);
       k.pwi.emplace(true, Tc * B, G * n, I, k.wip, I);
     } else {
-      if (n != H) k.tmp = at::empty({B, G * n}, w_hh.options());
       k.pw.emplace(false, B, H, G * n, k.wp, H);
+      k.pwi.emplace(false, Tc * B, I, G * n, k.wip, I);
     }
-    if (k.tmp.defined()) k.tp = static_cast<S*>(k.tmp.data_ptr());
+  }
+  return out;
+}
+
+// Steps per chunk: one shard's chunk (rows of G·n) stays within ~256 KB of cache, but keeps
+// at least ~512 rows so that the chunk's GEMMs run near peak.
+int64_t chunk_steps(int64_t T, int64_t B, int64_t G, int64_t H, int64_t P, int64_t itemsize) {
+  const int64_t row_bytes = B * G * ((H + P - 1) / P) * itemsize;
+  const int64_t fit = (int64_t(256) << 10) / row_bytes, min_steps = (512 + B - 1) / B;
+  return std::clamp<int64_t>(std::max(fit, min_steps), 1, T);
+}
+
+// The (G·H, K) gate-major matrix whose unit rows the shards hold as (G·n, K) blocks.
+template <typename S>
+at::Tensor join_units(const std::vector<Shard<S>>& shards, const std::vector<at::Tensor>& parts,
+                      int64_t G, int64_t H) {
+  if (shards.size() == 1) return parts[0];
+  at::Tensor out = at::empty({G * H, parts[0].size(1)}, parts[0].options());
+  for (size_t q = 0; q < shards.size(); ++q) {
+    const int64_t n = shards[q].u1 - shards[q].u0;
+    for (int64_t g = 0; g < G; ++g)
+      out.narrow(0, g * H + shards[q].u0, n).copy_(parts[q].narrow(0, g * n, n));
   }
   return out;
 }
@@ -497,12 +548,8 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   if (split) {
     const RowFn<S> fn = mode == LSTM ? k.lstm_fwd : mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd;
     const int64_t P0 = team_size(B, G, H);
-    // steps per chunk: one shard's pre-activations stay within ~256 KB of cache, but the
-    // chunk's projection keeps at least ~512 rows so that its GEMM runs near peak
-    const int64_t row_bytes = B * G * ((H + P0 - 1) / P0) * static_cast<int64_t>(sizeof(S));
-    const int64_t fit = (int64_t(256) << 10) / row_bytes, min_steps = (512 + B - 1) / B;
-    const int64_t Tc = std::clamp<int64_t>(std::max(fit, min_steps), 1, T);
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc);
+    const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, true);
     const int64_t P = static_cast<int64_t>(shards.size());
     at::Tensor zero_bias = bias.defined() ? bias : at::zeros({G * H}, x.options());
     s.bias = zero_bias.data_ptr<S>();
@@ -566,7 +613,9 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const int64_t gs = mode == GRU ? 4 * H : GH;
   const Kernels<S>& k = kernels<S>();
   auto opts = x.options();
-  at::Tensor da = scratch(DA, {T, B, GH}, opts);
+  const bool split = mode == LSTM || mode == RNN_TANH || mode == RNN_RELU;
+  // GRUs keep every step's dA for the weight GEMMs after the loop; LSTM/RNN only a chunk's
+  at::Tensor da = split ? at::Tensor() : scratch(DA, {T, B, GH}, opts);
   at::Tensor dax = mode == GRU ? at::empty({B, H}, opts) : at::Tensor();
   at::Tensor dh = ghn.clone(), dhn = at::empty({B, H}, opts);
   at::Tensor dc = mode == LSTM ? gcn.clone() : at::empty({0}, opts);
@@ -576,7 +625,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const S* hb = hbuf.data_ptr<S>();
   const S* cb = mode == LSTM ? cbuf.data_ptr<S>() : nullptr;
   const S* whh = w_hh.data_ptr<S>();
-  S* dab = da.data_ptr<S>();
+  S* dab = split ? nullptr : da.data_ptr<S>();
   Step<S> s;
   s.H = H;
   s.gs = gs;
@@ -610,12 +659,14 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
       st.cc = const_cast<S*>(cb) + cur * B * H;
     }
     st.gy = gyb + t * gts;
-    st.da = dab + t * B * GH;
+    if (dab) st.da = dab + t * B * GH;
   };
   std::optional<BlasThreads> loop_threads;
-  if (mode == LSTM || mode == RNN_TANH || mode == RNN_RELU) {
+  if (split) {
     const RowFn<S> fn = mode == LSTM ? k.lstm_bwd : mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd;
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, at::Tensor(), G, H, B, team_size(B, G, H), 1);
+    const int64_t P0 = team_size(B, G, H);
+    const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, false);
     const int64_t P = static_cast<int64_t>(shards.size());
     // dL/dh_prev of a step = direct[par] (+ the team's partial GEMM sums part[par][q]);
     // two parities so that a step's writes never meet the previous step's reads
@@ -626,48 +677,82 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     S* dir = direct.data_ptr<S>();
     S* prt = P == 1 ? nullptr : part.data_ptr<S>();
     S* dsb = P == 1 ? nullptr : dsum.data_ptr<S>();
+    // per shard: its rows of dW_ih, dW_hh, the bias gradient, and its share of dx
+    std::vector<at::Tensor> dwi, dwh, dbk, dxs;
+    at::Tensor dx = at::empty({T * B, I}, opts);
+    for (int64_t q = 0; q < P; ++q) {
+      const int64_t GN = G * (shards[q].u1 - shards[q].u0);
+      dwi.push_back(at::zeros({GN, I}, opts));
+      dwh.push_back(at::zeros({GN, H}, opts));
+      dbk.push_back(at::zeros({GN, 1}, opts));
+      dxs.push_back(q == 0 ? dx : at::empty({T * B, I}, opts));
+    }
+    const S* xb = x.data_ptr<S>();
     if (P == 1) loop_threads.emplace(B * G * H * H);
     run_team(P, T, [&](int64_t q, int64_t step) {
       const Shard<S>& sh = shards[q];
-      const int64_t n = sh.u1 - sh.u0, par = step & 1;
+      const int64_t n = sh.u1 - sh.u0, GN = G * n, par = step & 1;
+      const int64_t c0 = step / Tc * Tc, L = std::min(Tc, T - c0);
+      const int64_t t_lo = reverse ? c0 : T - c0 - L;  // first time index of this chunk
       Step<S> st = s;
       place(st, step);
       st.u0 = sh.u0;
       st.u1 = sh.u1;
       st.dhn = dir + par * B * H;
+      st.dak = sh.tp + (st.t - t_lo) * B * GN;
       if (P == 1) {
         st.dh = dir + (1 - par) * B * H;
-        rows<S>(fn, st, B, G * H);
-        gemm_p<S>(*sh.pw, false, B, H, GH, st.da, GH, sh.wp, H, true, st.dhn, H);
-        return;
-      }
-      if (step > 0) {  // this shard's columns of dh = direct + every shard's partial
-        const S* d0 = dir + (1 - par) * B * H;
-        const S* p0 = prt + (1 - par) * P * B * H;
-        for (int64_t b = 0; b < B; ++b) {
-          S* __restrict out = dsb + b * H + sh.u0;
-          const S* __restrict d = d0 + b * H + sh.u0;
-          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
-          for (int64_t r = 0; r < P; ++r) {
-            const S* __restrict pr = p0 + (r * B + b) * H + sh.u0;
-            for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+        rows<S>(fn, st, B, GN);
+        gemm_p<S>(*sh.pw, false, B, H, GN, st.dak, GN, sh.wp, H, true, st.dhn, H);
+      } else {
+        if (step > 0) {  // this shard's columns of dh = direct + every shard's partial
+          const S* d0 = dir + (1 - par) * B * H;
+          const S* p0 = prt + (1 - par) * P * B * H;
+          for (int64_t b = 0; b < B; ++b) {
+            S* __restrict out = dsb + b * H + sh.u0;
+            const S* __restrict d = d0 + b * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+            for (int64_t r = 0; r < P; ++r) {
+              const S* __restrict pr = p0 + (r * B + b) * H + sh.u0;
+              for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+            }
           }
         }
+        st.dh = dsb;
+        fn(st, 0, B);
+        if (step + 1 < T) {  // the next step's saved gates and cells, during this GEMM
+          const int64_t next = reverse ? step + 1 : T - 2 - step;
+          if (g) prefetch_rows<S>(g + next * B * gs + sh.u0, B, gs, G, H, n);
+          if (cb) prefetch_rows<S>(cb + next * B * H + sh.u0, B, H, 1, 0, n);
+        }
+        gemm_p<S>(*sh.pw, false, B, H, GN, st.dak, GN, sh.wp, H, false,
+                  prt + (par * P + q) * B * H, H);
       }
-      st.dh = dsb;
-      st.dak = sh.tp;
-      fn(st, 0, B);
-      if (step + 1 < T) {  // the next step's saved gates and cells, during this step's GEMM
-        const int64_t next = reverse ? step + 1 : T - 2 - step;
-        if (g) prefetch_rows<S>(g + next * B * gs + sh.u0, B, gs, G, H, n);
-        if (cb) prefetch_rows<S>(cb + next * B * H + sh.u0, B, H, 1, 0, n);
+      if (step == c0 + L - 1) {  // the chunk is done: its share of the weight gradients and dx
+        const int64_t R = L * B;
+        const S* hprev = hb + (t_lo + (reverse ? 1 : 0)) * B * H;
+        gemm_ta<S>(GN, I, R, sh.tp, GN, xb + t_lo * B * I, I, true, dwi[q].data_ptr<S>(), I);
+        gemm_ta<S>(GN, H, R, sh.tp, GN, hprev, H, true, dwh[q].data_ptr<S>(), H);
+        S* __restrict db = dbk[q].data_ptr<S>();
+        for (int64_t r = 0; r < R; ++r) {
+          const S* __restrict a = sh.tp + r * GN;
+          for (int64_t j = 0; j < GN; ++j) db[j] += a[j];
+        }
+        gemm_p<S>(*sh.pwi, false, R, I, GN, sh.tp, GN, sh.wip, I, false,
+                  dxs[q].data_ptr<S>() + t_lo * B * I, I);
       }
-      gemm_p<S>(*sh.pw, false, B, H, G * n, sh.tp, G * n, sh.wp, H, false,
-                prt + (par * P + q) * B * H, H);
     });
+    loop_threads.reset();
     const int64_t last = (T - 1) & 1;
     dh = direct[last];
     if (P > 1) dh = dh.add(part[last].sum(0));
+    for (int64_t q = 1; q < P; ++q) dx.add_(dxs[q]);
+    at::Tensor empty = at::empty({0}, opts);
+    at::Tensor db = join_units(shards, dbk, G, H).view({G * H});
+    at::Tensor db_ih = has_b_ih ? db : empty;
+    at::Tensor db_hh = !has_b_hh ? empty : has_b_ih ? db.clone() : db;
+    return {dx.view({T, B, I}), dh, mode == LSTM ? dc : empty, join_units(shards, dwi, G, H),
+            join_units(shards, dwh, G, H), db_ih, db_hh};
   } else {
     // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
     PackedW<S> pw(false, B, H, 2 * H, whh, H);
@@ -697,29 +782,20 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   at::Tensor da2 = da.view({T * B, GH});
   at::Tensor x2 = x.view({T * B, I});
   at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).view({T * B, H});
-  at::Tensor dx, dw_ih, dw_hh, db_ih = empty, db_hh = empty;
+  at::Tensor dx = at::mm(da2, w_ih), dw_ih = at::mm(da2.t(), x2), dw_hh;
+  at::Tensor db_ih = has_b_ih ? da2.sum(0) : empty, db_hh = empty;
   if (mode == GRU) {  // da holds the input side [dA_r dA_z dA_n]; the recurrent n is dA_n ⊙ r
-    dx = at::mm(da2, w_ih);
-    dw_ih = at::mm(da2.t(), x2);
-    if (has_b_ih) db_ih = da2.sum(0);
     // padded steps hold the input projection in r's place, finite for finite x; their dA is 0
     da2.narrow(1, 2 * H, H).mul_(gates.view({T * B, gs}).narrow(1, 0, H));
     dw_hh = at::mm(da2.t(), hprev);
     if (has_b_hh) db_hh = da2.sum(0);
-  } else {
-    dx = at::mm(da2, w_ih);
-    dw_ih = at::mm(da2.t(), x2);
-    if (mode == GRU_BEFORE) {  // W_hn multiplies r ⊙ h_prev
-      at::Tensor rh = gates.narrow(2, 0, H).reshape({T * B, H}).mul(hprev);
-      dw_hh = at::cat({at::mm(da2.narrow(1, 0, 2 * H).t(), hprev),
-                       at::mm(da2.narrow(1, 2 * H, H).t(), rh)}, 0);
-    } else {
-      dw_hh = at::mm(da2.t(), hprev);
-    }
-    if (has_b_ih) db_ih = da2.sum(0);
+  } else {  // GRU_BEFORE: W_hn multiplies r ⊙ h_prev
+    at::Tensor rh = gates.narrow(2, 0, H).reshape({T * B, H}).mul(hprev);
+    dw_hh = at::cat({at::mm(da2.narrow(1, 0, 2 * H).t(), hprev),
+                     at::mm(da2.narrow(1, 2 * H, H).t(), rh)}, 0);
     if (has_b_hh) db_hh = has_b_ih ? db_ih.clone() : da2.sum(0);
   }
-  return {dx.view({T, B, I}), dh, mode == LSTM ? dc : empty, dw_ih, dw_hh, db_ih, db_hh};
+  return {dx.view({T, B, I}), dh, empty, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 at::Tensor opt(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
