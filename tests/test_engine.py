@@ -55,10 +55,14 @@ def backend_fn(name):
 
 
 def assert_close(got, want, dtype, what):
+    """float64 within 1e-10; float32 within 1e-5 relative, where a small entry of a gradient
+    that sums many large float32 terms is held to 1e-5 of the tensor's scale, not its own
+    size (summation order alone moves it by that much, the fused backend's included)."""
     if dtype == torch.float64:
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=what)
     else:
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=what)
+        scale = max(1.0, want.detach().abs().max().item()) if want.numel() else 1.0
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale, msg=what)
 
 
 CASES = list(
@@ -236,20 +240,11 @@ def test_chunked_projection_matches_reference(threads, mode, dtype):
     """The native LSTM/RNN loop projects the input, and in the backward forms the weight
     gradients and dx, a chunk of steps at a time (as many as keep ~256 KB per thread, but at
     least 512 rows). With B=64 a chunk is 8 steps, so T=9 crosses a chunk boundary, in both
-    directions, with and without saving for backward. float32 sums over T·B rows of large
-    terms, so it is compared relative to each tensor's largest entry (the fused backend
-    differs from the reference by as much)."""
+    directions, with and without saving for backward."""
     if "native" not in FAST:
         pytest.skip("native backend unavailable")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-
-    def check(got, want, what):
-        if dtype == torch.float64:
-            assert_close(got, want, dtype, what)
-        else:
-            err = (got - want).abs().max().item()
-            assert err <= 1e-5 * want.abs().max().item() + 1e-6, f"{what}: {err}"
 
     try:
         T, B, I, H = 9, 64, 24, 320
@@ -261,13 +256,13 @@ def test_chunked_projection_matches_reference(threads, mode, dtype):
             got_out, got_grads = run_and_grads(backend_fn("native"), mode, inputs, lens, reverse)
             pairs = zip(got_out + got_grads, want_out + want_grads, strict=True)
             for k, (a, b) in enumerate(pairs):
-                check(a, b, f"tensor {k} (threads={threads}, reverse={reverse})")
+                assert_close(a, b, dtype, f"tensor {k} (threads={threads}, reverse={reverse})")
             with torch.no_grad():
                 y, final = engine.run_layer(
                     mode, x, state, w_ih, w_hh, b_ih, b_hh, lens, reverse, backend="native"
                 )
             for k, (a, b) in enumerate(zip([y, *final], want_out, strict=True)):
-                check(a, b.detach(), f"no-grad output {k} (reverse={reverse})")
+                assert_close(a, b.detach(), dtype, f"no-grad output {k} (reverse={reverse})")
     finally:
         torch.set_num_threads(previous)
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("recurrence.cpp",)
-HEADERS = ("kernels.h",)
+HEADERS = ("kernels.h", "panels.h")
 # No -march=native: the cache may be shared between machines. The AVX2/FMA code paths are
 # compiled with target pragmas inside the source and chosen at run time by CPUID.
 CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]

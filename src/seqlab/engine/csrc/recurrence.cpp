@@ -18,6 +18,10 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -234,14 +238,39 @@ void gemm_ta(int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, const S* 
   at::from_blob(C, {M, N}, {ldc, 1}, opts).addmm_(a, b);
 }
 
-// The loop-invariant right operand W of `gemm` packed by MKL for a fixed (tb, N, K);
-// used for float when the packed API exists and the product is not tiny, else inactive.
+#ifdef SEQLAB_HAVE_AVX2
+#include "panels.h"
+#endif
+
+// Per-step products small enough for the panel kernel, where it beats MKL's packed GEMM.
+bool use_panels(int64_t M, int64_t N, int64_t K) {
+#ifdef SEQLAB_HAVE_AVX2
+  static const bool off = std::getenv("SEQLAB_NO_PANELS") != nullptr;
+  return !off && cpu_has_avx2() && M <= 128 && N * K <= (int64_t(1) << 17);
+#else
+  return false;
+#endif
+}
+
+// The loop-invariant right operand W of `gemm` prepared once for a fixed (tb, N, K): as
+// panels (float, small per-step products that run on one thread, AVX2), else packed by MKL
+// (float, when the packed API exists and the product is not tiny), else inactive.
 template <typename S>
 struct PackedW {
   at::Tensor buf;
   bool active = false;
-  PackedW(bool tb, int64_t M, int64_t N, int64_t K, const S* W, int64_t ldw) {
+#ifdef SEQLAB_HAVE_AVX2
+  std::optional<Panels> panels;
+#endif
+  PackedW(bool tb, int64_t M, int64_t N, int64_t K, const S* W, int64_t ldw,
+          bool one_thread = true) {
     if (!std::is_same<S, float>::value || M * N * K <= kSmallGemm) return;
+#ifdef SEQLAB_HAVE_AVX2
+    if (one_thread && use_panels(M, N, K)) {
+      panels = make_panels(tb, N, K, reinterpret_cast<const float*>(W), ldw);
+      return;
+    }
+#endif
     if (!SGEMM_PACK_GET_SIZE || !SGEMM_PACK || !SGEMM_COMPUTE) return;
     static const bool off = std::getenv("SEQLAB_NO_PACK") != nullptr;
     if (off) return;
@@ -257,10 +286,18 @@ struct PackedW {
   }
 };
 
-// gemm with a packed W: C(M,N) (+)= A(M,K) @ op(W)
+// gemm with a prepared W: C(M,N) (+)= A(M,K) @ op(W)
 template <typename S>
 void gemm_p(const PackedW<S>& pw, bool tb, int64_t M, int64_t N, int64_t K, const S* A,
             int64_t lda, const S* W, int64_t ldw, bool accumulate, S* C, int64_t ldc) {
+#ifdef SEQLAB_HAVE_AVX2
+  if constexpr (std::is_same<S, float>::value) {
+    if (pw.panels) {
+      panel_gemm(M, *pw.panels, A, lda, C, ldc, accumulate);
+      return;
+    }
+  }
+#endif
   if (!pw.active) {
     gemm<S>(tb, M, N, K, A, lda, W, ldw, accumulate, C, ldc);
     return;
@@ -577,9 +614,11 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     });
   } else {
     const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
-    PackedW<S> pw(true, B, NW, H, whh, H);
-    PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H);
     BlasThreads loop_threads(B * G * H * H);
+    const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
+        loop_threads.previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
+    PackedW<S> pw(true, B, NW, H, whh, H, one);
+    PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H, one);
     for (int64_t step = 0; step < T; ++step) {
       place(s, step);
       if (mode == GRU) {
@@ -755,9 +794,11 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
             join_units(shards, dwh, G, H), db_ih, db_hh};
   } else {
     // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
-    PackedW<S> pw(false, B, H, 2 * H, whh, H);
-    PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H);
     loop_threads.emplace(B * G * H * H);
+    const bool one =
+        loop_threads->previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
+    PackedW<S> pw(false, B, H, 2 * H, whh, H, one);
+    PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H, one);
     for (int64_t step = 0; step < T; ++step) {
       place(s, step);
       s.dh = dh.data_ptr<S>();

@@ -1,0 +1,98 @@
+// A small-GEMM kernel for the per-step products of the time loop (float, AVX2 + FMA).
+//
+// C(M, N) (+)= A(M, K) @ op(W), with op(W) repacked once per call into panels of 16 columns:
+// panel p holds op(W)[k][16p .. 16p+15] for k = 0..K-1, contiguous and zero padded. Each
+// panel (K·64 bytes) stays in L1 while 4-row tiles of A stream past it, and A needs no packing
+// because its entries are only broadcast. MKL's packed GEMM still copies A on every call; at
+// the step sizes here (M = batch ≤ 128, N·K ≤ 128 Ki) that costs it 10-40 % (measured).
+// Included by recurrence.cpp after <immintrin.h>, only where SEQLAB_HAVE_AVX2 is defined.
+
+struct Panels {
+  at::Tensor buf;
+  int64_t N = 0, K = 0;
+  const float* p = nullptr;
+};
+
+// tb: W stored (N, K) and op(W) = Wᵀ; else W stored (K, N)
+inline Panels make_panels(bool tb, int64_t N, int64_t K, const float* W, int64_t ldw) {
+  Panels out;
+  out.N = N;
+  out.K = K;
+  const int64_t np = (N + 15) / 16;
+  out.buf = at::zeros({np * K * 16}, at::TensorOptions().dtype(at::kFloat));
+  float* d = out.buf.data_ptr<float>();
+  for (int64_t col = 0; col < N; ++col) {
+    float* panel = d + (col / 16) * K * 16 + col % 16;
+    if (tb) {
+      const float* w = W + col * ldw;
+      for (int64_t k = 0; k < K; ++k) panel[k * 16] = w[k];
+    } else {
+      for (int64_t k = 0; k < K; ++k) panel[k * 16] = W[k * ldw + col];
+    }
+  }
+  out.p = d;
+  return out;
+}
+
+// R rows of A times one panel; FULL: all 16 columns exist, else only the lanes in m0/m1
+template <int R, bool FULL>
+__attribute__((target("avx2,fma"), always_inline)) inline void panel_tile(
+    int64_t K, const float* A, int64_t lda, const float* w, float* C, int64_t ldc, bool acc,
+    __m256i m0, __m256i m1) {
+  __m256 c0[R], c1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    float* c = C + r * ldc;
+    c0[r] = !acc ? _mm256_setzero_ps() : FULL ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
+    c1[r] = !acc  ? _mm256_setzero_ps()
+            : FULL ? _mm256_loadu_ps(c + 8)
+                   : _mm256_maskload_ps(c + 8, m1);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 w0 = _mm256_load_ps(w + 16 * k), w1 = _mm256_load_ps(w + 16 * k + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+      c0[r] = _mm256_fmadd_ps(a, w0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(a, w1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    float* c = C + r * ldc;
+    if (FULL) {
+      _mm256_storeu_ps(c, c0[r]);
+      _mm256_storeu_ps(c + 8, c1[r]);
+    } else {
+      _mm256_maskstore_ps(c, m0, c0[r]);
+      _mm256_maskstore_ps(c + 8, m1, c1[r]);
+    }
+  }
+}
+
+template <bool FULL>
+__attribute__((target("avx2,fma"))) void panel_rows(int64_t M, int64_t K, const float* A,
+                                                    int64_t lda, const float* w, float* C,
+                                                    int64_t ldc, bool acc, __m256i m0,
+                                                    __m256i m1) {
+  int64_t b = 0;
+  for (; b + 4 <= M; b += 4)
+    panel_tile<4, FULL>(K, A + b * lda, lda, w, C + b * ldc, ldc, acc, m0, m1);
+  for (; b < M; ++b) panel_tile<1, FULL>(K, A + b * lda, lda, w, C + b * ldc, ldc, acc, m0, m1);
+}
+
+// C(M, W.N) (+)= A(M, W.K) @ op(W)
+__attribute__((target("avx2,fma"))) inline void panel_gemm(int64_t M, const Panels& W,
+                                                           const float* A, int64_t lda, float* C,
+                                                           int64_t ldc, bool acc) {
+  const int64_t K = W.K, full = W.N / 16, rest = W.N % 16;
+  const __m256i all = _mm256_set1_epi32(-1);
+  for (int64_t p = 0; p < full; ++p)
+    panel_rows<true>(M, K, A, lda, W.p + p * K * 16, C + 16 * p, ldc, acc, all, all);
+  if (rest) {
+    const __m256i r = _mm256_set1_epi32(static_cast<int>(rest));
+    const __m256i m0 = _mm256_cmpgt_epi32(r, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m1 = _mm256_cmpgt_epi32(r, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+    panel_rows<false>(M, K, A, lda, W.p + full * K * 16, C + 16 * full, ldc, acc, m0, m1);
+  }
+}
