@@ -234,10 +234,10 @@ def test_two_threads_match_reference(backend, mode, reverse):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("mode", ["lstm", "rnn_tanh"])
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_chunked_projection_matches_reference(threads, mode, dtype):
-    """The native LSTM/RNN loop projects the input, and in the backward forms the weight
+    """The native LSTM/GRU/RNN loop projects the input, and in the backward forms the weight
     gradients and dx, a chunk of steps at a time (as many as keep ~256 KB per thread, but at
     least 512 rows). With B=64 a chunk is 8 steps, so T=9 crosses a chunk boundary, in both
     directions, with and without saving for backward."""

@@ -129,25 +129,28 @@ void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// torch.nn GRU: r = σ(x_r+h_r), z = σ(x_z+h_z), hn = h_n + b_hn, n = tanh(x_n + r⊙hn),
-// h = n + z⊙(h_prev − n). Saves [r z n hn].
+// torch.nn GRU: r = σ(a_r + w_r), z = σ(a_z + w_z), hn = w_n + b_hn, n = tanh(a_n + r⊙hn),
+// h = n + z⊙(h_prev − n), with a = ak + bias the input side and w = hw the recurrent product
+// (both rows of width 3n); saves [r z n hn] in g.
 template <typename S>
 void gru_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
-    S* __restrict a = s.g + b * s.gs;
-    const S* __restrict hw = s.hw + b * 3 * H;
-    const S* __restrict hp = s.hp + b * H;
-    S* __restrict hc = s.hc + b * H;
-    const S* __restrict bhn = s.bhn;
-    ROW_LOOP {
-      S r = v_sigmoid(a[j] + hw[j]);
-      S z = v_sigmoid(a[H + j] + hw[H + j]);
-      S hn = hw[2 * H + j] + (bhn ? bhn[j] : S(0));
-      S n = v_tanh(a[2 * H + j] + r * hn);
-      a[j] = r; a[H + j] = z; a[2 * H + j] = n; a[3 * H + j] = hn;
-      hc[j] = n + z * (hp[j] - n);
+    S* __restrict a = s.g + b * s.gs + s.u0;
+    const S* __restrict x = s.ak + b * 3 * n;
+    const S* __restrict w = s.hw + b * 3 * n;
+    const S* __restrict bi = s.bias + s.u0;
+    const S* __restrict bhn = s.bhn + s.u0;
+    const S* __restrict hp = s.hp + b * H + s.u0;
+    S* __restrict hc = s.hc + b * H + s.u0;
+    COL_LOOP {
+      S r = v_sigmoid(x[j] + bi[j] + w[j]);
+      S z = v_sigmoid(x[n + j] + bi[H + j] + w[n + j]);
+      S hn = w[2 * n + j] + bhn[j];
+      S nn = v_tanh(x[2 * n + j] + bi[2 * H + j] + r * hn);
+      a[j] = r; a[H + j] = z; a[2 * H + j] = nn; a[3 * H + j] = hn;
+      hc[j] = nn + z * (hp[j] - nn);
     }
     put_y(s, b);
   }
@@ -192,7 +195,8 @@ void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
 // Each writes dA (zero on padded rows) and the direct part of dL/dh_prev into dhn; the step's
 // GEMM then adds dA @ W_hh. A padded row passes dh (and dc) through unchanged.
 
-// A padded row: dA is zero (in `dak` for LSTM/RNN, else in da) and dh passes through.
+// A padded row: dA is zero (in `dak`/`dakr` for LSTM/RNN/GRU, else in da) and dh passes
+// through.
 template <typename S>
 static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   if (s.valid(b)) return false;
@@ -200,6 +204,10 @@ static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   if (s.dak) {
     S* __restrict d = s.dak + b * G * n;
     for (int64_t j = 0; j < G * n; ++j) d[j] = S(0);
+    if (s.dakr) {
+      S* __restrict e = s.dakr + b * G * n;
+      for (int64_t j = 0; j < G * n; ++j) e[j] = S(0);
+    }
   } else {
     S* __restrict da = s.da + b * s.das + s.u0;
     for (int64_t q = 0; q < G; ++q) {
@@ -210,10 +218,6 @@ static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
   S* __restrict dhn = s.dhn + o;
   const S* __restrict dh = s.dh + o;
   COL_LOOP dhn[j] = dh[j];
-  if (s.dax) {
-    S* __restrict dx = s.dax + o;
-    COL_LOOP dx[j] = S(0);
-  }
   return true;
 }
 
@@ -266,27 +270,29 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// torch.nn GRU: da = [dA_r, dA_z, dA_n] (the input side), dax = dA_n ⊙ r (the recurrent n).
+// torch.nn GRU: dak = [dA_r, dA_z, dA_n] (the input side), dakr = [dA_r, dA_z, dA_n ⊙ r]
+// (the recurrent side: r multiplies W_hn h + b_hn), the direct part of dh_prev is dh ⊙ z.
 template <typename S>
 void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
-  const int64_t H = s.H;
+  const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 3)) continue;
-    const S* __restrict g = s.g + b * s.gs;
-    const S* __restrict hp = s.hp + b * H;
-    const S* __restrict gy = s.gy + b * s.gys;
-    const S* __restrict dhp = s.dh + b * H;
-    S* __restrict da = s.da + b * s.das;
-    S* __restrict dax = s.dax + b * H;
-    S* __restrict dhn = s.dhn + b * H;
-    ROW_LOOP {
-      S r = g[j], z = g[H + j], n = g[2 * H + j], hn = g[3 * H + j];
+    const int64_t o = b * H + s.u0;
+    const S* __restrict g = s.g + b * s.gs + s.u0;
+    const S* __restrict hp = s.hp + o;
+    const S* __restrict gy = s.gy + b * s.gys + s.u0;
+    const S* __restrict dhp = s.dh + o;
+    S* __restrict da = s.dak + b * 3 * n;
+    S* __restrict dr = s.dakr + b * 3 * n;
+    S* __restrict dhn = s.dhn + o;
+    COL_LOOP {
+      S r = g[j], z = g[H + j], nn = g[2 * H + j], hn = g[3 * H + j];
       S dh = dhp[j] + gy[j];
-      S dan = dh * (S(1) - z) * (S(1) - n * n);
-      da[j] = dan * hn * r * (S(1) - r);
-      da[H + j] = dh * (hp[j] - n) * z * (S(1) - z);
-      da[2 * H + j] = dan;
-      dax[j] = dan * r;
+      S dan = dh * (S(1) - z) * (S(1) - nn * nn);
+      S dar = dan * hn * r * (S(1) - r);
+      S daz = dh * (hp[j] - nn) * z * (S(1) - z);
+      da[j] = dar; da[n + j] = daz; da[2 * n + j] = dan;
+      dr[j] = dar; dr[n + j] = daz; dr[2 * n + j] = dan * r;
       dhn[j] = dh * z;
     }
   }

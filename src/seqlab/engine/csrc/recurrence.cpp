@@ -2,10 +2,13 @@
 //
 // Registered as torch.ops.seqlab_engine.{forward, backward}; the autograd glue and the exact
 // buffer contract live in seqlab/engine/function.py and fused.py (the same algorithm in
-// eager torch ops). Per step: one recurrent GEMM (BLAS sgemm_/dgemm_ called directly, or a
-// plain loop for tiny sizes where call overhead dominates) and one fused pointwise pass over
-// the batch rows (vectorised, parallel over rows when large). After the backward loop the
-// weight and input gradients are single GEMMs over all T·B rows.
+// eager torch ops). LSTM, RNN and the torch.nn GRU run the whole time loop in one team of
+// threads, each owning a range of hidden units: per chunk of steps it projects its units'
+// inputs, per step it does its share of the recurrent GEMM and its units' pointwise pass, then
+// meets the others once; the backward mirrors this and forms the weight gradients and dx chunk
+// by chunk. The reset-before GRU keeps the simpler loop: the input projection of all steps in
+// one GEMM, per step BLAS GEMMs and a pointwise pass parallel over rows, and the weight and
+// input gradients as single GEMMs over all T·B rows after the backward loop.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -42,10 +45,10 @@ struct Step {
   int64_t H = 0, t = 0, gs = 0;
   int64_t u0 = 0, u1 = 0;     // the hidden units handled by this call: [u0, u1)
   S* g = nullptr;             // gates of step t, row b at g + b*gs
-  const S* ak = nullptr;      // LSTM/RNN: x@W_kᵀ + h_prev@W_kᵀ for units [u0,u1), rows of G·n
-  const S* bias = nullptr;    // LSTM/RNN: b_ih + b_hh (G·H, gate-major) added to ak
-  const S* hw = nullptr;      // torch.nn GRU: h_prev @ W_hhᵀ (B, 3H)
-  const S* bhn = nullptr;     // torch.nn GRU: b_hn (H) or null
+  const S* ak = nullptr;      // units [u0,u1): x@W_iₖᵀ (+ h_prev@W_hₖᵀ but GRU), rows of G·n
+  const S* bias = nullptr;    // b_ih + b_hh (G·H, gate-major; GRU: b_hn left out) added to ak
+  const S* hw = nullptr;      // torch.nn GRU: h_prev @ W_kᵀ for units [u0,u1), rows of 3n
+  const S* bhn = nullptr;     // torch.nn GRU: b_hn (H), zeros without b_hh
   const S* hp = nullptr;      // h_prev (B, H)
   S* hc = nullptr;            // h of this step (B, H)
   const S* cp = nullptr;      // LSTM c_prev
@@ -61,8 +64,8 @@ struct Step {
   S* dc = nullptr;            // LSTM dL/dc, updated in place (B, H)
   S* da = nullptr;            // dA of step t, row stride das
   int64_t das = 0;
-  S* dax = nullptr;           // torch.nn GRU: dA_n ⊙ r of this step, the recurrent side (B, H)
-  S* dak = nullptr;           // LSTM/RNN split step: a contiguous copy of its units' dA or null
+  S* dak = nullptr;           // LSTM/RNN/GRU: dA of units [u0,u1) (input side), rows of G·n
+  S* dakr = nullptr;          // torch.nn GRU: the recurrent side [dA_r, dA_z, dA_n ⊙ r]
   bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
 };
 
@@ -377,11 +380,13 @@ struct Shard {
   int64_t u0 = 0, u1 = 0;
   at::Tensor w;    // W_hh rows of units [u0,u1), gate-major (G·n, H); W_hh itself when whole
   at::Tensor wi;   // fwd: the same rows of W_ih (G·n, I)
-  at::Tensor tmp;  // fwd: (Tc·B, G·n) pre-activations of a chunk of steps; bwd: dA copy
+  at::Tensor tmp;   // fwd: (Tc·B, G·n) pre-activations of a chunk of steps; bwd: their dA
+  at::Tensor tmp2;  // torch.nn GRU fwd: (B, G·n) h_prev @ wᵀ; bwd: the chunk's recurrent dA
   std::optional<PackedW<S>> pw, pwi;
   S* wp = nullptr;
   S* wip = nullptr;
   S* tp = nullptr;
+  S* tp2 = nullptr;
 };
 
 // the G gate blocks' rows [u0, u0+n) of a gate-major (G·H, K) weight, as one (G·n, K) matrix
@@ -396,7 +401,8 @@ inline at::Tensor unit_rows(const at::Tensor& w, int64_t G, int64_t H, int64_t u
 // bwd: per step C(B, H) = dA_t @ w, per chunk dx_chunk = dA_chunk @ wi (tmp: dA of a chunk)
 template <typename S>
 std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih, int64_t G,
-                                  int64_t H, int64_t B, int64_t P, int64_t Tc, bool fwd) {
+                                  int64_t H, int64_t B, int64_t P, int64_t Tc, bool fwd,
+                                  bool gru) {
   const int64_t I = w_ih.size(1);
   const int64_t chunk = (H + P - 1) / P;
   const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
@@ -413,6 +419,10 @@ std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih
     k.wip = static_cast<S*>(k.wi.data_ptr());
     k.tmp = at::empty({Tc * B, G * n}, w_hh.options());
     k.tp = static_cast<S*>(k.tmp.data_ptr());
+    if (gru) {
+      k.tmp2 = at::empty({fwd ? B : Tc * B, G * n}, w_hh.options());
+      k.tp2 = static_cast<S*>(k.tmp2.data_ptr());
+    }
     if (fwd) {
       k.pw.emplace(true, B, G * n, H, k.wp, H);
       k.pwi.emplace(true, Tc * B, G * n, I, k.wip, I);
@@ -523,17 +533,18 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   const Kernels<S>& k = kernels<S>();
   at::Tensor x2 = x.view({T * B, I});
   const int64_t gs = mode == GRU ? 4 * H : G * H;  // torch.nn GRU: room for hn after r z n
-  const bool split = mode == LSTM || mode == RNN_TANH || mode == RNN_RELU;
-  // Saved gates are handed to autograd. The GRUs project every step's input in one GEMM into
-  // them (scratch without saving); LSTM/RNN project chunk by chunk inside the loop and write
-  // activated gates only to save them (RNN saves none: its backward needs only h).
+  const bool split = mode != GRU_BEFORE;
+  const bool keeps_gates = mode != RNN_TANH && mode != RNN_RELU;  // RNN backward needs only h
+  // Saved gates are handed to autograd. LSTM, RNN and the torch.nn GRU project the input chunk
+  // by chunk inside the loop and write activated gates only to save them. The reset-before GRU
+  // projects every step's input in one GEMM into them (scratch without saving).
   at::Tensor gates;
   if (!split)
     gates = save ? at::empty({T, B, gs}, x.options()) : scratch(GATES, {T, B, gs}, x.options());
-  else if (save && mode == LSTM)
+  else if (save && keeps_gates)
     gates = at::empty({T, B, gs}, x.options());
   else
-    gates = at::empty({mode == LSTM ? B : 0, gs}, x.options());  // written, never read
+    gates = at::empty({keeps_gates ? B : 0, gs}, x.options());  // written, never read
   if (!split) {
     BlasThreads bt(T * B * I * G * H);
     at::Tensor xw = gates.view({T * B, gs}).narrow(1, 0, G * H);
@@ -551,11 +562,13 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   if (mode == LSTM) cbuf[start].copy_(c0);
   at::Tensor y = len.defined() ? at::empty({T, B, H}, x.options())
                                : hbuf.narrow(0, reverse ? 0 : 1, T);
-  at::Tensor hw = mode == GRU ? at::empty({B, 3 * H}, x.options()) : at::Tensor();
   at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, x.options()) : at::Tensor();
+  at::Tensor b_hn = mode != GRU          ? at::Tensor()
+                    : b_hh.defined()     ? b_hh.narrow(0, 2 * H, H).contiguous()
+                                         : at::zeros({H}, x.options());
 
   S* g = gates.data_ptr<S>();
-  const bool per_step_gates = !split || (save && mode == LSTM);
+  const bool per_step_gates = !split || (save && keeps_gates);
   S* hb = hbuf.data_ptr<S>();
   S* cb = mode == LSTM ? cbuf.data_ptr<S>() : nullptr;
   const S* whh = w_hh.data_ptr<S>();
@@ -563,9 +576,8 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   s.H = H;
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-  s.hw = hw.defined() ? hw.data_ptr<S>() : nullptr;
   s.tmp = tmp.defined() ? tmp.data_ptr<S>() : nullptr;
-  s.bhn = (mode == GRU && b_hh.defined()) ? b_hh.data_ptr<S>() + 2 * H : nullptr;
+  s.bhn = b_hn.defined() ? b_hn.data_ptr<S>() : nullptr;
   S* yb = len.defined() ? y.data_ptr<S>() : nullptr;
   s.u0 = 0;
   s.u1 = H;
@@ -583,10 +595,14 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     st.y = yb ? yb + t * B * H : nullptr;
   };
   if (split) {
-    const RowFn<S> fn = mode == LSTM ? k.lstm_fwd : mode == RNN_TANH ? k.tanh_fwd : k.relu_fwd;
+    const RowFn<S> fn = mode == LSTM     ? k.lstm_fwd
+                        : mode == GRU    ? k.gru_fwd
+                        : mode == RNN_TANH ? k.tanh_fwd
+                                           : k.relu_fwd;
     const int64_t P0 = team_size(B, G, H);
     const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, true);
+    std::vector<Shard<S>> shards =
+        make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, true, mode == GRU);
     const int64_t P = static_cast<int64_t>(shards.size());
     at::Tensor zero_bias = bias.defined() ? bias : at::zeros({G * H}, x.options());
     s.bias = zero_bias.data_ptr<S>();
@@ -606,38 +622,45 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
       st.u1 = sh.u1;
       S* pre = sh.tp + (st.t - t_lo) * B * G * n;
       st.ak = pre;
-      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, true, pre, G * n);
+      if (mode == GRU) {  // r multiplies the recurrent n-block: keep h_prev @ Wᵀ apart
+        gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, false, sh.tp2, G * n);
+        st.hw = sh.tp2;
+      } else {
+        gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, true, pre, G * n);
+      }
       if (P == 1)
         rows<S>(fn, st, B, G * H);
       else
         fn(st, 0, B);
     });
-  } else {
-    const int64_t NW = mode == GRU_BEFORE ? 2 * H : G * H;  // rows of W_hh in the first GEMM
+  } else {  // GRU_BEFORE
     BlasThreads loop_threads(B * G * H * H);
     const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
         loop_threads.previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
-    PackedW<S> pw(true, B, NW, H, whh, H, one);
-    PackedW<S> pwn(true, B, mode == GRU_BEFORE ? H : 0, H, whh + 2 * H * H, H, one);
+    PackedW<S> pw(true, B, 2 * H, H, whh, H, one);
+    PackedW<S> pwn(true, B, H, H, whh + 2 * H * H, H, one);
     for (int64_t step = 0; step < T; ++step) {
       place(s, step);
-      if (mode == GRU) {
-        gemm_p<S>(pw, true, B, 3 * H, H, s.hp, H, whh, H, false, const_cast<S*>(s.hw), 3 * H);
-        rows<S>(k.gru_fwd, s, B, 4 * H);
-      } else {  // GRU_BEFORE
-        gemm_p<S>(pw, true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
-        rows<S>(k.grub_fwd1, s, B, 2 * H);
-        gemm_p<S>(pwn, true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
-        rows<S>(k.grub_fwd2, s, B, 2 * H);
-      }
+      gemm_p<S>(pw, true, B, 2 * H, H, s.hp, H, whh, H, true, s.g, gs);
+      rows<S>(k.grub_fwd1, s, B, 2 * H);
+      gemm_p<S>(pwn, true, B, H, H, s.tmp, H, whh + 2 * H * H, H, true, s.g + 2 * H, gs);
+      rows<S>(k.grub_fwd2, s, B, 2 * H);
     }
   }
   at::Tensor empty = at::empty({0}, x.options());
   at::Tensor hn = hbuf[end].clone();
   at::Tensor cn = mode == LSTM ? cbuf[end].clone() : empty;
-  // RNN needs only hbuf; in inference nothing beyond the outputs is kept
-  bool keep_gates = save && mode != RNN_TANH && mode != RNN_RELU;
-  return {y, hn, cn, hbuf, save ? cbuf : empty, keep_gates ? gates : empty};
+  return {y, hn, cn, hbuf, save ? cbuf : empty, save && keeps_gates ? gates : empty};
+}
+
+// out[j] += Σ_r A[r][j] for a row-major (R, N) block
+template <typename S>
+void column_sums(int64_t R, int64_t N, const S* A, S* out) {
+  for (int64_t r = 0; r < R; ++r) {
+    const S* __restrict a = A + r * N;
+    S* __restrict o = out;
+    for (int64_t j = 0; j < N; ++j) o[j] += a[j];
+  }
 }
 
 template <typename S>
@@ -652,10 +675,10 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const int64_t gs = mode == GRU ? 4 * H : GH;
   const Kernels<S>& k = kernels<S>();
   auto opts = x.options();
-  const bool split = mode == LSTM || mode == RNN_TANH || mode == RNN_RELU;
-  // GRUs keep every step's dA for the weight GEMMs after the loop; LSTM/RNN only a chunk's
+  const bool split = mode != GRU_BEFORE;
+  // The reset-before GRU keeps every step's dA for the weight GEMMs after the loop; the
+  // others only a chunk's
   at::Tensor da = split ? at::Tensor() : scratch(DA, {T, B, GH}, opts);
-  at::Tensor dax = mode == GRU ? at::empty({B, H}, opts) : at::Tensor();
   at::Tensor dh = ghn.clone(), dhn = at::empty({B, H}, opts);
   at::Tensor dc = mode == LSTM ? gcn.clone() : at::empty({0}, opts);
   at::Tensor tmp = mode == GRU_BEFORE ? at::empty({B, H}, opts) : at::Tensor();
@@ -702,10 +725,14 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   };
   std::optional<BlasThreads> loop_threads;
   if (split) {
-    const RowFn<S> fn = mode == LSTM ? k.lstm_bwd : mode == RNN_TANH ? k.tanh_bwd : k.relu_bwd;
+    const RowFn<S> fn = mode == LSTM     ? k.lstm_bwd
+                        : mode == GRU    ? k.gru_bwd
+                        : mode == RNN_TANH ? k.tanh_bwd
+                                           : k.relu_bwd;
+    const bool gru = mode == GRU;  // its recurrent dA differs from the input one (in tmp2)
     const int64_t P0 = team_size(B, G, H);
     const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
-    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, false);
+    std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, false, gru);
     const int64_t P = static_cast<int64_t>(shards.size());
     // dL/dh_prev of a step = direct[par] (+ the team's partial GEMM sums part[par][q]);
     // two parities so that a step's writes never meet the previous step's reads
@@ -716,14 +743,15 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     S* dir = direct.data_ptr<S>();
     S* prt = P == 1 ? nullptr : part.data_ptr<S>();
     S* dsb = P == 1 ? nullptr : dsum.data_ptr<S>();
-    // per shard: its rows of dW_ih, dW_hh, the bias gradient, and its share of dx
-    std::vector<at::Tensor> dwi, dwh, dbk, dxs;
+    // per shard: its rows of dW_ih, dW_hh, the bias gradients, and its share of dx
+    std::vector<at::Tensor> dwi, dwh, dbk, dbkr, dxs;
     at::Tensor dx = at::empty({T * B, I}, opts);
     for (int64_t q = 0; q < P; ++q) {
       const int64_t GN = G * (shards[q].u1 - shards[q].u0);
       dwi.push_back(at::zeros({GN, I}, opts));
       dwh.push_back(at::zeros({GN, H}, opts));
       dbk.push_back(at::zeros({GN, 1}, opts));
+      if (gru) dbkr.push_back(at::zeros({GN, 1}, opts));
       dxs.push_back(q == 0 ? dx : at::empty({T * B, I}, opts));
     }
     const S* xb = x.data_ptr<S>();
@@ -739,10 +767,12 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
       st.u1 = sh.u1;
       st.dhn = dir + par * B * H;
       st.dak = sh.tp + (st.t - t_lo) * B * GN;
+      if (gru) st.dakr = sh.tp2 + (st.t - t_lo) * B * GN;
+      const S* drec = gru ? st.dakr : st.dak;  // what multiplies W_hh
       if (P == 1) {
         st.dh = dir + (1 - par) * B * H;
         rows<S>(fn, st, B, GN);
-        gemm_p<S>(*sh.pw, false, B, H, GN, st.dak, GN, sh.wp, H, true, st.dhn, H);
+        gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, true, st.dhn, H);
       } else {
         if (step > 0) {  // this shard's columns of dh = direct + every shard's partial
           const S* d0 = dir + (1 - par) * B * H;
@@ -764,19 +794,17 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
           if (g) prefetch_rows<S>(g + next * B * gs + sh.u0, B, gs, G, H, n);
           if (cb) prefetch_rows<S>(cb + next * B * H + sh.u0, B, H, 1, 0, n);
         }
-        gemm_p<S>(*sh.pw, false, B, H, GN, st.dak, GN, sh.wp, H, false,
+        gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, false,
                   prt + (par * P + q) * B * H, H);
       }
       if (step == c0 + L - 1) {  // the chunk is done: its share of the weight gradients and dx
         const int64_t R = L * B;
         const S* hprev = hb + (t_lo + (reverse ? 1 : 0)) * B * H;
         gemm_ta<S>(GN, I, R, sh.tp, GN, xb + t_lo * B * I, I, true, dwi[q].data_ptr<S>(), I);
-        gemm_ta<S>(GN, H, R, sh.tp, GN, hprev, H, true, dwh[q].data_ptr<S>(), H);
-        S* __restrict db = dbk[q].data_ptr<S>();
-        for (int64_t r = 0; r < R; ++r) {
-          const S* __restrict a = sh.tp + r * GN;
-          for (int64_t j = 0; j < GN; ++j) db[j] += a[j];
-        }
+        const S* rec = gru ? sh.tp2 : sh.tp;
+        gemm_ta<S>(GN, H, R, rec, GN, hprev, H, true, dwh[q].data_ptr<S>(), H);
+        column_sums<S>(R, GN, sh.tp, dbk[q].data_ptr<S>());
+        if (gru) column_sums<S>(R, GN, rec, dbkr[q].data_ptr<S>());
         gemm_p<S>(*sh.pwi, false, R, I, GN, sh.tp, GN, sh.wip, I, false,
                   dxs[q].data_ptr<S>() + t_lo * B * I, I);
       }
@@ -789,11 +817,14 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     at::Tensor empty = at::empty({0}, opts);
     at::Tensor db = join_units(shards, dbk, G, H).view({G * H});
     at::Tensor db_ih = has_b_ih ? db : empty;
-    at::Tensor db_hh = !has_b_hh ? empty : has_b_ih ? db.clone() : db;
+    at::Tensor db_hh = !has_b_hh ? empty
+                       : gru     ? join_units(shards, dbkr, G, H).view({G * H})
+                       : has_b_ih ? db.clone()
+                                  : db;
     return {dx.view({T, B, I}), dh, mode == LSTM ? dc : empty, join_units(shards, dwi, G, H),
             join_units(shards, dwh, G, H), db_ih, db_hh};
   } else {
-    // GRUs: the n-block of W_hh gets its own product (its dA is not the one stored in da)
+    // GRU_BEFORE: the n-block of W_hh gets its own product (it multiplies r ⊙ h_prev)
     loop_threads.emplace(B * G * H * H);
     const bool one =
         loop_threads->previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
@@ -803,17 +834,10 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
       place(s, step);
       s.dh = dh.data_ptr<S>();
       s.dhn = dhn.data_ptr<S>();
-      s.dax = mode == GRU ? dax.data_ptr<S>() : nullptr;
-      if (mode == GRU) {
-        rows<S>(k.gru_bwd, s, B, 4 * H);
-        gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
-        gemm_p<S>(pwn, false, B, H, H, s.dax, H, whh + 2 * H * H, H, true, s.dhn, H);
-      } else {  // GRU_BEFORE
-        rows<S>(k.grub_bwd1, s, B, 2 * H);
-        gemm_p<S>(pwn, false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
-        rows<S>(k.grub_bwd2, s, B, 3 * H);
-        gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
-      }
+      rows<S>(k.grub_bwd1, s, B, 2 * H);
+      gemm_p<S>(pwn, false, B, H, H, s.da + 2 * H, GH, whh + 2 * H * H, H, false, s.tmp, H);
+      rows<S>(k.grub_bwd2, s, B, 3 * H);
+      gemm_p<S>(pw, false, B, H, 2 * H, s.da, GH, whh, H, true, s.dhn, H);
       std::swap(dh, dhn);
     }
   }
@@ -823,19 +847,12 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   at::Tensor da2 = da.view({T * B, GH});
   at::Tensor x2 = x.view({T * B, I});
   at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).view({T * B, H});
-  at::Tensor dx = at::mm(da2, w_ih), dw_ih = at::mm(da2.t(), x2), dw_hh;
+  at::Tensor dx = at::mm(da2, w_ih), dw_ih = at::mm(da2.t(), x2);
   at::Tensor db_ih = has_b_ih ? da2.sum(0) : empty, db_hh = empty;
-  if (mode == GRU) {  // da holds the input side [dA_r dA_z dA_n]; the recurrent n is dA_n ⊙ r
-    // padded steps hold the input projection in r's place, finite for finite x; their dA is 0
-    da2.narrow(1, 2 * H, H).mul_(gates.view({T * B, gs}).narrow(1, 0, H));
-    dw_hh = at::mm(da2.t(), hprev);
-    if (has_b_hh) db_hh = da2.sum(0);
-  } else {  // GRU_BEFORE: W_hn multiplies r ⊙ h_prev
-    at::Tensor rh = gates.narrow(2, 0, H).reshape({T * B, H}).mul(hprev);
-    dw_hh = at::cat({at::mm(da2.narrow(1, 0, 2 * H).t(), hprev),
-                     at::mm(da2.narrow(1, 2 * H, H).t(), rh)}, 0);
-    if (has_b_hh) db_hh = has_b_ih ? db_ih.clone() : da2.sum(0);
-  }
+  at::Tensor rh = gates.narrow(2, 0, H).reshape({T * B, H}).mul(hprev);
+  at::Tensor dw_hh = at::cat({at::mm(da2.narrow(1, 0, 2 * H).t(), hprev),
+                              at::mm(da2.narrow(1, 2 * H, H).t(), rh)}, 0);
+  if (has_b_hh) db_hh = has_b_ih ? db_ih.clone() : da2.sum(0);
   return {dx.view({T, B, I}), dh, empty, dw_ih, dw_hh, db_ih, db_hh};
 }
 
