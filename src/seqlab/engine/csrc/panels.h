@@ -4,7 +4,8 @@
 // panel p holds op(W)[k][16p .. 16p+15] for k = 0..K-1, contiguous and zero padded. Each
 // panel (K·64 bytes) stays in L1 while 4-row tiles of A stream past it, and A needs no packing
 // because its entries are only broadcast. MKL's packed GEMM still copies A on every call; at
-// the step sizes here (M = batch ≤ 128, N·K ≤ 128 Ki) that costs it 10-40 % (measured).
+// the step sizes here (M = batch ≤ 128, N·K ≤ 64 Ki) that costs it 10-40 % (measured). At
+// N·K = 128 Ki (C2) MKL was 8 % faster inside the loop, and at C3 the two tie.
 // Included by recurrence.cpp after <immintrin.h>, only where SEQLAB_HAVE_AVX2 is defined.
 
 struct Panels {

@@ -249,7 +249,7 @@ void gemm_ta(int64_t M, int64_t N, int64_t K, const S* A, int64_t lda, const S* 
 bool use_panels(int64_t M, int64_t N, int64_t K) {
 #ifdef SEQLAB_HAVE_AVX2
   static const bool off = std::getenv("SEQLAB_NO_PANELS") != nullptr;
-  return !off && cpu_has_avx2() && M <= 128 && N * K <= (int64_t(1) << 17);
+  return !off && cpu_has_avx2() && M <= 128 && N * K <= (int64_t(1) << 16);
 #else
   return false;
 #endif
