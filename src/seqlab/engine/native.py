@@ -31,10 +31,13 @@ SOURCES = ("recurrence.cpp",)
 HEADERS = ("kernels.h", "panels.h")
 # No -march=native: the cache may be shared between machines. The AVX2/FMA code paths are
 # compiled with target pragmas inside the source and chosen at run time by CPUID.
-CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
-# at::parallel_for is header-only under ATen's OpenMP backend: without -fopenmp it runs serially.
-# The soname libgomp.so.1 resolves to the runtime torch has already loaded, so there is one pool.
-LDFLAGS = ["-fopenmp"]
+# Where torch's own thread pool is OpenMP (Linux wheels), the extension is built with OpenMP too:
+# ATen's parallel_for is header-only there and would otherwise run serially, and the time loop's
+# thread team is an OpenMP region. The soname libgomp.so.1 resolves to the runtime torch has
+# already loaded, so there is one pool. Elsewhere (e.g. macOS) the loop runs on one thread.
+OPENMP = ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
+CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", *OPENMP]
+LDFLAGS = [*OPENMP]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "ops": None, "error": None, "build_dir": None}

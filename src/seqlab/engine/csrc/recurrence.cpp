@@ -32,7 +32,9 @@
 #include <cstring>
 #include <atomic>
 #include <exception>
+#ifdef _OPENMP  // built with -fopenmp where torch's own thread pool is OpenMP (native.py)
 #include <omp.h>
+#endif
 #include <optional>
 #include <string>
 #include <thread>
@@ -371,7 +373,10 @@ int64_t team_size(int64_t B, int64_t G, int64_t H) {
     const char* v = std::getenv("SEQLAB_TEAM");
     return v != nullptr && std::string(v) == "0";
   }();
-  if (off || omp_in_parallel() || B * G * H * H < kTeamMacs || H < 16) return 1;
+#ifndef _OPENMP
+  return 1;
+#endif
+  if (off || at::in_parallel_region() || B * G * H * H < kTeamMacs || H < 16) return 1;
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 8));
 }
 
@@ -496,6 +501,7 @@ void run_team(int64_t P, int64_t T, const F& body) {
     for (int64_t step = 0; step < T; ++step) body(0, step);
     return;
   }
+#ifdef _OPENMP
   std::exception_ptr error;
   std::atomic<int64_t> arrived{0};
 #pragma omp parallel num_threads(static_cast<int>(P))
@@ -516,6 +522,10 @@ void run_team(int64_t P, int64_t T, const F& body) {
     if (before >= 0) MKL_Set_Num_Threads_Local(before);
   }
   if (error) std::rethrow_exception(error);
+#else
+  for (int64_t step = 0; step < T; ++step)
+    for (int64_t k = 0; k < P; ++k) body(k, step);
+#endif
 }
 
 int64_t gates_width(int64_t mode) {
@@ -636,7 +646,7 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
   } else {  // GRU_BEFORE
     BlasThreads loop_threads(B * G * H * H);
     const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
-        loop_threads.previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
+        loop_threads.previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
     PackedW<S> pw(true, B, 2 * H, H, whh, H, one);
     PackedW<S> pwn(true, B, H, H, whh + 2 * H * H, H, one);
     for (int64_t step = 0; step < T; ++step) {
@@ -827,7 +837,7 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
     // GRU_BEFORE: the n-block of W_hh gets its own product (it multiplies r ⊙ h_prev)
     loop_threads.emplace(B * G * H * H);
     const bool one =
-        loop_threads->previous >= 0 || at::get_num_threads() == 1 || omp_in_parallel();
+        loop_threads->previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
     PackedW<S> pw(false, B, H, 2 * H, whh, H, one);
     PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H, one);
     for (int64_t step = 0; step < T; ++step) {
