@@ -3,8 +3,10 @@
 Backends (all compute exactly what :func:`seqlab.functional.scan.reference_layer` computes):
 
 ============  ==========================================================================
-``native``    C++ time loop (``csrc/recurrence.cpp``): BLAS GEMMs, fused vectorised
-              pointwise passes, built on first use and cached (see :mod:`.native`)
+``native``    C++ time loop (``csrc/recurrence.cpp``): a thread team over hidden units with
+              per-chunk input projections and weight gradients, per-step GEMMs (AVX2 panel
+              kernel or MKL), fused vectorised pointwise passes; built on first use and
+              cached (see :mod:`.native`)
 ``fused``     the same algorithm as eager torch ops driven from Python (always available)
 ``reference`` the plain autograd reference loop (the oracle)
 ============  ==========================================================================
