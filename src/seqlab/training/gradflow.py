@@ -122,3 +122,60 @@ def hidden_grad_norms(
 
     T = len(zs_h)
     return GradFlow(norms(grads[:T]), norms(grads[T:]) if zs_c else None, float(loss.detach()))
+
+
+def _one_direction(module: nn.Module, suffix: str, batch_first: bool) -> nn.Module:
+    """A one-layer, one-direction torch.nn copy of ``module``'s ``_l0{suffix}`` weights."""
+    mode = str(module.mode).lower()
+    kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+    if mode not in kinds:
+        raise ValueError(f"module: expected an LSTM, GRU or RNN layer, got mode {module.mode!r}")
+    extra = {"nonlinearity": mode[4:]} if mode.startswith("rnn") else {}
+    params = dict(module.named_parameters())
+    bias = f"bias_ih_l0{suffix}" in params
+    copy = kinds[mode](
+        module.input_size, module.hidden_size, bias=bias, batch_first=batch_first, **extra
+    )
+    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if bias else [])
+    copy.load_state_dict({n: params[n + suffix].detach() for n in names})
+    return copy.to(params["weight_ih_l0"].dtype)
+
+
+def bidirectional_grad_norms(
+    module: nn.Module,
+    x: Tensor,
+    loss_fn: Callable[[Tensor], Tensor],
+    batch_first: bool = False,
+) -> tuple[GradFlow, GradFlow]:
+    """``‖dL/dh→_t‖`` and ``‖dL/dh←_t‖`` for a one-layer bidirectional layer, both indexed
+    by position ``t`` (torch.nn's or seqlab's LSTM/GRU/RNN).
+
+    The two directions of one layer do not feed each other: the outputs are
+    ``[h→_t; h←_t]`` with ``h→_t = f(x_t, h→_{t−1})`` and ``h←_t = f'(x_t, h←_{t+1})``. So
+    the total derivative for one direction is measured by :func:`hidden_grad_norms` on a
+    one-direction copy of its weights (the backward one reading the reversed sequence) while
+    the other direction's outputs enter ``loss_fn(outputs)`` as constants. ``h→_t`` reaches
+    the loss also through later steps, ``h←_t`` through earlier ones.
+    """
+    if not getattr(module, "bidirectional", False) or getattr(module, "num_layers", 1) != 1:
+        raise ValueError("module: expected a one-layer bidirectional layer")
+    tdim = 1 if batch_first else 0
+    fwd = _one_direction(module, "", batch_first)
+    bwd = _one_direction(module, "_reverse", batch_first)
+    x_rev = x.detach().flip(tdim)
+    with torch.no_grad():
+        out_f = fwd(x.detach())[0]
+        out_b = bwd(x_rev)[0].flip(tdim)
+    flow_f = hidden_grad_norms(
+        fwd, x.detach(), lambda o, _s: loss_fn(torch.cat([o, out_b], -1)), batch_first=batch_first
+    )
+    flow_b = hidden_grad_norms(
+        bwd,
+        x_rev,
+        lambda o, _s: loss_fn(torch.cat([out_f, o.flip(tdim)], -1)),
+        batch_first=batch_first,
+    )
+    back = GradFlow(
+        flow_b.h.flip(0), flow_b.c.flip(0) if flow_b.c is not None else None, flow_b.loss
+    )
+    return flow_f, back
