@@ -209,6 +209,26 @@ def sample(
     return _unroll(model, state, bos, max_len, eos, pad, choose)
 
 
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "generator")
+
+
+def pick_strategy(strategy: str | None, options: dict[str, Any]) -> str:
+    """The decoding a ``generate(..., strategy=None, **options)`` call asks for.
+
+    ``None`` means ``"sample"`` when a sampling option (temperature, top_k, top_p,
+    generator) is given, else ``"greedy"``. ``temperature=0`` is the greedy limit of
+    sampling (softmax(z/T) tends to one-hot on argmax z as T -> 0), so it gives ``"greedy"``
+    with only top_k/top_p/generator given; ``options`` loses the sampling-only keys then.
+    """
+    if strategy is None:
+        strategy = "sample" if any(k in options for k in SAMPLING_OPTIONS) else "greedy"
+    if strategy == "sample" and options.get("temperature", 1.0) == 0:
+        for k in SAMPLING_OPTIONS:
+            options.pop(k, None)
+        return "greedy"
+    return strategy
+
+
 @torch.no_grad()
 def beam_search(
     model: Decodable,

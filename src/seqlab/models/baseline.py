@@ -55,6 +55,13 @@ class WindowConfig:
 
 
 class WindowMLP(nn.Module):
+    """Fixed-window baseline: ``y_t = W_2 tanh(W_1 [x_{t−k+1}; …; x_t] + b_1) + b_2``.
+
+    Sees only the last k inputs (zero left-padding), per step (B, T, O) or, with
+    ``pooling="last"``, once per row (B, O) — what a recurrent model must beat. Settings:
+    :class:`WindowConfig`.
+    """
+
     def __init__(self, config: WindowConfig) -> None:
         super().__init__()
         c = self.config = config

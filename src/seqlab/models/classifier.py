@@ -89,6 +89,15 @@ def embed_or_check(module: nn.Module, inputs: Tensor, vocab: int | None, size: i
 
 
 class SequenceClassifier(nn.Module):
+    """Many-to-one: a sequence in, one output out (classification or regression).
+
+    ``y = W_head pool(RNN(Emb(tokens)), lengths) + b`` — the pooling (``last``, ``mean``,
+    ``max``, ``attention``), the recurrent or Transformer encoder and the optional bag of
+    n-grams are set by :class:`ClassifierConfig`; the equations are in the module docstring
+    (``help(seqlab.models.classifier)``). ``forward(inputs (B, T) or (B, T, I), lengths (B,)
+    | None) -> (B, C)``; ``loss(batch)`` for :class:`seqlab.training.Trainer`.
+    """
+
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         c = self.config = config

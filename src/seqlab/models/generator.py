@@ -66,6 +66,14 @@ class GeneratorState(NamedTuple):
 
 
 class Generator(nn.Module):
+    """One-to-many: a conditioning vector v (B, K) in, a token sequence out.
+
+    v enters through the initial state ``s_0 = tanh(W_s v)`` and/or the inputs ``u_t = W_u
+    v``; the previous output token (or zeros) is fed back. ``forward(cond, tgt_in) ->
+    logits (B, T, V)``; ``generate(cond, max_len, strategy)`` decodes. Settings:
+    :class:`GeneratorConfig`; equations in the module docstring.
+    """
+
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         c = self.config = config

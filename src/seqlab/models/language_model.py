@@ -55,6 +55,15 @@ class LanguageModelConfig:
 
 
 class LanguageModel(nn.Module):
+    """Recurrent next-token model: ``logits_t = W_out RNN(Emb(x_t), s_{t−1})``.
+
+    ``forward(tokens (B, T), state=None, lengths=None, resets=None) -> (logits (B, T, V),
+    state)``; feed the returned state (detached) with the next chunk for truncated BPTT.
+    ``generate(prompt, max_len, temperature=0.8)`` samples a continuation (greedy without
+    sampling options). Settings: :class:`LanguageModelConfig`; equations and shapes in the
+    module docstring (``help(seqlab.models.language_model)``).
+    """
+
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
         c = self.config = config
@@ -140,13 +149,16 @@ class LanguageModel(nn.Module):
         self,
         prompt: Tensor,
         max_len: int,
-        strategy: str = "greedy",
+        strategy: str | None = None,
         eos: int | None = None,
         **kwargs,
     ) -> decoding.Decoded:
         """Continue ``prompt`` (B, P ≥ 1): the prompt's last token is the first decoder input.
         ``strategy`` is ``greedy``, ``sample`` (temperature/top_k/top_p/generator) or ``beam``
-        (beam_size, length_penalty, n_best)."""
+        (beam_size, length_penalty, n_best); left out, it is ``sample`` when a sampling
+        option is given (``lm.generate(p, 80, temperature=0.8)``) and ``greedy`` otherwise;
+        ``temperature=0`` is greedy (:func:`seqlab.decoding.pick_strategy`)."""
+        strategy = decoding.pick_strategy(strategy, kwargs)
         prompt = check_tokens("prompt", prompt, self.config.vocab_size)
         if prompt.shape[1] < 1:
             raise ValueError("prompt must hold at least one token per row")

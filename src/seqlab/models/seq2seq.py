@@ -90,6 +90,15 @@ class Seq2SeqState(NamedTuple):
 
 
 class Seq2Seq(nn.Module):
+    """Recurrent encoder-decoder (source and target of different lengths), with optional
+    attention (``none``, ``additive`` — Bahdanau, ``dot``/``general`` — Luong).
+
+    ``forward(src (B, S), src_lengths (B,), tgt_in (B, T)) -> (logits (B, T, V), attention
+    weights or None)``; ``start``/``step`` follow the decoding protocol, so greedy, sampling
+    and beam search run on it. Settings: :class:`Seq2SeqConfig`; the decoder equations and
+    the bridge are in the module docstring (``help(seqlab.models.seq2seq)``).
+    """
+
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         c = self.config = config

@@ -47,6 +47,13 @@ class TaggerConfig:
 
 
 class SequenceTagger(nn.Module):
+    """Synchronised many-to-many: one output per input step, ``y_t = W o_t + b``.
+
+    ``forward(inputs (B, T) or (B, T, I), lengths (B,) | None) -> (B, T, C)`` (0 at padding).
+    ``causal=True`` forbids a bidirectional encoder (o_t may only read x_1..x_t). Settings:
+    :class:`TaggerConfig`.
+    """
+
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         c = self.config = config

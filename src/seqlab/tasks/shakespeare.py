@@ -62,9 +62,7 @@ class ShakespeareConfig(TaskConfig):
     baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
     state_reset: float = 0.05  # chance per lane and chunk that TBPTT restarts from a zero state
     sample_chars: int = 400  # characters sampled after training (shown and saved to sample.txt)
-    temperature: float = (
-        0.8  # softmax temperature of that sample (0: greedy, the most likely character)
-    )
+    temperature: float = 0.8  # softmax temperature of that sample (0: greedy, the likeliest)
 
 
 def load_text(cfg: ShakespeareConfig) -> tuple[str, str]:

@@ -57,9 +57,7 @@ class SunspotsConfig(TaskConfig):
     minutes: float = 3.0  # training budget in minutes
     eval_every: int = 25  # steps between evaluations
     patience: int = 30  # evaluations without improvement before stopping (0: never)
-    season: int = (
-        11  # period of the seasonal-naive baseline ŷ_t = y_{t−season} (11: the solar cycle)
-    )
+    season: int = 11  # period of the seasonal-naive baseline ŷ_t = y_{t−season} (solar cycle)
     ar_order: int = 9  # p of the AR(p) baseline fitted by least squares
     column: str = ""  # user CSV: value column by header name (empty: last column)
 

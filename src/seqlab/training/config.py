@@ -20,7 +20,10 @@ class TrainConfig:
 
     Stopping: after ``max_steps`` optimiser steps, after ``epochs`` passes over the data,
     after ``time_budget_s`` seconds, or when the monitored metric has not improved for
-    ``patience`` evaluations — whichever comes first (``None`` disables one).
+    ``patience`` evaluations — whichever comes first (``None`` disables one). ``epochs``
+    left at ``None`` means one pass only when neither ``max_steps`` nor ``time_budget_s`` is
+    set: ``TrainConfig(max_steps=150)`` runs 150 steps, however many passes that takes
+    (:meth:`epoch_limit`).
     ``time_budget_s`` counts from the start of each ``fit()`` call (a resumed run gets a
     fresh budget), on the ``clock`` chosen: ``"wall"`` time, or ``"cpu"``, this process's
     CPU time (reproducible on a shared machine). ``patience`` counts evaluations, so it
@@ -32,7 +35,7 @@ class TrainConfig:
     """
 
     # length of training
-    epochs: int | None = 1
+    epochs: int | None = None  # None: 1 if no max_steps/time_budget_s, else unlimited
     max_steps: int | None = None
     time_budget_s: float | None = None
     clock: str = "wall"  # what time_budget_s counts: wall | cpu (this process's CPU time)
@@ -77,6 +80,13 @@ class TrainConfig:
     tensorboard_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def epoch_limit(self) -> int | None:
+        """Passes over the data before stopping: ``epochs``, else 1 when no other budget is
+        set, else None (the step or time budget decides)."""
+        if self.epochs is not None:
+            return self.epochs
+        return 1 if self.max_steps is None and self.time_budget_s is None else None
+
     def validate(self) -> None:
         def positive(name: str, allow_none: bool = True) -> None:
             v = getattr(self, name)
@@ -91,8 +101,6 @@ class TrainConfig:
             positive(name, allow_none=False)
         if self.save_every is not None:
             positive("save_every")
-        if self.epochs is None and self.max_steps is None and self.time_budget_s is None:
-            raise ValueError("epochs/max_steps/time_budget_s: at least one must be set")
         if self.patience is not None and self.eval_every is None:
             raise ValueError("patience: early stopping counts evaluations; set eval_every too")
         if self.tbptt_k2 is not None and self.tbptt_k1 is None:

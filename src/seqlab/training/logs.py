@@ -4,8 +4,8 @@
   (``.csv``; the header is fixed by the first record, later new keys are dropped).
 * :class:`Progress` shows a rich progress bar with loss, throughput and ETA; it is a no-op
   when disabled (tests, non-main DDP ranks).
-* :class:`TensorBoard` writes scalars when ``tensorboard`` is importable, else does nothing
-  (``available`` says which).
+* :class:`TensorBoard` writes scalars when ``tensorboard`` is importable, else warns once
+  that it is not installed (``available`` says which).
 
 The library never prints; the bar writes to the terminal through rich only when asked.
 """
@@ -125,7 +125,13 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            log.info("tensorboard is not installed; TensorBoard logging is off")
+            # A warning, not info: the user asked for these logs and would otherwise find an
+            # empty folder with no idea why (logging prints warnings even unconfigured).
+            log.warning(
+                "tensorboard_dir=%s: TensorBoard is not installed, so no TensorBoard logs are "
+                "written (pip install tensorboard; metrics still go to the metrics file)",
+                log_dir,
+            )
             return
         self.writer = SummaryWriter(str(log_dir))
 

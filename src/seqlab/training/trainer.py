@@ -138,8 +138,8 @@ class Trainer:
         if c.schedule == "cosine":
             total = c.max_steps
             known = hasattr(self.train_data, "__len__") and self.tbptt is None
-            if total is None and c.epochs and known:
-                total = c.epochs * len(self.train_data) // c.grad_accum
+            if total is None and c.epoch_limit() and known:
+                total = c.epoch_limit() * len(self.train_data) // c.grad_accum
             if total is None:
                 raise ValueError("schedule: 'cosine' needs max_steps (total steps unknown)")
             return WarmupCosine(self.optimizer, c.warmup_steps, max(total, 1), c.min_lr_ratio)
@@ -167,7 +167,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         try:
             while self._stop is None:
-                if c.epochs is not None and self.epoch >= c.epochs:
+                if c.epoch_limit() is not None and self.epoch >= c.epoch_limit():
                     self._stop = "epochs"
                     break
                 self._run_epoch()

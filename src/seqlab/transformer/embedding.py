@@ -35,6 +35,9 @@ def check_tokens(name: str, tokens: Tensor, vocab_size: int, dim: int = 2) -> No
 
 
 class TokenEmbedding(nn.Module):
+    """Token + position embedding: ``x = Drop(E[tokens] · √d_model + PE[offset : offset +
+    T])``, (B, T, d_model); PE learned or sinusoidal (see the module docstring)."""
+
     def __init__(
         self,
         vocab_size: int,

@@ -160,7 +160,7 @@ class TransformerLM(nn.Module):
         self,
         prompt: Tensor,
         max_len: int,
-        strategy: str = "greedy",
+        strategy: str | None = None,
         eos: int | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -169,9 +169,13 @@ class TransformerLM(nn.Module):
         The prompt minus its last token is read in one pass (:meth:`start`); its last token is
         the first decoder input. ``strategy``: ``"greedy"``, ``"sample"`` (temperature, top_k,
         top_p, generator) or ``"beam"`` (beam_size, length_penalty, n_best) — the same call as
-        the recurrent LanguageModel.generate. Returns seqlab.decoding's ``Decoded``.
+        the recurrent LanguageModel.generate, also when ``strategy`` is left out (sample if a
+        sampling option is given, else greedy; ``temperature=0``: greedy). Returns
+        seqlab.decoding's ``Decoded``.
         """
         from seqlab import decoding  # the decoding functions live with the recurrent models
+
+        strategy = decoding.pick_strategy(strategy, kwargs)
 
         functions = {
             "greedy": decoding.greedy,

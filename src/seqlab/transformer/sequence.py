@@ -26,6 +26,10 @@ __all__ = ["SequenceEncoder"]
 
 
 class SequenceEncoder(nn.Module):
+    """Transformer encoder with the recurrent encoders' call: ``forward(x (B, T, I),
+    lengths, state=None) -> (o (B, T, E), None)``; padded steps are masked and output 0
+    (see the module docstring)."""
+
     directions = 1
 
     def __init__(
