@@ -110,6 +110,18 @@ def test_shakespeare_train_evaluate_generate(tmp_path):
     assert out["val_nats"] == pytest.approx(summary["val_nats"], rel=1e-5)
     text = cli("generate", run, "--prompt", "ROMEO:", "--length", 30).output
     assert text.startswith("ROMEO:") and len(text.rstrip("\n")) >= 6 + 25
+    # --temperature 0 is greedy: the sampling seed no longer matters
+    greedy = [
+        cli("generate", run, "--prompt", "ROMEO:", "--temperature", 0, "--seed", seed).output
+        for seed in (0, 1)
+    ]
+    assert greedy[0] == greedy[1] and greedy[0].startswith("ROMEO:")
+    # a run folder written under the old task name still loads (aliases)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["task"] == "charlm"
+    (run / "model.json").write_text(json.dumps({**meta, "task": "shakespeare"}))
+    old = json.loads(cli("evaluate", run, "--json").output)
+    assert old["val_nats"] == pytest.approx(summary["val_nats"], rel=1e-5)
 
 
 def test_sentiment_train_and_predict(tmp_path):
@@ -317,3 +329,65 @@ def test_data_install_runs_pip_for_the_pinned_package(monkeypatch):
     out = cli("data", "install", "sunspots").output
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "statsmodels==0.15.0"]]
     assert "installed statsmodels==0.15.0" in out
+
+
+# ---------------------------------------------------------------- names, folders, notices
+
+
+def test_task_names_aliases_and_what_a_run_announces(tmp_path, monkeypatch):
+    import seqlab.tasks.threads as threads
+
+    monkeypatch.setattr(threads, "_load", lambda: 50.0)  # a very busy machine
+    poem = tmp_path / "poem.txt"
+    poem.write_text("the cat sat on the mat. " * 60)
+    deep = tmp_path / ("runs-" + "d" * 120) / ("more-" + "e" * 120)
+    out = cli(
+        "train", "charlm", "--data", poem, *TINY["charlm"][2:], "--max-steps", 2,
+        "--runs-dir", deep,
+    ).output  # fmt: skip
+    (run,) = deep.iterdir()
+    assert run.name.startswith("charlm-poem-")
+    assert f"run folder: {run}" in out.splitlines()[-1]  # a 250+ character path, unbroken
+    assert "Shakespeare" not in out and f"your file {poem}" in out
+    for name in ("startup", "data", "baseline fit", "training", "evaluation", "sample", "plots"):
+        assert f"{name} done in" in out, name
+    assert "the machine is busy" in out and "threads = 1" in (run / "config.toml").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "charlm" and "training" in summary["phase_seconds"]
+    # every old name is an alias of a new one
+    from seqlab.tasks import ALIASES, get_task
+
+    assert {old: get_task(old).name for old in ALIASES} == {
+        "shakespeare": "charlm", "sentiment": "classify", "g2p": "seq2seq",
+        "sunspots": "forecast",
+    }  # fmt: skip
+
+
+def test_run_name_and_no_folder_after_a_failed_start(tmp_path):
+    cli("train", "forecast", *TINY["forecast"], "--max-steps", 2, "-q", "--name", "my-run",
+        "--runs-dir", tmp_path / "a")  # fmt: skip
+    (run,) = (tmp_path / "a").iterdir()
+    assert run.name == "my-run"
+    assert json.loads((run / "summary.json").read_text())["task"] == "forecast"
+    again = cli("train", "forecast", "--name", "my-run", "--runs-dir", tmp_path / "a", ok=False)
+    assert again.exit_code == 1 and "exists already" in again.output
+    assert cli("train", "forecast", "--name", "../up", ok=False).exit_code == 2
+    csv = tmp_path / "bad.csv"
+    csv.write_text("text,label\nfine,pos\nno label here\n")
+    runs = tmp_path / "b"
+    r = cli("train", "classify", "--data", csv, "--runs-dir", runs, ok=False)
+    assert r.exit_code == 1 and f"{csv}:3" in r.output
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_data_list_and_task_help_use_the_task_names():
+    out = cli("data", "list").output
+    for task in ("charlm", "classify", "seq2seq", "forecast"):
+        assert f"seqlab train {task}" in out
+    for name in ("classify", "sentiment"):
+        text = cli("train", name, "--help").output
+        assert "Settings of classify" in text and "default data: rotten_tomatoes" in text
+        assert "bidirectional = True" in text and "read the sentence in both directions" in text
+    text = cli("train", "charlm", "--help").output
+    for line in ("state_reset = 0.05", "context = 256", "eval_chars = 100000"):
+        assert line in text

@@ -193,7 +193,7 @@ class RunDisplay:
         if kind == "start" and self.live:
             self._start_bar()
         elif kind == "baseline":
-            self.print(f"  baseline {event['name']}: {self.status.metric} {event['value']:.4g}")
+            self.print(f"  same-split baseline {event['name']}: {event['value']:.4g}", markup=False)
         elif kind == "train":
             if self._bar is not None:
                 self._refresh_bar()
@@ -243,15 +243,17 @@ class RunDisplay:
             TextColumn("{task.fields[stats]}"),
             console=self.console,
             transient=True,
+            auto_refresh=False,  # redrawn on each event: the numbers change only then
         )
         total = 1000 if self.status.fraction() is not None else None
         self._bar_task = self._bar.add_task("training", total=total, stats=self.status.line())
         self._bar.start()
+        self._bar.refresh()
 
     def _refresh_bar(self) -> None:
         frac = self.status.fraction()
         done = None if frac is None else round(1000 * frac)
-        self._bar.update(self._bar_task, completed=done, stats=self.status.line())
+        self._bar.update(self._bar_task, completed=done, stats=self.status.line(), refresh=True)
 
     def _stop_live(self) -> None:
         if self._spinner is not None:

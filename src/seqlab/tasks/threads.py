@@ -33,16 +33,17 @@ def _cores() -> int:
 
 def auto_threads(
     requested: int = 0,
-    load: Callable[[], float | None] = _load,
-    cores: Callable[[], int] = _cores,
+    load: Callable[[], float | None] | None = None,
+    cores: Callable[[], int] | None = None,
     preferred: int = DEFAULT_THREADS,
 ) -> tuple[int, str]:
-    """(threads to use, a one-line notice or ""). ``requested`` > 0 is used as given."""
+    """(threads to use, a one-line notice or ""). ``requested`` > 0 is used as given.
+    ``load`` and ``cores`` default to the 1-minute load average and the usable cores."""
     if requested > 0:
         return requested, ""
-    n_cores = max(1, cores())
+    n_cores = max(1, (cores or _cores)())
     want = min(preferred, n_cores)
-    busy = load()
+    busy = (load or _load)()
     if busy is None:
         return want, ""
     free = n_cores - busy  # cores nobody else is running on (on average over a minute)
