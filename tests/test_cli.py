@@ -128,6 +128,7 @@ def test_sentiment_train_and_predict(tmp_path):
     run = train(tmp_path, "sentiment")
     summary = assert_run_folder(run, "test_acc")
     assert 0.0 <= summary["test_acc"] <= 1.0 and "baseline_naive_bayes_acc" in summary
+    assert (run / "grad_through_time.png").is_file()  # bidirectional: one curve per direction
     lines = cli("predict", run, "a wonderful, moving film", "dull and lifeless").output.splitlines()
     assert len(lines) == 2
     assert all(line.split("\t")[0] in ("fresh", "rotten") for line in lines)
@@ -156,6 +157,7 @@ def test_sunspots_train_and_forecast(tmp_path):
     summary = assert_run_folder(run, "test_rmse")
     assert summary["test_from"] == "1978" and summary["test_points"] == 31
     assert {"seasonal_naive_rmse", "ar_rmse", "ar_mae"} <= set(summary)
+    assert (run / "forecast.png").is_file()
     lines = cli("predict", run, "--steps", 3).output.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["+1", "+2", "+3"]
 

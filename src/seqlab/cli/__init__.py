@@ -283,7 +283,7 @@ def generate(run_dir, prompt, length, temperature, seed):
     type=int,
     default=5,
     show_default=True,
-    help="Forecast horizon in time steps (sunspots).",
+    help="Forecast horizon in time steps (forecast).",
 )
 @friendly_errors
 def predict(run_dir, inputs, input_file, encoding, beam, steps):
@@ -310,7 +310,7 @@ def predict(run_dir, inputs, input_file, encoding, beam, steps):
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--limit", type=int, default=None, help="Use only the first N plays (smoke runs).")
 @click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a shakespeare setting."
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a charlm setting."
 )
 @friendly_errors
 def demo(minutes, runs_dir, limit, overrides):
