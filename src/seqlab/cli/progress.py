@@ -235,12 +235,14 @@ class RunDisplay:
 
     def _start_bar(self) -> None:
         from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
 
         self._stop_live()
         self._bar = Progress(
             TextColumn("[bold]training"),
-            BarColumn(),
-            TextColumn("{task.fields[stats]}"),
+            BarColumn(bar_width=20),
+            # a narrow terminal folds the numbers onto more lines instead of cutting them off
+            TextColumn("{task.fields[stats]}", table_column=Column(overflow="fold", ratio=1)),
             console=self.console,
             transient=True,
             auto_refresh=False,  # redrawn on each event: the numbers change only then

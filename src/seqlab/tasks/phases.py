@@ -62,6 +62,10 @@ def native_build(progress: Progress, impl: str, model: str) -> None:
     with phase(progress, "native build") as info:
         from seqlab.engine import native
 
-        # When seqlab.engine.native.ensure_built() lands, call it here instead.
-        kernels = native.load()
-        info.detail = "ready" if kernels is not None else "not available, using fused torch ops"
+        ensure_built = getattr(native, "ensure_built", None)  # newer engines: build + announce
+        if ensure_built is not None:
+            ensure_built()
+            usable = native.status().get("available", True)
+        else:
+            usable = native.load() is not None  # builds on first use, then cached
+        info.detail = "ready" if usable else "not available, using fused torch ops"
