@@ -154,3 +154,30 @@ def test_native_build_phase(monkeypatch):
     native_build(seen.append, "torch", "lstm")  # torch.nn layers, or a Transformer: no phase
     native_build(seen.append, "seqlab", "transformer")
     assert seen == []
+
+
+def test_the_command_starts_without_torch():
+    """The first line of `seqlab train` is printed before torch loads (issue 19: within 2 s):
+    importing the command line, and getting as far as the first phase line, imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io\n"
+        "import seqlab.cli as cli\n"
+        "assert 'torch' not in sys.modules, 'import seqlab.cli loaded torch'\n"
+        "from seqlab.cli.progress import RunDisplay, make_console\n"
+        "seen = []\n"
+        "class Stop(Exception): pass\n"
+        "class Spy(RunDisplay):\n"
+        "    def __call__(self, event):\n"
+        "        seen.append(('torch' in sys.modules, event.get('name')))\n"
+        "        raise Stop\n"
+        "try:\n"
+        "    spy = Spy(make_console(io.StringIO()))\n"
+        "    cli.run_training('shakespeare', None, (), {}, 'runs', display=spy)\n"
+        "except Stop:\n"
+        "    pass\n"
+        "assert seen == [(False, 'startup')], seen\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
