@@ -202,7 +202,8 @@ class ShakespeareTask(Task):
             vocab=len(vocab),
             parameters=count_parameters(model),
         )
-        diag_before = self._grad_diag(model, valid_ids, cfg)
+        with phase(progress, "diagnostics", "‖∂ℓ_T/∂h_t‖ at initialisation"):
+            diag_before = self._grad_diag(model, valid_ids, cfg)
         chunks = StreamChunks(train_ids, cfg.batch_size, cfg.bptt, cfg.seed)
 
         def loss_fn(model, batch, state):
