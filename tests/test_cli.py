@@ -290,6 +290,9 @@ def test_demo_short_budget(tmp_path):
         "max_steps=3",
     )
     assert "val_nats" in r.output and "run folder:" in r.output and "seqlab generate" in r.output
+    (run,) = tmp_path.iterdir()
+    # the hint is one unbroken line to copy, however long the path (pipes are not wrapped)
+    assert f"Try:  seqlab generate {run} --prompt 'HAMLET:'" in r.output.splitlines()
 
 
 def test_bench_runs_and_rejects_unknown_kinds():
