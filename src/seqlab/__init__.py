@@ -44,6 +44,7 @@ from seqlab.models import (
     WindowConfig,
     WindowMLP,
 )
+from seqlab.runs import load as load  # seqlab.load(run_dir): a trained run
 from seqlab.training import (
     TBPTT,
     TokenStreams,

@@ -9,6 +9,7 @@ seqlab demo [--minutes M]    seqlab bench
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -280,6 +281,8 @@ def demo(minutes, runs_dir, limit, overrides):
 
 main.add_command(data)
 main.add_command(bench)
+for _cmd in ("inspect_cmd", "runs_cmd", "compare_cmd", "sweep_cmd"):  # seqlab inspect|runs|...
+    main.add_command(getattr(importlib.import_module("seqlab.cli.inspect_cmd"), _cmd))
 train.epilog = _defaults_epilog()
 
 if __name__ == "__main__":  # pragma: no cover
