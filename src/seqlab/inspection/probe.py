@@ -297,6 +297,10 @@ class Probe:
         m = next(m for owner, _, m in self._targets if owner == name)
         return 2 if getattr(m, "bidirectional", False) else 1
 
+    def kind(self, name: str) -> str:
+        """The cell kind of a part: lstm, gru, gru_reset_before, rnn_tanh or rnn_relu."""
+        return _mode(next(m for owner, _, m in self._targets if owner == name))
+
     def traces(self) -> Traces:
         """``{part: [trace of k = layer·D + direction]}``, tensors (B, T, H) for batch-first
         parts (all seqlab models), detached."""

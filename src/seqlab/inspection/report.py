@@ -47,6 +47,11 @@ DEFAULT_TEXT = {
 }
 
 
+def shown(token: str) -> str:
+    """A token as a table shows it: whitespace spelled out."""
+    return {" ": "␣ (space)", "\n": "\\n (newline)", "\t": "\\t (tab)"}.get(token, token)
+
+
 # ------------------------------------------------------------------------ statistics
 def saturated_mask(name: str, values: Tensor) -> Tensor | None:
     """Bool mask of saturated entries of a traced gate, or None for states (c, LSTM h)."""
@@ -101,7 +106,8 @@ def _part_sections(
     for name, per_k in traces.items():
         D = probe.directions(name)
         tokens = tokens_of.get(name)
-        sec = Section(f"{name}: gates and states")
+        kind = probe.kind(name).split("_")[0].upper()
+        sec = Section(f"{name} ({kind}): gates and states")
         if tokens is not None:
             sec.paragraphs.append(f"steps: {len(tokens)}; layers × directions: {len(per_k)}")
         for k, tr in enumerate(per_k):
@@ -174,7 +180,7 @@ def _saliency_section(sal, part: str, tokens: list[str], stem: str, what: str) -
     )
     s.figures.append((f"{stem}-saliency", plots.saliency_bar(x, tokens), f"saliency of {what}"))
     order = x.argsort(descending=True)[:5].tolist()
-    s.tables.append((["input step", "token", "‖∂y/∂x_t‖"], [[t, tokens[t], float(x[t])]
+    s.tables.append((["input step", "token", "‖∂y/∂x_t‖"], [[t, shown(tokens[t]), float(x[t])]
                                                             for t in order]))  # fmt: skip
     return s
 
