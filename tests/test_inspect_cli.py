@@ -122,6 +122,15 @@ def test_g2p_load_and_inspect_attention_and_beams(tmp_path):
     assert html.count("<tr><td>") >= 3  # the beams table has 3 rows (plus other tables)
 
 
+def test_g2p_transformer_inspect_shows_every_attention_layer(tmp_path):
+    run = train(tmp_path, "g2p", "--model", "transformer", steps=2)
+    out = cli("inspect", run, "--text", "speech", "--beam", 2).output
+    layers = ["encoder.layers.0.self_attn", "decoder.layers.0.self_attn",
+              "decoder.layers.0.multihead_attn"]  # fmt: skip
+    html = check_page(run, out, [f"inspect-{n}-{k}" for n in layers for k in ("mean", "heads")])
+    assert "beam search (beam size 2)" in html and "greedy transcription" in html
+
+
 def test_sunspots_load_and_inspect_forecast(tmp_path):
     run = train(tmp_path, "sunspots", "--model", "gru")
     lr = seqlab.load(run)

@@ -234,3 +234,35 @@ def test_bidirectional_grad_norms_by_finite_differences():
                 vals.append(float(loss(o, None).detach()))
             g[j] = (vals[0] - vals[1]) / (2 * eps)
         assert float(norms[1]["h"][t]) == pytest.approx(float(g.norm()), rel=1e-5)
+
+
+def test_attention_probe_records_each_heads_weights_like_torch():
+    """Weights recorded inside a Transformer model equal torch.nn.MultiheadAttention's, with
+    the same parameters, on the input that layer received; the model's output is unchanged."""
+    from seqlab.attention.convert import mha_to_torch
+    from seqlab.inspection.probe import AttentionProbe
+    from seqlab.transformer import TransformerSeq2Seq
+
+    model = TransformerSeq2Seq(9, 7, d_model=8, nhead=2, num_encoder_layers=1,
+                               num_decoder_layers=1, dim_feedforward=16, dropout=0.0)  # fmt: skip
+    model.eval()
+    src, tgt = torch.randint(3, 9, (2, 5)), torch.randint(3, 7, (2, 4))
+    plain = model(src, None, tgt)
+    seen = {}
+    cross = model.decoder.layers[0].multihead_attn
+    hook = cross.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.update(q=args[0], kv=args[1]), with_kwargs=True
+    )
+    with AttentionProbe(model) as probe:
+        out = model(src, None, tgt)
+    hook.remove()
+    assert_close(out, plain, atol=1e-6, rtol=1e-5)
+    name = "decoder.layers.0.multihead_attn"
+    assert set(probe.weights) >= {name, "encoder.layers.0.self_attn"}
+    (w,) = probe.weights[name]
+    assert w.shape == (2, 2, 4, 5)  # (B, heads, T, S)
+    ref = mha_to_torch(cross)
+    _, want = ref(seen["q"], seen["kv"], seen["kv"], need_weights=True,
+                  average_attn_weights=False)  # fmt: skip
+    assert_close(w, want.detach(), atol=1e-6, rtol=1e-5)
+    assert "forward" not in cross.__dict__  # unpatched on exit

@@ -100,3 +100,17 @@ def test_memory_span():
     assert memory_span([1e-5, 0.02, 0.5, 1.0]) == 2  # 0.5 and 0.02 ≥ 1 % of 1.0, 1e-5 is not
     assert memory_span([0.5, 1.0, 0.0]) == 1  # trailing zero-gradient steps are skipped
     assert memory_span([]) == 0
+
+
+def test_attention_heads_one_panel_per_head_and_one_colorbar():
+    w = torch.softmax(torch.randn(3, 2, 4), -1)  # 3 heads, T=2, S=4
+    fig = plots.attention_heads(w, list("abcd"), ["x", "y"], "t")
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 3 and images[1].get_title() == "head 1"
+    assert len(fig.axes) == 3 + 1  # 3 heads in one row, 1 colour bar
+    assert fig.axes[-1].get_ylabel() == "α"
+    assert images[0].images[0].get_array().shape == (2, 4)
+    five = plots.attention_heads(torch.rand(5, 2, 4), list("abcd"), ["x", "y"])
+    assert len([ax for ax in five.axes if ax.images]) == 5 and len(five.axes) == 2 * 4 + 1
+    with pytest.raises(ValueError, match="weights: expected each head"):
+        plots.attention_heads(w, list("abc"), ["x", "y"])

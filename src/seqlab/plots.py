@@ -257,3 +257,44 @@ def curves_overlay(
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def attention_heads(
+    weights: Any, src: Sequence[str], tgt: Sequence[str], title: str = ""
+) -> Figure:
+    """Every head's attention weights (heads × T × S) side by side, one shared colour bar."""
+    heads = [_rows(w) for w in (weights.tolist() if hasattr(weights, "tolist") else weights)]
+    if not heads:
+        raise ValueError("weights: expected (heads, T, S) with at least one head, got none")
+    for w in heads:
+        if len(w) != len(tgt) or any(len(r) != len(src) for r in w):
+            raise ValueError(
+                f"weights: expected each head ({len(tgt)}, {len(src)}) = (len(tgt), len(src)), "
+                f"got ({len(w)}, {len(w[0]) if w else 0})"
+            )
+    n = len(heads)
+    cols = min(n, 4)
+    rows_n = -(-n // cols)
+    cell = max(1.6, min(4.0, 0.22 * max(len(src), len(tgt))))
+    fig = Figure(figsize=(1.0 + cols * cell, 0.8 + rows_n * cell))
+    axes = fig.subplots(rows_n, cols, squeeze=False)
+    im = None
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        im = ax.imshow(heads[k], cmap="viridis", aspect="auto", vmin=0, vmax=1)
+        ax.set_title(f"head {k}", fontsize=8)
+        small = max(len(src), len(tgt)) <= 40
+        if small and k % cols == 0:
+            ax.set_yticks(range(len(tgt)), list(tgt), fontsize=6)
+        else:
+            ax.set_yticks([])
+        if small and k >= n - cols:
+            ax.set_xticks(range(len(src)), list(src), fontsize=6, rotation=90)
+        else:
+            ax.set_xticks([])
+    fig.colorbar(im, ax=list(axes.flat), label="α", fraction=0.03, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -367,3 +367,41 @@ def trace_model(model: nn.Module, *args, **kwargs) -> tuple[object, Traces]:
     with Probe(model) as probe:
         result = model(*args, **kwargs)
     return result, probe.traces()
+
+
+class AttentionProbe:
+    """Context manager recording the attention weights of every
+    :class:`seqlab.attention.MultiHeadAttention` inside ``model`` (Transformer models).
+
+    Each call is run with ``need_weights=True, average_attn_weights=False``; the output the
+    model sees is unchanged. ``weights[name]`` lists each call's (B, heads, T, S), detached.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from seqlab.attention import MultiHeadAttention
+
+        self.model = model
+        self.targets = [(n, m) for n, m in model.named_modules()
+                        if isinstance(m, MultiHeadAttention)]  # fmt: skip
+        self.weights: dict[str, list[Tensor]] = {}
+
+    def __enter__(self) -> AttentionProbe:
+        if not self.targets:
+            raise ValueError(f"model: {type(self.model).__name__} has no attention layer")
+        for name, m in self.targets:
+            original = type(m).forward
+
+            def forward(mod, *args, _name=name, _orig=original, **kwargs):
+                kwargs.update(need_weights=True, average_attn_weights=False)
+                out = _orig(mod, *args, **kwargs)
+                if out.weights is not None:
+                    self.weights.setdefault(_name, []).append(out.weights.detach())
+                return out
+
+            m.forward = types.MethodType(forward, m)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, m in self.targets:
+            if "forward" in m.__dict__:
+                del m.forward

@@ -228,20 +228,45 @@ def _sentiment(lr: LoadedRun, text: str, stem: str) -> tuple[list[str], list[Sec
     return summary, sections
 
 
+def _g2p_decode(lr: LoadedRun, src: Tensor, src_len: Tensor, beam: int):
+    """(greedy phonemes, a section listing the beams with their scores or None)."""
+    from seqlab.data import EOS
+
+    def strip(ids: list[int]) -> list[int]:
+        return ids[:-1] if ids and ids[-1] == EOS else ids
+
+    with torch.no_grad():
+        found = lr.model.generate(src, src_len, max_len=lr.config.max_len)
+    phonemes = lr.decode(strip(found.tokens[0, : int(found.lengths[0])].tolist()))
+    if beam <= 1:
+        return phonemes, None
+    from seqlab.data import BOS, PAD
+    from seqlab.decoding import beam_search
+
+    with torch.no_grad():  # the decoding protocol both model kinds follow (as the task does)
+        beams = beam_search(lr.model, lr.model.start(src, src_len), BOS, lr.config.max_len,
+                            beam, eos=EOS, pad=PAD, n_best=beam)  # fmt: skip
+    rows = []
+    for j in range(beam):
+        ids = strip(beams.tokens[0, j, : int(beams.lengths[0, j])].tolist())
+        rows.append([j + 1, " ".join(lr.decode(ids)), float(beams.scores[0, j]),
+                     float(beams.log_probs[0, j])])  # fmt: skip
+    s = Section(f"beam search (beam size {beam})")
+    s.paragraphs.append("score = log p / length (length penalty 1); best first.")
+    s.tables.append((["rank", "phonemes", "score", "log p"], rows))
+    return phonemes, s
+
+
 def _g2p(lr: LoadedRun, text: str, stem: str, beam: int) -> tuple[list[str], list[Section]]:
     from seqlab.data import BOS, EOS
 
-    model, cfg = lr.model, lr.config
+    model = lr.model
     word = text.strip().split()[0] if text.strip() else DEFAULT_TEXT["g2p"]
     src_tokens = lr.tokens(word)
     src = lr.encode(word)
     src_len = torch.tensor([src.shape[1]])
-    with torch.no_grad():
-        found = model.generate(src, src_len, max_len=cfg.max_len)
-    n = int(found.lengths[0])
-    hyp = found.tokens[0, :n].tolist()
-    hyp_ids = hyp[:-1] if hyp and hyp[-1] == EOS else hyp
-    phonemes = lr.decode(hyp_ids)
+    phonemes, beams = _g2p_decode(lr, src, src_len, beam)
+    hyp_ids = lr.tgt_vocab.encode(phonemes)
     tgt_in = torch.tensor([[BOS, *hyp_ids]])
     tgt_out = torch.tensor([[*hyp_ids, EOS]])
     dec_tokens = ["<bos>", *phonemes]
@@ -265,26 +290,15 @@ def _g2p(lr: LoadedRun, text: str, stem: str, beam: int) -> tuple[list[str], lis
             alpha[0].detach(), src_tokens, dec_tokens, f"attention for {word!r}"),
             "attention weights α (output step × input letter)"))  # fmt: skip
         sections.append(s)
-    if beam > 1:
-        with torch.no_grad():
-            beams = model.generate(src, src_len, max_len=cfg.max_len, beam_size=beam, n_best=beam)
-        rows = []
-        for j in range(beam):
-            m = int(beams.lengths[0, j])
-            ids = beams.tokens[0, j, :m].tolist()
-            ids = ids[:-1] if ids and ids[-1] == EOS else ids
-            rows.append([j + 1, " ".join(lr.decode(ids)), float(beams.scores[0, j]),
-                         float(beams.log_probs[0, j])])  # fmt: skip
-        s = Section(f"beam search (beam size {beam})")
-        s.paragraphs.append("score = log p / length (length penalty 1); best first.")
-        s.tables.append((["rank", "phonemes", "score", "log p"], rows))
-        sections.append(s)
+    if beams is not None:
+        sections.append(beams)
     tokens_of = {"encoder": src_tokens, "decoder": dec_tokens}
     sections += _part_sections(probe, probe.traces(), grads, tokens_of, stem)
     return summary, sections
 
 
-def _sunspots(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], list[Section]]:
+def _sunspots_forecast(lr: LoadedRun, stem: str = "inspect"):
+    """(the forecast-vs-actual section, first test window (1, W), its actual value, labels)."""
     from seqlab.tasks.sunspots import fit_ar, load_series, split_points, windows
 
     cfg = lr.config
@@ -315,16 +329,27 @@ def _sunspots(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], li
         "model forecast, actual values and the baselines"))  # fmt: skip
     sec.tables.append((["forecaster", "RMSE"], [["model", rmse(forecast)]]
                        + [[k, rmse(v)] for k, v in base.items()]))  # fmt: skip
-    if text:
-        hist = [float(v) for v in text.replace(",", " ").split()]
-        if len(hist) < cfg.window:
-            raise ValueError(f"text: need at least window={cfg.window} numbers, got {len(hist)}")
-        x = lr.encode(" ".join(str(v) for v in hist[-cfg.window :]))
-        true = None
-        labels = [f"{v:g}" for v in hist[-cfg.window :]]
-    else:
-        x, true = xte[:1], (actual[0] - lr.mean) / lr.std
-        labels = [str(times[t]) for t in range(targets[0] - cfg.window, targets[0])]
+    labels = [str(times[t]) for t in range(targets[0] - cfg.window, targets[0])]
+    return sec, xte[:1], float(actual[0]), labels
+
+
+def _sunspots_window(lr: LoadedRun, text: str | None):
+    """(window (1, W) standardised, actual next value or None, step labels)."""
+    cfg = lr.config
+    if not text:
+        _, x, actual, labels = _sunspots_forecast(lr)
+        return x, actual, labels
+    hist = [float(v) for v in text.replace(",", " ").split()]
+    if len(hist) < cfg.window:
+        raise ValueError(f"text: need at least window={cfg.window} numbers, got {len(hist)}")
+    x = lr.encode(" ".join(str(v) for v in hist[-cfg.window :]))
+    return x, None, [f"{v:g}" for v in hist[-cfg.window :]]
+
+
+def _sunspots(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], list[Section]]:
+    sec = _sunspots_forecast(lr, stem)[0]
+    x, actual, labels = _sunspots_window(lr, text)
+    true = None if actual is None else (actual - lr.mean) / lr.std
 
     def outputs(pred):
         p = pred[0]
@@ -332,11 +357,66 @@ def _sunspots(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], li
 
     probe, pred, sal, grads = _probe_run(lr, lambda: lr.model(x), outputs)
     value = float(pred[0].detach()) * lr.std + lr.mean
-    summary = [f"window of {cfg.window} values → forecast {value:.2f}"
-               + (f" (actual {float(actual[0]):.2f})" if true is not None else "")]  # fmt: skip
+    summary = [f"window of {lr.config.window} values → forecast {value:.2f}"
+               + (f" (actual {actual:.2f})" if actual is not None else "")]  # fmt: skip
     part = probe.order[0]
     sections = [sec, _saliency_section(sal, part, labels, stem, "the forecast")]
     sections += _part_sections(probe, probe.traces(), grads, {part: labels}, stem)
+    return summary, sections
+
+
+def _transformer(lr: LoadedRun, text: str | None, stem: str, beam: int):
+    """Transformer runs: every attention layer's weights (per head and head-averaged) for the
+    input, plus the g2p beams and the sunspots forecasts as for recurrent runs."""
+    from seqlab.inspection.probe import AttentionProbe
+
+    model, cfg = lr.model, lr.config
+    summary: list[str] = []
+    sections: list[Section] = []
+    if lr.kind == "g2p":
+        from seqlab.data import BOS
+
+        word = (text or DEFAULT_TEXT["g2p"]).strip().split()[0]
+        src_tokens = lr.tokens(word)
+        src = lr.encode(word)
+        src_len = torch.tensor([src.shape[1]])
+        phonemes, beams = _g2p_decode(lr, src, src_len, beam)
+        tgt_in = torch.tensor([[BOS, *lr.tgt_vocab.encode(phonemes)]])
+        dec_tokens = ["<bos>", *phonemes]
+        call = lambda: model(src, src_len, tgt_in)  # noqa: E731
+        summary.append(f"input word {word!r}: greedy transcription {' '.join(phonemes)}")
+        if beams is not None:
+            sections.append(beams)
+    elif lr.kind == "sunspots":
+        sections.append(_sunspots_forecast(lr, stem)[0])
+        x, _actual, src_tokens = _sunspots_window(lr, text)
+        dec_tokens = src_tokens
+        call = lambda: model(x)  # noqa: E731
+    else:
+        src_tokens = lr.tokens(text or DEFAULT_TEXT[lr.kind])
+        if lr.kind == "shakespeare":
+            src_tokens = src_tokens[-cfg.context :]
+        ids = lr.encode("".join(src_tokens) if lr.kind == "shakespeare" else text
+                        or DEFAULT_TEXT[lr.kind])  # fmt: skip
+        dec_tokens = src_tokens
+        call = (lambda: model(ids)) if lr.kind == "shakespeare" else (
+            lambda: model(ids, torch.tensor([ids.shape[1]])))  # fmt: skip
+    with torch.no_grad(), AttentionProbe(model) as probe:
+        call()
+    for name, calls in probe.weights.items():
+        w = calls[0][0]  # first call, batch row 0: (heads, T, S)
+        decoder = "decoder" in name.split(".")[0]
+        rows = dec_tokens if decoder else src_tokens
+        cols = src_tokens if "multihead_attn" in name or not decoder else dec_tokens
+        if tuple(w.shape[-2:]) != (len(rows), len(cols)):
+            continue  # e.g. a cached call whose keys span more than this input
+        sec = Section(f"attention: {name}")
+        sec.figures.append((f"{stem}-{name}-mean", plots.attention_map(
+            w.mean(0), cols, rows, f"{name}: mean over {w.shape[0]} heads"),
+            f"{name}: attention weights averaged over the heads"))  # fmt: skip
+        sec.figures.append((f"{stem}-{name}-heads", plots.attention_heads(
+            w, cols, rows, f"{name}: each head"), f"{name}: each head's weights"))  # fmt: skip
+        sections.append(sec)
     return summary, sections
 
 
@@ -346,15 +426,12 @@ def inspect_run(
     """Write ``RUN/inspect.html`` and ``RUN/inspect/*.png`` for ``text`` (each task has a
     default example); returns (page path, PNG paths)."""
     lr = load(run_dir)
-    if not lr.recurrent:
-        raise ValueError(
-            f"run: {lr.path} is a Transformer run; seqlab inspect shows recurrent gates and "
-            "states (model lstm, gru or rnn)"
-        )
     if lr.model.training:
         lr.model.eval()
     stem = "inspect"
-    if lr.kind == "shakespeare":
+    if not lr.recurrent:
+        summary, sections = _transformer(lr, text, stem, beam)
+    elif lr.kind == "shakespeare":
         summary, sections = _shakespeare(lr, text or DEFAULT_TEXT["shakespeare"], stem)
     elif lr.kind == "sentiment":
         summary, sections = _sentiment(lr, text or DEFAULT_TEXT["sentiment"], stem)
