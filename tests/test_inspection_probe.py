@@ -266,3 +266,15 @@ def test_attention_probe_records_each_heads_weights_like_torch():
                   average_attn_weights=False)  # fmt: skip
     assert_close(w, want.detach(), atol=1e-6, rtol=1e-5)
     assert "forward" not in cross.__dict__  # unpatched on exit
+
+
+def test_hidden_grad_norms_through_recurrent_wrapper_with_part():
+    """Recurrent(seqlab cell) is measured with part= naming the cell; the oracle is the
+    existing cell-level measurement (a separate step-by-step implementation)."""
+    cell = seqlab.GRUCell(3, 4)
+    x = torch.randn(6, 2, 3)
+    got = hidden_grad_norms(
+        seqlab.Recurrent(cell), x, lambda o, _s: o[-1].pow(2).sum(), part="cell"
+    )
+    want = hidden_grad_norms(cell, x, lambda o, _s: o[-1].pow(2).sum())
+    assert_close(got.h, want.h, atol=1e-6, rtol=1e-5)

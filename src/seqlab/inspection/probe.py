@@ -256,6 +256,8 @@ class Probe:
         mode = _mode(cell)
 
         def forward(m, x, state=None):
+            if not x.requires_grad:  # a leaf, so saliency ∂L/∂x_t exists; same values
+                x = x.detach().requires_grad_()
             if state is None:
                 state = m.initial_state(x.shape[0], dtype=x.dtype, device=x.device)
             s = (state,) if isinstance(state, Tensor) else tuple(state)
@@ -335,7 +337,7 @@ class Probe:
                         if seq:
                             plan.append((name, k, kind, p))
                             nodes.extend(seq)
-        xs = [(name, x) for name in self.order for x in self.parts[name].inputs]
+        xs = [(n, x) for n in self.order for x in self.parts[n].inputs if x.requires_grad]
         grads = torch.autograd.grad(
             loss, nodes + [x for _, x in xs], allow_unused=True, retain_graph=retain_graph
         )
