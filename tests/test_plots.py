@@ -22,7 +22,7 @@ def test_trace_heatmaps_one_panel_and_colorbar_per_gate_with_token_axis():
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 6 and len(fig.axes) == 12  # 6 heatmaps + 6 colour bars
     assert [ax.get_ylabel().split("\n")[0] for ax in images] == ["i", "f", "g", "o", "c", "h"]
-    assert tick_labels(images[-1]) == ["a", "b", "␣", "c", "d", "\\n"]
+    assert tick_labels(images[-1]) == ["a", "b", "·", "c", "d", "\\n"]
     assert images[0].images[0].get_array().shape == (H, T)  # units × steps
     assert images[0].images[0].get_clim() == (0.0, 1.0)  # sigmoid gate scale
     lo, hi = images[2].images[0].get_clim()  # g: symmetric around 0

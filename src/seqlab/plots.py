@@ -43,7 +43,7 @@ def _token_axis(ax, tokens: Sequence[str] | None, n: int, axis: str = "x") -> No
         return
     if len(tokens) != n:
         raise ValueError(f"tokens: expected {n} labels (one per step), got {len(tokens)}")
-    labels = ["␣" if t == " " else repr(t)[1:-1] if t.isspace() or not t else t for t in tokens]
+    labels = ["·" if t == " " else repr(t)[1:-1] if t.isspace() or not t else t for t in tokens]
     step = max(1, n // 60)  # at most ~60 labels so they stay readable
     ticks = list(range(0, n, step))
     if axis == "x":
@@ -60,13 +60,18 @@ def _heat(fig: Figure, ax, rows: list[list[float]], name: str, tokens, units=Non
         im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
                        interpolation="nearest")  # fmt: skip
     else:
-        m = max((abs(v) for r in data for v in r), default=1.0) or 1.0
+        # A few large cell states would wash out the rest: scale to the 90th percentile of
+        # |value| (larger values show the end colour).
+        mags = sorted(abs(v) for r in data for v in r)
+        m = (mags[min(len(mags) - 1, int(0.9 * len(mags)))] if mags else 1.0) or 1.0
         im = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-m, vmax=m,
                        interpolation="nearest")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
     ax.set_ylabel(f"{name}\nunit", fontsize=8)
-    if units is not None and len(units) <= 16:
-        ax.set_yticks(range(len(units)), [str(u) for u in units], fontsize=6)
+    if units is not None:  # label rows with the units' own numbers
+        step = max(1, len(units) // 8)
+        ticks = list(range(0, len(units), step))
+        ax.set_yticks(ticks, [str(units[i]) for i in ticks], fontsize=6)
     _token_axis(ax, tokens, T)
 
 

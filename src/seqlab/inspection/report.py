@@ -49,7 +49,7 @@ DEFAULT_TEXT = {
 
 def shown(token: str) -> str:
     """A token as a table shows it: whitespace spelled out."""
-    return {" ": "␣ (space)", "\n": "\\n (newline)", "\t": "\\t (tab)"}.get(token, token)
+    return {" ": "· (space)", "\n": "\\n (newline)", "\t": "\\t (tab)"}.get(token, token)
 
 
 # ------------------------------------------------------------------------ statistics
@@ -119,7 +119,10 @@ def _part_sections(
             sub = Section(f"{name}, {where}")
             note = "" if len(units) == H else f" ({len(units)} of {H} units: h varies most)"
             fig = plots.trace_heatmaps(
-                row, tokens, f"{name} {where}: {', '.join(row)} over the input{note}", units
+                row,
+                tokens,
+                f"{name} ({kind}) {where}: {', '.join(row)} over the input{note}",
+                units,
             )
             sub.figures.append((f"{stem}-{name}-k{k}-gates", fig, f"{name} {where}: per-step "
                                 f"gates and states{note}"))  # fmt: skip
