@@ -88,7 +88,7 @@ def trace_heatmaps(
     if not names:
         raise ValueError("trace: expected at least one gate or state, got none")
     T = len(_rows(trace[names[0]]))
-    fig = Figure(figsize=(min(20, 3 + 0.16 * T), 1.7 * len(names) + 0.8))
+    fig = Figure(figsize=(min(20, max(6, 3 + 0.16 * T)), 1.7 * len(names) + 0.8))
     axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     for ax, name in zip(axes, names, strict=True):
         rows = _rows(trace[name])
@@ -107,7 +107,7 @@ def state_heatmap(
 ) -> Figure:
     """A single (units × steps) heatmap of ``values`` (T, H) with a colour bar."""
     rows = _rows(values)
-    fig = Figure(figsize=(min(20, 3 + 0.16 * len(rows)), 3.2))
+    fig = Figure(figsize=(min(20, max(6, 3 + 0.16 * len(rows))), 3.2))
     ax = fig.subplots()
     _heat(fig, ax, rows, name, tokens)
     ax.set_xlabel("input step")
@@ -119,7 +119,7 @@ def state_heatmap(
 def saliency_bar(values: Any, tokens: Sequence[str] | None = None, title: str = "") -> Figure:
     """Bars of ‖∂output/∂x_t‖ over the input steps."""
     v = _list(values)
-    fig = Figure(figsize=(min(20, 3 + 0.16 * len(v)), 3))
+    fig = Figure(figsize=(min(20, max(6, 3 + 0.16 * len(v))), 3))
     ax = fig.subplots()
     ax.bar(range(len(v)), v, color="tab:orange")
     _token_axis(ax, tokens, len(v))
