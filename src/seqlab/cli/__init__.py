@@ -9,7 +9,6 @@ seqlab demo [--minutes M]    seqlab bench
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import sys
@@ -281,8 +280,10 @@ def demo(minutes, runs_dir, limit, overrides):
 
 main.add_command(data)
 main.add_command(bench)
-for _cmd in ("inspect_cmd", "runs_cmd", "compare_cmd", "sweep_cmd"):  # seqlab inspect|runs|...
-    main.add_command(getattr(importlib.import_module("seqlab.cli.inspect_cmd"), _cmd))
+from seqlab.cli import inspect_cmd as _insp  # noqa: E402  (seqlab inspect/runs/compare/sweep)
+
+for _c in (_insp.inspect_cmd, _insp.runs_cmd, _insp.compare_cmd, _insp.sweep_cmd):
+    main.add_command(_c)
 train.epilog = _defaults_epilog()
 
 if __name__ == "__main__":  # pragma: no cover
