@@ -429,6 +429,8 @@ def inspect_run(
     """Write ``RUN/inspect.html`` and ``RUN/inspect/*.png`` for ``text`` (each task has a
     default example); returns (page path, PNG paths)."""
     lr = load(run_dir)
+    if lr.kind not in DEFAULT_TEXT and lr.kind != "sunspots":
+        raise ValueError(f"run: no inspect page for task {lr.task!r} yet")
     if lr.model.training:
         lr.model.eval()
     stem = "inspect"
