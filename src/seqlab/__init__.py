@@ -40,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "LanguageModel": ("seqlab.models", "LanguageModel"),
     "LanguageModelConfig": ("seqlab.models", "LanguageModelConfig"),
     "LearnedPositionalEncoding": ("seqlab.attention", "LearnedPositionalEncoding"),
+    "load": ("seqlab.runs", "load"),  # seqlab.load(run_dir): a trained run
     "losses": ("seqlab.losses", None),
     "LSTM": ("seqlab.layers", "LSTM"),
     "LSTMCell": ("seqlab.cells", "LSTMCell"),

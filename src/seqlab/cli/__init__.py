@@ -35,7 +35,14 @@ console = make_console()
 class LazyGroup(click.Group):
     """Subcommands imported on first use (click's documented lazy-loading pattern)."""
 
-    lazy = {"data": "seqlab.cli.data_cmd:data", "bench": "seqlab.cli.bench:bench"}
+    lazy = {
+        "data": "seqlab.cli.data_cmd:data",
+        "bench": "seqlab.cli.bench:bench",
+        "inspect": "seqlab.cli.inspect_cmd:inspect_cmd",
+        "runs": "seqlab.cli.inspect_cmd:runs_cmd",
+        "compare": "seqlab.cli.inspect_cmd:compare_cmd",
+        "sweep": "seqlab.cli.inspect_cmd:sweep_cmd",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

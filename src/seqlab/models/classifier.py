@@ -159,7 +159,13 @@ class SequenceClassifier(nn.Module):
         self.last_attention = masked_softmax(scores, valid)
         return torch.bmm(self.last_attention.unsqueeze(1), out).squeeze(1)
 
-    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None, trace: bool = False):
+        """Logits (B, C); with ``trace=True`` also the recurrent traces (see
+        :class:`seqlab.inspection.Probe`): ``(logits, {"encoder": [trace per layer·dir]})``."""
+        if trace:  # every step's gates and states, (B, T, H) per layer·direction
+            from seqlab.inspection.probe import trace_model
+
+            return trace_model(self, inputs, lengths)
         out = self.head(self.drop(self.encode(inputs, lengths)))
         if self.ngrams is not None:
             out = out + self.ngram_scores(inputs, lengths)

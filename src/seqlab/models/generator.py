@@ -125,9 +125,13 @@ class Generator(nn.Module):
     def state_batch_size(self, state: GeneratorState) -> int:
         return state.cond.shape[0]
 
-    def forward(self, cond: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(self, cond: Tensor, tgt_in: Tensor, trace: bool = False):
         """Teacher-forced logits (B, T, V); with feedback='zeros' only T = tgt_in.shape[1]
-        is used."""
+        is used. ``trace=True``: ``(logits, {"rnn": [trace per layer]})``."""
+        if trace:  # every step's gates and states, (B, T, H) per layer·direction
+            from seqlab.inspection.probe import trace_model
+
+            return trace_model(self, cond, tgt_in)
         tgt_in = check_tokens("tgt_in", tgt_in, self.config.vocab_size)
         state = self.start(cond)
         if tgt_in.shape[0] != cond.shape[0]:

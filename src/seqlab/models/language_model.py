@@ -94,12 +94,19 @@ class LanguageModel(nn.Module):
         state: State | None = None,
         lengths: Tensor | None = None,
         resets: Tensor | None = None,
+        trace: bool = False,
     ) -> tuple[Tensor, State]:
-        """Logits (B, T, V) and the state after each row's last valid step.
+        """Logits (B, T, V) and the state after each row's last valid step (and with
+        ``trace=True`` the traces ``{"rnn": [per layer]}``: :class:`seqlab.inspection.Probe`).
 
         ``resets`` (B, T) bool zeroes row b's state just before step t where True (a new
         document starts there in a token stream, see :class:`seqlab.training.TokenStreams`).
         """
+        if trace:  # every step's gates and states, (B, T, H) per layer·direction
+            from seqlab.inspection.probe import trace_model
+
+            (logits, state), traces = trace_model(self, tokens, state, lengths, resets)
+            return logits, state, traces
         tokens = check_tokens("tokens", tokens, self.config.vocab_size)
         B, T = tokens.shape
         lengths = check_lengths("lengths", lengths, B, T)

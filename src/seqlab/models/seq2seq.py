@@ -263,12 +263,20 @@ class Seq2Seq(nn.Module):
         src_lengths: Tensor | None,
         tgt_in: Tensor,
         teacher_forcing: float = 1.0,
+        trace: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced decoding: logits (B, T, V) and attention weights (B, T, S) or None.
 
         With ``teacher_forcing = p < 1`` (scheduled sampling, Bengio et al. 2015) each row
         feeds the gold y_{t−1} with probability p and its own argmax prediction otherwise.
+        ``trace=True`` adds the traces ``{"encoder": [...], "decoder": [...]}`` as a third
+        item (see :class:`seqlab.inspection.Probe`).
         """
+        if trace:  # every step's gates and states, (B, T, H) per layer·direction
+            from seqlab.inspection.probe import trace_model
+
+            (logits, attn), traces = trace_model(self, src, src_lengths, tgt_in, teacher_forcing)
+            return logits, attn, traces
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing}")
         tgt_in = check_tokens("tgt_in", tgt_in, self.config.tgt_vocab)

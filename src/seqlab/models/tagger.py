@@ -77,8 +77,18 @@ class SequenceTagger(nn.Module):
         self.head = nn.Linear(self.encoder.output_size, c.num_tags)
 
     def forward(
-        self, inputs: Tensor, lengths: Tensor | None = None, state: State | None = None
-    ) -> Tensor:
+        self,
+        inputs: Tensor,
+        lengths: Tensor | None = None,
+        state: State | None = None,
+        trace: bool = False,
+    ):
+        """Per-step logits (B, T, C); with ``trace=True`` ``(logits, traces)`` (see
+        :class:`seqlab.inspection.Probe`)."""
+        if trace:  # every step's gates and states, (B, T, H) per layer·direction
+            from seqlab.inspection.probe import trace_model
+
+            return trace_model(self, inputs, lengths, state)
         c = self.config
         x = embed_or_check(self, inputs, c.vocab_size, c.input_size)
         lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[1])

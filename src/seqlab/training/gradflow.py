@@ -76,19 +76,58 @@ def _route(full: Tensor, is_cell: bool) -> tuple[Tensor, Tensor]:
     return z, torch.cat([full[:-1], z.unsqueeze(0)], dim=0)
 
 
+def _is_model(module: Any) -> bool:
+    return hasattr(module, "config") and not hasattr(module, "num_layers")
+
+
+def _model_grad_norms(model: nn.Module, x: Any, loss_fn: Callable, part: str | None) -> GradFlow:
+    from seqlab.inspection.probe import Probe  # the probe imports the layers; keep it lazy
+
+    args = x if isinstance(x, tuple) else (x,)
+    with torch.enable_grad(), Probe(model) as probe:
+        result = model(*args)
+    first, second = result[:2] if isinstance(result, tuple) else (result, None)
+    with torch.enable_grad():
+        loss = loss_fn(first, second)
+    name = part if part is not None else probe.order[-1]
+    if name not in probe.parts:
+        raise ValueError(f"part: expected one of {probe.order}, got {part!r}")
+    per_k = probe.grad_norms(loss)[name]
+    D = probe.directions(name)
+    top = per_k[-D:]
+
+    def joined(kind: str) -> Tensor | None:
+        if kind not in top[0]:
+            return None
+        return torch.stack([d[kind] for d in top]).pow(2).sum(0).sqrt()
+
+    return GradFlow(joined("h"), joined("c"), float(loss.detach()))
+
+
 def hidden_grad_norms(
     module: nn.Module,
     x: Tensor,
     loss_fn: Callable[[Tensor, State], Tensor],
     state: State = None,
     batch_first: bool = False,
+    part: str | None = None,
 ) -> GradFlow:
     """Measure ``‖dL/dh_t‖`` for ``t = 0 … T−1`` (see module docstring).
 
     ``x``: (T, B, I), or (B, T, I) with ``batch_first`` (match the module's own setting).
     ``loss_fn(outputs, final_state) -> scalar``: ``outputs`` has the module's output layout
     ((T, B, H) or (B, T, H)) and holds the top layer's ``h_t``. ``state=None`` means zeros.
+
+    A seqlab model (classifier, tagger, language model, generator, seq2seq: a module with a
+    ``config`` and recurrent parts) is measured whole: ``x`` is its input (or a tuple of its
+    positional inputs), ``loss_fn(first, second)`` receives its result (``(logits, state)``
+    of a language model, ``(logits, attention)`` of a seq2seq, ``(logits, None)`` for a
+    single output), and ``‖dL/dh_t‖`` is that of the top layer of ``part`` (default: the
+    last recurrent part that ran, e.g. a seq2seq's decoder), both directions together when
+    bidirectional (see :class:`seqlab.inspection.Probe`).
     """
+    if part is not None or _is_model(module):
+        return _model_grad_norms(module, x, loss_fn, part)
     if getattr(module, "bidirectional", False):
         raise ValueError("module: a bidirectional layer has no single dL/dh_t; use one direction")
     if x.dim() != 3:
