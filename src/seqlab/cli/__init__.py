@@ -21,6 +21,7 @@ from rich.console import Console
 from seqlab.cli.bench import bench
 from seqlab.cli.data_cmd import data
 from seqlab.cli.errors import friendly_errors
+from seqlab.cli.export_cmd import export
 from seqlab.tasks import TASK_NAMES, RunDir, get_task, resolve_config, task_of_run
 from seqlab.tasks.base import MODEL_KINDS
 
@@ -280,6 +281,7 @@ def demo(minutes, runs_dir, limit, overrides):
 
 main.add_command(data)
 main.add_command(bench)
+main.add_command(export)
 train.epilog = _defaults_epilog()
 
 if __name__ == "__main__":  # pragma: no cover

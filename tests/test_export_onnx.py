@@ -1,0 +1,286 @@
+"""ONNX export checked with onnxruntime: each exported file is run on fresh random inputs
+(other batch sizes, lengths and steps than the export's example) and compared with the
+model, and with torch.nn where torch.nn has the same layer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import seqlab
+from seqlab.models import (
+    ClassifierConfig,
+    LanguageModel,
+    LanguageModelConfig,
+    Seq2Seq,
+    Seq2SeqConfig,
+    SequenceClassifier,
+)
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from seqlab.export import ExportMismatchError, seq2seq_paths, session, to_onnx  # noqa: E402
+
+MODES = {
+    "rnn_tanh": lambda **k: seqlab.RNN(nonlinearity="tanh", **k),
+    "rnn_relu": lambda **k: seqlab.RNN(nonlinearity="relu", **k),
+    "lstm": lambda **k: seqlab.LSTM(**k),
+    "gru": lambda **k: seqlab.GRU(**k),
+    "gru_reset_before": lambda **k: seqlab.GRU(reset_after=False, **k),
+}
+
+
+def run(path, **feeds):
+    sess = session(path)
+    names = [o.name for o in sess.get_outputs()]
+    got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})
+    return dict(zip(names, (torch.from_numpy(np.asarray(g)) for g in got), strict=True))
+
+
+def named(sess, feeds):
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, feeds), strict=True))
+
+
+def close(got, want, what=""):
+    torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=2e-5, msg=what)
+
+
+def parts(state):
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
+
+
+# ---------------------------------------------------------------- layers
+@pytest.mark.parametrize("loop", [False, True], ids=["native-op", "scan"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_layer_two_layers_bidirectional_lengths_state(tmp_path, mode, loop):
+    layer = MODES[mode](input_size=3, hidden_size=5, num_layers=2, bidirectional=True).eval()
+    n = 2 if mode == "lstm" else 1
+    ex_state = tuple(torch.randn(4, 2, 5) for _ in range(n))
+    ex = (torch.randn(6, 2, 3), ex_state if n == 2 else ex_state[0], torch.tensor([6, 2]))
+    (path,) = to_onnx(layer, ex, tmp_path / "l.onnx", loop=loop)
+    x, lengths = torch.randn(9, 5, 3), torch.tensor([9, 1, 4, 7, 2])  # other B, T
+    state = tuple(torch.randn(4, 5, 5) for _ in range(n))
+    got = run(path, x=x, lengths=lengths, **dict(zip(("h0", "c0"), state, strict=False)))
+    with torch.no_grad():
+        y, final = layer(x, state if n == 2 else state[0], lengths=lengths)
+    close(got["y"], y, "y")
+    assert torch.all(got["y"][4:, 2] == 0)  # padded steps are exact zeros
+    for name, want in zip(("h_n", "c_n"), parts(final), strict=False):
+        close(got[name], want, name)
+    if mode.startswith("gru_reset") or mode == "rnn_relu":
+        return
+    # independent oracle: torch.nn with the same weights, lengths through packing
+    ref = getattr(torch.nn, {"rnn_tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}[mode])(
+        3, 5, num_layers=2, bidirectional=True
+    )
+    ref.load_state_dict(layer.state_dict())
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    with torch.no_grad():
+        out, fin = ref(packed, state if n == 2 else state[0])
+    out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=9)[0]
+    close(got["y"], out, "y vs torch.nn")
+    close(got["h_n"], parts(fin)[0], "h_n vs torch.nn")
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["native-op", "scan"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_layer_batch_first_zero_state_no_lengths(tmp_path, mode, loop):
+    layer = MODES[mode](input_size=4, hidden_size=6, batch_first=True).eval()
+    (path,) = to_onnx(layer, torch.randn(2, 5, 4), tmp_path / "l.onnx", loop=loop)
+    x = torch.randn(3, 11, 4)
+    got = run(path, x=x)
+    with torch.no_grad():
+        y, final = layer(x)
+    close(got["y"], y)
+    close(got["h_n"], parts(final)[0])
+
+
+def test_onnx_operators_are_used_unless_loop(tmp_path):
+    import onnx
+
+    gru = seqlab.GRU(3, 4, reset_after=False).eval()
+    (a,) = to_onnx(gru, torch.randn(5, 2, 3), tmp_path / "a.onnx")
+    (b,) = to_onnx(gru, torch.randn(5, 2, 3), tmp_path / "b.onnx", loop=True)
+    ops_a = {n.op_type for n in onnx.load(a).graph.node}
+    ops_b = {n.op_type for n in onnx.load(b).graph.node}
+    assert "GRU" in ops_a and "Scan" not in ops_a
+    (node,) = [n for n in onnx.load(a).graph.node if n.op_type == "GRU"]
+    assert {x.name: x.i for x in node.attribute}["linear_before_reset"] == 0
+    assert "Scan" in ops_b and "GRU" not in ops_b
+
+
+def test_torch_nn_layer_exports_too(tmp_path):
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    (path,) = to_onnx(ref, (torch.randn(2, 5, 3), None, torch.tensor([5, 3])), tmp_path / "t.onnx")
+    x, lengths = torch.randn(3, 6, 3), torch.tensor([2, 6, 4])
+    got = run(path, x=x, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
+    with torch.no_grad():
+        out, (h, c) = ref(packed)
+    close(got["y"], torch.nn.utils.rnn.pad_packed_sequence(out, True, total_length=6)[0])
+    close(got["h_n"], h)
+    close(got["c_n"], c)
+
+
+def test_learned_initial_state(tmp_path):
+    layer = seqlab.LSTM(3, 4, learn_initial_state=True).eval()
+    with torch.no_grad():
+        layer.initial_state_param.normal_()
+    (path,) = to_onnx(layer, torch.randn(5, 2, 3), tmp_path / "l.onnx")
+    x = torch.randn(4, 3, 3)
+    with torch.no_grad():
+        y, _ = layer(x)
+    close(run(path, x=x)["y"], y)
+
+
+# ---------------------------------------------------------------- models
+@pytest.mark.parametrize(
+    "cell,pooling,bidirectional,ngrams",
+    [
+        ("lstm", "last", True, 0),
+        ("gru", "mean", False, 0),
+        ("rnn", "max", True, 0),
+        ("lstm", "attention", True, 5),
+    ],
+)
+def test_classifier(tmp_path, cell, pooling, bidirectional, ngrams):
+    cfg = ClassifierConfig(
+        num_classes=3, vocab_size=20, embed_size=6, hidden_size=5, num_layers=2, cell=cell,
+        bidirectional=bidirectional, pooling=pooling, ngram_buckets=ngrams,
+    )  # fmt: skip
+    model = SequenceClassifier(cfg).eval()
+    if model.ngrams is not None:
+        torch.nn.init.normal_(model.ngrams.weight)
+    ids = torch.randint(0, 20, (2, 6))
+    (path,) = to_onnx(model, (ids, torch.tensor([6, 3])), tmp_path / "c.onnx")
+    ids, lengths = torch.randint(0, 20, (4, 8)), torch.tensor([8, 1, 5, 3])
+    with torch.no_grad():
+        close(run(path, inputs=ids, lengths=lengths)["logits"], model(ids, lengths))
+
+
+def test_dense_regressor(tmp_path):
+    model = seqlab.models.SequenceRegressor(2, 3, hidden_size=4, cell="gru").eval()
+    (path,) = to_onnx(model, torch.randn(2, 5, 2), tmp_path / "r.onnx", loop=True)
+    x = torch.randn(3, 7, 2)
+    with torch.no_grad():
+        close(run(path, inputs=x, lengths=torch.tensor([7, 7, 7]))["logits"], model(x))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_language_model_forward_and_greedy_generation(tmp_path, cell):
+    model = LanguageModel(LanguageModelConfig(17, 6, 8, num_layers=2, cell=cell)).eval()
+    (path,) = to_onnx(model, torch.randint(0, 17, (2, 5)), tmp_path / "lm.onnx")
+    sess = session(path)
+    tokens = torch.randint(0, 17, (3, 7))
+    start = parts(model.start(3))
+    names = ("h0", "c0")[: len(start)]
+    got = sess.run(
+        None,
+        {"tokens": tokens.numpy(), **{n: s.numpy() for n, s in zip(names, start, strict=True)}},
+    )
+    with torch.no_grad():
+        logits, final = model(tokens)
+    close(torch.from_numpy(got[0]), logits)
+    for g, w in zip(got[1:], parts(final), strict=True):
+        close(torch.from_numpy(g), w)
+    # greedy continuation with onnxruntime alone, one step at a time
+    prompt = torch.randint(0, 17, (2, 4))
+    want = model.generate(prompt, 12).tokens
+    feeds = {
+        "tokens": prompt[:, :-1].numpy(),
+        **{n: s.numpy() for n, s in zip(names, parts(model.start(2)), strict=True)},
+    }
+    out = sess.run(None, feeds)
+    tok, mine = prompt[:, -1:].numpy(), []
+    for _ in range(12):
+        out = sess.run(None, {"tokens": tok, **dict(zip(names, out[1:], strict=True))})
+        tok = out[0][:, -1].argmax(-1)[:, None]
+        mine.append(tok[:, 0])
+    assert torch.equal(torch.from_numpy(np.stack(mine, 1)), want)
+
+
+S2S = {
+    "additive-gru": dict(attention="additive"),
+    "dot-lstm-2layers": dict(attention="dot", encoder_cell="lstm", decoder_cell="lstm",
+                             encoder_layers=2, decoder_layers=2),
+    "general-bidir-linear-bridge": dict(attention="general", bidirectional=True,
+                                        decoder_hidden_size=7, reverse_source=True),
+    "none-rnn": dict(attention="none", encoder_cell="rnn", decoder_cell="rnn"),
+    "g2p-like": dict(attention="general", encoder_cell="lstm", decoder_cell="lstm",
+                     bidirectional=True, bridge="identity", input_feeding=False),
+    "lstm-to-lstm-linear": dict(attention="none", encoder_cell="lstm", decoder_cell="lstm",
+                                bridge="linear", input_feeding=False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(S2S))
+def test_seq2seq_encoder_and_decoder_step(tmp_path, kind):
+    model = Seq2Seq(Seq2SeqConfig(15, 13, embed_size=6, hidden_size=5, **S2S[kind])).eval()
+    src = torch.randint(4, 15, (2, 6))
+    paths = to_onnx(model, (src, torch.tensor([6, 3])), tmp_path / "s.onnx")
+    assert paths == list(seq2seq_paths(tmp_path / "s.onnx"))
+    enc, dec = session(paths[0]), session(paths[1])
+    src, lengths = torch.randint(4, 15, (3, 8)), torch.tensor([8, 2, 5])
+    state = named(enc, {"src": src.numpy(), "src_lengths": lengths.numpy()})
+    lstm = "c0" in state
+    tok = np.full(3, model.config.bos_id)
+    rnn = {"h": state["h0"], **({"c": state["c0"]} if lstm else {})}
+    fixed = {k: state[k] for k in ("memory", "keys", "mask")}
+    feed, mine = state["feed"], []
+    for _ in range(10):
+        out = named(dec, {"token": tok, **rnn, **fixed, "feed": feed})
+        tok = out["logits"].argmax(-1)
+        rnn = {"h": out["h_out"], **({"c": out["c_out"]} if lstm else {})}
+        feed = out["feed_out"]
+        mine.append(tok)
+    ref_state = model.start(src, lengths)
+    close(torch.from_numpy(state["memory"]), ref_state.memory)
+    # the reference greedy loop, step by step on the model itself (no EOS stop)
+    t = torch.full((3,), model.config.bos_id)
+    s, ref = ref_state, []
+    with torch.no_grad():
+        for _ in range(10):
+            logits, s = model.step(t, s)
+            t = logits.argmax(-1)
+            ref.append(t)
+    assert torch.equal(torch.from_numpy(np.stack(mine, 1)), torch.stack(ref, 1))
+
+
+def test_transformer_and_unknown_models_are_refused(tmp_path):
+    cfg = ClassifierConfig(
+        num_classes=2, vocab_size=9, embed_size=8, hidden_size=8, cell="transformer", nhead=2
+    )
+    with pytest.raises(ValueError, match="transformer"):
+        to_onnx(SequenceClassifier(cfg), torch.randint(0, 9, (2, 3)), tmp_path / "x.onnx")
+    with pytest.raises(TypeError, match="model: expected"):
+        to_onnx(torch.nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "y.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_mismatch_is_reported_and_nothing_written(tmp_path, monkeypatch):
+    import seqlab.export as ex
+
+    real = ex._plan_lm
+
+    def perturbed(model, args, loop):
+        job = real(model, args, loop)
+        job[3]["logits"] = job[3]["logits"] + 1e-2  # the reference no longer matches
+        return job
+
+    monkeypatch.setattr(ex, "_plan_lm", perturbed)
+    model = LanguageModel(LanguageModelConfig(11, 4, 5)).eval()
+    with pytest.raises(ExportMismatchError, match="logits"):
+        to_onnx(model, torch.randint(0, 11, (2, 3)), tmp_path / "lm.onnx")
+    assert not (tmp_path / "lm.onnx").exists()
+
+
+def test_metadata_travels_with_the_file(tmp_path):
+    model = LanguageModel(LanguageModelConfig(5, 4, 4, cell="gru")).eval()
+    (path,) = to_onnx(
+        model, torch.randint(0, 5, (1, 2)), tmp_path / "m.onnx", metadata={"vocab": list("abcde")}
+    )
+    props = session(path).get_modelmeta().custom_metadata_map
+    assert json.loads(props["vocab"]) == list("abcde")
