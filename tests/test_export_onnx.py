@@ -32,7 +32,7 @@ MODES = {
 }
 
 
-def run(path, **feeds):
+def run_file(path, **feeds):
     sess = session(path)
     names = [o.name for o in sess.get_outputs()]
     got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})
@@ -63,7 +63,7 @@ def test_layer_two_layers_bidirectional_lengths_state(tmp_path, mode, loop):
     (path,) = to_onnx(layer, ex, tmp_path / "l.onnx", loop=loop)
     x, lengths = torch.randn(9, 5, 3), torch.tensor([9, 1, 4, 7, 2])  # other B, T
     state = tuple(torch.randn(4, 5, 5) for _ in range(n))
-    got = run(path, x=x, lengths=lengths, **dict(zip(("h0", "c0"), state, strict=False)))
+    got = run_file(path, x=x, lengths=lengths, **dict(zip(("h0", "c0"), state, strict=False)))
     with torch.no_grad():
         y, final = layer(x, state if n == 2 else state[0], lengths=lengths)
     close(got["y"], y, "y")
@@ -91,7 +91,7 @@ def test_layer_batch_first_zero_state_no_lengths(tmp_path, mode, loop):
     layer = MODES[mode](input_size=4, hidden_size=6, batch_first=True).eval()
     (path,) = to_onnx(layer, torch.randn(2, 5, 4), tmp_path / "l.onnx", loop=loop)
     x = torch.randn(3, 11, 4)
-    got = run(path, x=x)
+    got = run_file(path, x=x)
     with torch.no_grad():
         y, final = layer(x)
     close(got["y"], y)
@@ -116,7 +116,7 @@ def test_torch_nn_layer_exports_too(tmp_path):
     ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
     (path,) = to_onnx(ref, (torch.randn(2, 5, 3), None, torch.tensor([5, 3])), tmp_path / "t.onnx")
     x, lengths = torch.randn(3, 6, 3), torch.tensor([2, 6, 4])
-    got = run(path, x=x, lengths=lengths)
+    got = run_file(path, x=x, lengths=lengths)
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
     with torch.no_grad():
         out, (h, c) = ref(packed)
@@ -133,7 +133,7 @@ def test_learned_initial_state(tmp_path):
     x = torch.randn(4, 3, 3)
     with torch.no_grad():
         y, _ = layer(x)
-    close(run(path, x=x)["y"], y)
+    close(run_file(path, x=x)["y"], y)
 
 
 # ---------------------------------------------------------------- models
@@ -158,7 +158,7 @@ def test_classifier(tmp_path, cell, pooling, bidirectional, ngrams):
     (path,) = to_onnx(model, (ids, torch.tensor([6, 3])), tmp_path / "c.onnx")
     ids, lengths = torch.randint(0, 20, (4, 8)), torch.tensor([8, 1, 5, 3])
     with torch.no_grad():
-        close(run(path, inputs=ids, lengths=lengths)["logits"], model(ids, lengths))
+        close(run_file(path, inputs=ids, lengths=lengths)["logits"], model(ids, lengths))
 
 
 def test_dense_regressor(tmp_path):
@@ -166,7 +166,7 @@ def test_dense_regressor(tmp_path):
     (path,) = to_onnx(model, torch.randn(2, 5, 2), tmp_path / "r.onnx", loop=True)
     x = torch.randn(3, 7, 2)
     with torch.no_grad():
-        close(run(path, inputs=x, lengths=torch.tensor([7, 7, 7]))["logits"], model(x))
+        close(run_file(path, inputs=x, lengths=torch.tensor([7, 7, 7]))["logits"], model(x))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -284,3 +284,112 @@ def test_metadata_travels_with_the_file(tmp_path):
     )
     props = session(path).get_modelmeta().custom_metadata_map
     assert json.loads(props["vocab"]) == list("abcde")
+
+
+# ---------------------------------------------------------------- the command line
+def _train(root, task, data_file):
+    from click.testing import CliRunner
+
+    from seqlab.cli import main
+
+    args = ["train", task, "--data", str(data_file), "--limit", "0", "--max-steps", "2",
+            "--threads", "1", "-q", "--runs-dir", str(root), "--set", "eval_every=2"]  # fmt: skip
+    tiny = {
+        "shakespeare": ["hidden=16", "embed=8", "batch_size=4", "bptt=16", "eval_chars=400",
+                        "baseline_order=2", "sample_chars=20"],
+        "sentiment": ["hidden=8", "embed=8"],
+        "g2p": ["hidden=16", "embed=8", "eval_words=20"],
+        "sunspots": ["hidden=8"],
+    }  # fmt: skip
+    for item in tiny[task]:
+        args += ["--set", item]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    (run,) = [p for p in root.iterdir() if p.name.startswith(task + "-")]
+    return run
+
+
+def _export(run, out, ok=True):
+    from click.testing import CliRunner
+
+    from seqlab.cli import main
+
+    res = CliRunner().invoke(main, ["export", str(run), "--onnx", str(out)])
+    assert (res.exit_code == 0) == ok, res.output
+    return res
+
+
+def test_cli_exports_each_task_and_the_files_run(tmp_path):
+    from seqlab.examples.onnx_generate import generate
+    from seqlab.tasks import RunDir, get_task
+
+    text = tmp_path / "poem.txt"
+    text.write_text("the cat sat on the mat. " * 60)
+    run = _train(tmp_path / "a", "shakespeare", text)
+    _export(run, tmp_path / "lm.onnx")
+    model, vocab, _ = get_task("shakespeare").load(RunDir(run))
+    prompt = "the c"
+    want = model.generate(torch.tensor([vocab.encode(prompt)]), 15).tokens[0]
+    got = generate(str(tmp_path / "lm.onnx"), prompt, 15, temperature=0)
+    assert got == prompt + "".join(vocab.decode(want, strip_specials=False))
+    assert generate(str(tmp_path / "lm.onnx"), prompt, 15, temperature=1e-4) == got  # sampling
+    # the example runs as a lone file, without torch or seqlab
+    import subprocess
+    import sys
+
+    import seqlab.examples.onnx_generate as example
+
+    code = ("import runpy, sys; f = sys.argv[1]; sys.argv = ['g', sys.argv[2], '--prompt', "
+            "'the c', '--length', '15', '--temperature', '0']; "
+            "runpy.run_path(f, run_name='__main__'); "
+            "assert 'torch' not in sys.modules and 'seqlab' not in sys.modules")  # fmt: skip
+    argv = [sys.executable, "-c", code, example.__file__, str(tmp_path / "lm.onnx")]
+    res = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env={})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == got + "\n"
+
+    csv = tmp_path / "reviews.csv"
+    csv.write_text(
+        "text,label\n" + "".join(f'"good fun {i}",pos\n"bad, boring {i}",neg\n' for i in range(30))
+    )
+    run = _train(tmp_path / "b", "sentiment", csv)
+    _export(run, tmp_path / "cls.onnx")
+    model, vocab, labels, _ = get_task("sentiment").load(RunDir(run))
+    props = session(tmp_path / "cls.onnx").get_modelmeta().custom_metadata_map
+    assert json.loads(props["labels"]) == labels
+    ids, lengths = torch.randint(0, len(vocab), (3, 6)), torch.tensor([6, 2, 4])
+    with torch.no_grad():
+        close(run_file(tmp_path / "cls.onnx", inputs=ids, lengths=lengths)["logits"],
+              model(ids, lengths))  # fmt: skip
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"ab{c}\tA B {c.upper()}\n" for c in "cdefghijklmnopqrstuvwxyz"))
+    run = _train(tmp_path / "c", "g2p", tsv)
+    _export(run, tmp_path / "g2p.onnx")
+    assert all(p.is_file() for p in seq2seq_paths(tmp_path / "g2p.onnx"))
+
+    series = tmp_path / "temps.csv"
+    series.write_text("day,temp\n" + "".join(f"{i},{10 + (i % 7)}\n" for i in range(120)))
+    run = _train(tmp_path / "d", "sunspots", series)
+    _export(run, tmp_path / "sun.onnx")
+    model, _, cfg = get_task("sunspots").load(RunDir(run))
+    x = torch.randn(4, cfg.window)
+    with torch.no_grad():
+        close(run_file(tmp_path / "sun.onnx", x=x)["y"], model(x))
+
+
+def test_cli_refuses_a_transformer_run_clearly(tmp_path):
+    series = tmp_path / "temps.csv"
+    series.write_text("day,temp\n" + "".join(f"{i},{10 + (i % 7)}\n" for i in range(120)))
+    from click.testing import CliRunner
+
+    from seqlab.cli import main
+
+    args = ["train", "sunspots", "--data", str(series), "--model", "transformer", "-q",
+            "--max-steps", "1", "--runs-dir", str(tmp_path / "r"), "--set", "hidden=8",
+            "--set", "heads=2"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "r").iterdir()
+    res = _export(run, tmp_path / "t.onnx", ok=False)
+    assert "transformer" in res.output and not (tmp_path / "t.onnx").exists()
