@@ -393,3 +393,59 @@ def test_cli_refuses_a_transformer_run_clearly(tmp_path):
     (run,) = (tmp_path / "r").iterdir()
     res = _export(run, tmp_path / "t.onnx", ok=False)
     assert "transformer" in res.output and not (tmp_path / "t.onnx").exists()
+
+
+# ---------------------------------------------------------------- any cell: Scan loops
+class LayerNormTanhCell(torch.nn.Module):
+    """A cell seqlab does not ship: h' = tanh(LN(x W + h U)) with a learned h_0 (a new cell
+    for the traced Scan path; its own Python forward is the oracle)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.w = torch.nn.Linear(input_size, hidden_size)
+        self.u = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+        self.norm = torch.nn.LayerNorm(hidden_size)
+        self.h0 = torch.nn.Parameter(torch.randn(hidden_size))
+
+    def initial_state(self, batch_size, dtype=None, device=None):
+        return self.h0.detach().to(dtype).expand(batch_size, -1).clone()
+
+    def forward(self, x, h):
+        h = torch.tanh(self.norm(self.w(x) + self.u(h)))
+        return 2 * h, h  # the output differs from the state
+
+
+@pytest.mark.parametrize("cell", ["custom", "lstm", "gru_reset_before"])
+def test_recurrent_any_cell_with_lengths_reverse_bidirectional_stacked(tmp_path, cell):
+    def make(i):
+        if cell == "custom":
+            return LayerNormTanhCell(i, 5)
+        if cell == "lstm":
+            return seqlab.LSTMCell(i, 5)
+        return seqlab.GRUCell(i, 5, reset_after=False)
+
+    bi = seqlab.Bidirectional(seqlab.Recurrent(make(3)), seqlab.Recurrent(make(3)), merge="concat")
+    model = seqlab.Stacked([bi, seqlab.Recurrent(make(10), reverse=True)]).eval()
+    ex = (torch.randn(5, 2, 3), None, torch.tensor([5, 2]))
+    (path,) = to_onnx(model, ex, tmp_path / "w.onnx")
+    x, lengths = torch.randn(8, 4, 3), torch.tensor([8, 1, 3, 6])
+    got = run_file(path, x=x, lengths=lengths)
+    with torch.no_grad():
+        y, final = model(x, None, lengths)
+    close(got["y"], y)
+    assert torch.all(got["y"][1:, 1] == 0)
+    from seqlab.functional.scan import tree_leaves
+
+    for k, leaf in enumerate(tree_leaves(final)):
+        close(got[f"state_{k}"], leaf, f"state_{k}")
+
+
+def test_recurrent_merge_sum_batch_first(tmp_path):
+    fwd = seqlab.Recurrent(LayerNormTanhCell(3, 4), batch_first=True)
+    bwd = seqlab.Recurrent(LayerNormTanhCell(3, 4), batch_first=True)
+    model = seqlab.Bidirectional(fwd, bwd, merge="sum").eval()
+    (path,) = to_onnx(model, torch.randn(2, 5, 3), tmp_path / "m.onnx")
+    x = torch.randn(3, 7, 3)
+    with torch.no_grad():
+        close(run_file(path, x=x)["y"], model(x)[0])

@@ -30,10 +30,13 @@ from seqlab.export.models import (
     seq2seq_decoder_graph,
     seq2seq_encoder_graph,
 )
+from seqlab.export.wrappers import wrapper_graph
+from seqlab.functional.scan import tree_leaves
 from seqlab.layers import RecurrentLayer
 from seqlab.models.classifier import SequenceClassifier
 from seqlab.models.language_model import LanguageModel
 from seqlab.models.seq2seq import Seq2Seq
+from seqlab.wrappers import Bidirectional, Recurrent, Stacked
 
 __all__ = ["ExportMismatchError", "OPSET", "to_onnx", "session", "seq2seq_paths"]
 
@@ -137,6 +140,8 @@ def to_onnx(
 
     * ``seqlab.RNN/LSTM/GRU`` (or torch.nn's): ``x``, ``(x, state)`` or
       ``(x, state, lengths)``; the graph has a ``lengths``/state input when given.
+    * ``seqlab.Recurrent(cell)``, ``Bidirectional``, ``Stacked`` (any cell, see
+      :mod:`seqlab.export.wrappers`): ``x`` or ``(x, None, lengths)``; always a Scan.
     * :class:`SequenceClassifier` (and regressors): ``(inputs, lengths)`` or ``inputs``.
     * :class:`LanguageModel`: ``tokens`` or ``(tokens, state)``; the graph always takes and
       returns the state, so ``tokens`` of length 1 is the generation step.
@@ -189,6 +194,8 @@ def _plan(model: nn.Module, args: tuple, loop: bool) -> list[Job]:
     """Graphs to build, each with example feeds and the model's reference outputs."""
     if isinstance(model, RecurrentLayer | nn.RNNBase):
         return [_plan_layer(model, args, loop)]
+    if isinstance(model, Recurrent | Bidirectional | Stacked):
+        return [_plan_wrapper(model, args)]
     if isinstance(model, SequenceClassifier):
         return [_plan_classifier(model, args, loop)]
     if isinstance(model, LanguageModel):
@@ -199,8 +206,9 @@ def _plan(model: nn.Module, args: tuple, loop: bool) -> list[Job]:
     if isinstance(net, SequenceClassifier) and hasattr(model, "highway"):
         return [_plan_forecaster(model, args, loop)]
     raise TypeError(
-        "model: expected seqlab.RNN/LSTM/GRU, SequenceClassifier, LanguageModel, Seq2Seq or "
-        f"the sunspots forecaster, got {type(model).__name__}"
+        "model: expected seqlab.RNN/LSTM/GRU, Recurrent/Bidirectional/Stacked, "
+        "SequenceClassifier, LanguageModel, Seq2Seq or the sunspots forecaster, "
+        f"got {type(model).__name__}"
     )
 
 
@@ -221,6 +229,23 @@ def _plan_layer(layer: nn.Module, args: tuple, loop: bool) -> Job:
     if state is not None:
         feeds.update(zip(("h0", "c0"), _state_tuple(state), strict=False))
     ref = {"y": y, **dict(zip(("h_n", "c_n"), _state_tuple(final), strict=False))}
+    return "", g, feeds, ref
+
+
+def _plan_wrapper(module: nn.Module, args: tuple) -> Job:
+    x = args[0]
+    if len(args) > 1 and args[1] is not None:
+        raise ValueError(
+            "example_input: Recurrent/Bidirectional/Stacked export starts from the cells' "
+            "initial_state; pass (x,) or (x, None, lengths)"
+        )
+    lengths = args[2] if len(args) > 2 else None
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"example_input: expected a 3-D x, got {getattr(x, 'shape', x)!r}")
+    y, final = module(x, None, lengths)
+    g = wrapper_graph(module, x.shape[-1], lengths is not None)
+    feeds = {"x": x, **({"lengths": lengths.long()} if lengths is not None else {})}
+    ref = {"y": y, **{f"state_{k}": v for k, v in enumerate(tree_leaves(final))}}
     return "", g, feeds, ref
 
 

@@ -90,11 +90,11 @@ class Graph:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
         return name
 
-    def output(self, name: str, value: str, elem_type: int, shape: Sequence[Dim] | None) -> None:
-        """Expose ``value`` as graph output ``name`` (through an Identity node)."""
+    def output(self, name: str, value: str, elem_type: int, shape: Sequence[Dim]) -> None:
+        """Expose ``value`` as graph output ``name`` (through an Identity node); ``shape``
+        entries are sizes, symbolic names or None (unknown)."""
         self.nodes.append(helper.make_node("Identity", [value], [name]))
-        dims = None if shape is None else list(shape)
-        self.outputs.append(helper.make_tensor_value_info(name, elem_type, dims))
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
     # ------------------------------------------------------------ shorthands
     def matmul_t(self, x: str, weight: Tensor, bias: Tensor | None = None) -> str:

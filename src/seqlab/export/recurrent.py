@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seqlab.export.graph import FLOAT, Graph, helper
+from seqlab.export.graph import BOOL, FLOAT, Graph, helper
 
 # seqlab's row blocks → ONNX's: index of the seqlab block for each ONNX block
 _ONNX_ORDER = {
@@ -61,11 +61,11 @@ def _reorder(t: Tensor, mode: str) -> Tensor:
 
 
 def lengths_mask(g: Graph, lengths: str, like_tb: str) -> str:
-    """Float (T, B, 1) mask, 1 where t < lengths[b]; ``like_tb`` is any (T, B, ...) value."""
+    """Bool (T, B, 1) mask, True where t < lengths[b]; ``like_tb`` is any (T, B, ...) value."""
     T = g.op("Squeeze", [g.dim(like_tb, 0)])
     steps = g.op("Range", [g.const(0, "i"), T, g.const(1, "i")])  # (T,)
     valid = g.op("Less", [g.unsqueeze(steps, 1), g.unsqueeze(lengths, 0)])  # (T, B)
-    return g.unsqueeze(g.op("Cast", [valid], to=FLOAT), 2)
+    return g.unsqueeze(valid, 2)
 
 
 def native_layer(
@@ -140,6 +140,59 @@ def cell_step(
     return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n])])]), None  # z h + (1-z) n
 
 
+def scan_loop(
+    g: Graph,
+    xs: str,
+    step_width: int | None,
+    states: list[tuple[str, list]],
+    step,
+    mask: str | None,
+    reverse: bool,
+    y_rank: int = 2,
+) -> tuple[str, list[str]]:
+    """A ``Scan`` over time-major ``xs`` (T, B, F) calling ``step(body, x_t, states)``.
+
+    ``states``: (initial value, body shape) pairs. ``step`` adds the step's nodes to the body
+    graph and returns ``(y_t, new_states)``. ``mask``: bool (T, B, 1) or None; where it is
+    False the state is carried unchanged and ``y_t`` (of rank ``y_rank``) is 0 (``Where``,
+    so exact).
+    Returns ``(ys (T, B, ...), final_states)``.
+    """
+    body = Graph("step", parent=g)
+    s_in = [body.input(body.fresh("s"), FLOAT, shape) for _, shape in states]
+    x_t = body.input(body.fresh("x"), FLOAT, ["B", step_width])
+    m = body.input(body.fresh("m"), BOOL, ["B", 1]) if mask is not None else None
+    y, s_new = step(body, x_t, s_in)
+    if m is not None:
+        zero = body.const(0.0)
+        y = body.op("Where", [_mask_rank(body, m, y_rank), y, zero])
+        s_new = [
+            body.op("Where", [_mask_rank(body, m, len(shape)), new, old])
+            for new, old, (_, shape) in zip(s_new, s_in, states, strict=True)
+        ]
+    for k, (new, (_, shape)) in enumerate(zip(s_new, states, strict=True)):
+        body.output(body.fresh(f"s{k}_out"), new, FLOAT, shape)
+    body.output(body.fresh("y_out"), y, FLOAT, ["B"] + [None] * (y_rank - 1))
+    scans = [xs] + ([mask] if mask is not None else [])
+    outs = g.op(
+        "Scan",
+        [v for v, _ in states] + scans,
+        n_out=len(states) + 1,
+        body=body.graph(),
+        num_scan_inputs=len(scans),
+        scan_input_directions=[int(reverse)] * len(scans),
+        scan_output_directions=[int(reverse)],
+    )
+    return outs[-1], outs[:-1]
+
+
+def _mask_rank(body: Graph, m: str, rank: int) -> str:
+    """The (B, 1) step mask with trailing 1s up to ``rank``."""
+    if rank <= 2:
+        return m
+    return body.unsqueeze(m, *range(2, rank))
+
+
 def scan_direction(
     g: Graph,
     mode: str,
@@ -153,35 +206,15 @@ def scan_direction(
     """One direction as a Scan over time: ``(y (T, B, H), h_n (B, H), c_n or None)``."""
     H = w.w_hh.shape[1]
     xw = g.matmul_t(x, w.w_ih, w.bias("ih"))  # (T, B, G·H), every step at once
-    body = Graph("step", parent=g)
     lstm = mode == "lstm"
-    h = body.input(body.fresh("h"), FLOAT, ["B", H])
-    c = body.input(body.fresh("c"), FLOAT, ["B", H]) if lstm else None
-    xw_t = body.input(body.fresh("xw"), FLOAT, ["B", _GATES[mode] * H])
-    m = body.input(body.fresh("m"), FLOAT, ["B", 1]) if mask is not None else None
-    h_new, c_new = cell_step(body, mode, xw_t, h, c, w)
-    y = h_new
-    if m is not None:  # hold the state where m = 0, output zero there
-        y = body.op("Mul", [m, h_new])
-        h_new = body.op("Add", [h, body.op("Mul", [m, body.op("Sub", [h_new, h])])])
-        if lstm:
-            c_new = body.op("Add", [c, body.op("Mul", [m, body.op("Sub", [c_new, c])])])
-    body.output(body.fresh("h_out"), h_new, FLOAT, ["B", H])
-    if lstm:
-        body.output(body.fresh("c_out"), c_new, FLOAT, ["B", H])
-    body.output(body.fresh("y_out"), y, FLOAT, ["B", H])
-    states = [h0] + ([c0] if lstm else [])
-    scans = [xw] + ([mask] if mask is not None else [])
-    outs = g.op(
-        "Scan",
-        states + scans,
-        n_out=len(states) + 1,
-        body=body.graph(),
-        num_scan_inputs=len(scans),
-        scan_input_directions=[int(reverse)] * len(scans),
-        scan_output_directions=[int(reverse)],
-    )
-    return outs[-1], outs[0], (outs[1] if lstm else None)
+    states = [(h0, ["B", H])] + ([(c0, ["B", H])] if lstm else [])
+
+    def step(body: Graph, xw_t: str, s: list[str]):
+        h_new, c_new = cell_step(body, mode, xw_t, s[0], s[1] if lstm else None, w)
+        return h_new, [h_new] + ([c_new] if lstm else [])
+
+    y, finals = scan_loop(g, xw, _GATES[mode] * H, states, step, mask, reverse)
+    return y, finals[0], (finals[1] if lstm else None)
 
 
 def layer_weights(layer, index: int) -> list[Weights]:
@@ -263,7 +296,7 @@ def emit_layer(
             c0 = s0[1] if (s0 and lstm) else None
             y, hn, cn = native_layer(g, mode, y, dirs, h0, c0, seq_lens)
             if mask is not None:  # exact zeros at padded steps, whatever the runtime leaves
-                y = g.op("Mul", [y, mask])
+                y = g.op("Where", [mask, y, g.const(0.0)])
             finals[0].append(hn)
             if lstm:
                 finals[1].append(cn)
