@@ -165,6 +165,12 @@ def test_clear_errors(x, tmp_path):
     hard(x.numpy())
     with pytest.raises(ValueError, match="recurrent_activation"):
         from_keras(hard)
+    masked = keras.Sequential(
+        [keras.Input((None, 4)), keras.layers.Masking(), keras.layers.LSTM(3)]
+    )
+    masked(x.numpy())
+    with pytest.raises(ValueError, match="lengths"):
+        from_keras(masked)
     with pytest.raises(FileNotFoundError):
         from_keras(tmp_path / "missing.keras")
     with pytest.raises(TypeError, match="module"):
