@@ -449,3 +449,16 @@ def test_recurrent_merge_sum_batch_first(tmp_path):
     x = torch.randn(3, 7, 3)
     with torch.no_grad():
         close(run_file(path, x=x)["y"], model(x)[0])
+
+
+def test_models_built_on_torch_nn_layers_export(tmp_path):
+    """impl="torch" models hold torch.nn layers (same parameters): they export the same way."""
+    model = LanguageModel(LanguageModelConfig(13, 6, 7, num_layers=2, cell="gru", impl="torch"))
+    model.eval()
+    (path,) = to_onnx(model, torch.randint(0, 13, (2, 4)), tmp_path / "lm.onnx")
+    tokens, h0 = torch.randint(0, 13, (3, 9)), torch.randn(2, 3, 7)
+    with torch.no_grad():
+        logits, h_n = model(tokens, h0)
+    got = run_file(path, tokens=tokens, h0=h0)
+    close(got["logits"], logits)
+    close(got["h_n"], h_n)
