@@ -171,6 +171,10 @@ def test_clear_errors(x, tmp_path):
     masked(x.numpy())
     with pytest.raises(ValueError, match="lengths"):
         from_keras(masked)
+    inp = keras.Input((None, 4))
+    functional = keras.Model(inp, keras.layers.GRU(3)(inp))
+    with pytest.raises(TypeError, match="Sequential"):
+        from_keras(functional)
     with pytest.raises(FileNotFoundError):
         from_keras(tmp_path / "missing.keras")
     with pytest.raises(TypeError, match="module"):

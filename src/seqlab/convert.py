@@ -181,7 +181,7 @@ def from_keras(layer_or_file: Any, *, template: Any = None) -> nn.Module:
     """A seqlab module with the same outputs as a Keras recurrent layer or model.
 
     ``layer_or_file``: a built Keras ``SimpleRNN``/``LSTM``/``GRU``/``Bidirectional``, a
-    ``Sequential``/``Model`` whose layers are those (``InputLayer`` aside),
+    ``Sequential`` whose layers are those (``InputLayer`` aside),
     a ``.keras`` file, or a ``.weights.h5`` file together with ``template``, the Keras model
     it was saved from (a weights file holds no architecture). Returns a batch-first
     ``seqlab.RNN``/``LSTM``/``GRU`` (multi-layer for a uniform stack) or a
@@ -205,14 +205,19 @@ def from_keras(layer_or_file: Any, *, template: Any = None) -> nn.Module:
             obj = keras.saving.load_model(str(path), compile=False)
         else:
             raise ValueError(f"layer_or_file: expected a .keras or .weights.h5 file, got {path}")
-    if isinstance(obj, keras.Model):
+    if isinstance(obj, keras.Model) and not isinstance(obj, keras.Sequential):
+        raise TypeError(
+            f"{obj.name}: only Sequential models convert (a chain of recurrent layers); for a "
+            "functional model convert its recurrent layers one by one (model.get_layer(name))"
+        )
+    if isinstance(obj, keras.Sequential):
         layers = [lay for lay in obj.layers if not isinstance(lay, keras.layers.InputLayer)]
         for lay in layers:
             if isinstance(lay, keras.layers.Masking):
                 raise ValueError(
                     f"{lay.name}: Masking has no seqlab layer; drop it and pass lengths= to the "
-                    "converted layer (Keras repeats the last output at masked steps, seqlab "
-                    "writes 0; both carry the state)"
+                    "converted layer (padding at the end: seqlab carries the state over padded "
+                    "steps and outputs 0 there)"
                 )
         if not layers:
             raise ValueError(f"{obj.name}: no recurrent layers found")
