@@ -6,15 +6,16 @@ unidirectional, float32, time-major; forward only (``torch.no_grad()``);
 times the three back to back (rotating which goes first); ratios are medians of the
 per-round ratios against torch.nn (lower is faster).
 
-Generation: a character LM of the Shakespeare recipe's size (vocabulary 69, embedding 64,
-one LSTM layer of 384, random weights — speed does not depend on them), batch 1, one token
-per call: seqlab's ``LanguageModel.step`` on its engine, the same model on torch.nn
-(``impl="torch"``), and the exported graph fed one token and its state per
-``session.run``. Reported as tokens/s (medians; absolute, so only comparable within one
+Generation: a character LM of the Shakespeare recipe's size (vocabulary 82 = the plays' 78
+characters + 4 specials, embedding 64, one LSTM layer of 384; random weights — speed does not
+depend on them), batch 1, one token per call: seqlab's ``LanguageModel.step`` on its engine,
+the same model on torch.nn (``impl="torch"``), and the exported graph fed one token and its
+state per ``session.run``. Reported as tokens/s (medians; absolute, so only comparable within one
 run) and as ratios to torch.nn.
 
     python benchmarks/inference_speed.py           # ~3 min on 2 idle cores
     python benchmarks/inference_speed.py --quick   # ~1 min
+    python benchmarks/inference_speed.py --threads 1   # less sensitive to a busy machine
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ CELLS = {
     "GRU": (torch.nn.GRU, seqlab.GRU),
     "RNN": (torch.nn.RNN, seqlab.RNN),
 }
-LM_SIZE = dict(vocab_size=69, embed_size=64, hidden_size=384, num_layers=1, cell="lstm")
+LM_SIZE = dict(vocab_size=82, embed_size=64, hidden_size=384, num_layers=1, cell="lstm")
 IMPLS = ("onnxruntime", "seqlab", "torch")
 
 
@@ -120,7 +121,7 @@ def bench_generation(tokens: int, rounds: int, tmp: Path, threads: int):
     peer = LanguageModel(LanguageModelConfig(**LM_SIZE, impl="torch")).eval()
     peer.load_state_dict(ours.state_dict())
     path = tmp / "lm.onnx"
-    to_onnx(ours, torch.randint(0, 69, (1, 8)), path)
+    to_onnx(ours, torch.randint(0, LM_SIZE["vocab_size"], (1, 8)), path)
     sess = ort_session(path, threads)
 
     def torch_loop(model):
