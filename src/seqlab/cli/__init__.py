@@ -42,6 +42,7 @@ class LazyGroup(click.Group):
         "runs": "seqlab.cli.inspect_cmd:runs_cmd",
         "compare": "seqlab.cli.inspect_cmd:compare_cmd",
         "sweep": "seqlab.cli.inspect_cmd:sweep_cmd",
+        "export": "seqlab.cli.export_cmd:export",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
