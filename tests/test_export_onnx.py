@@ -305,7 +305,7 @@ def _train(root, task, data_file):
         args += ["--set", item]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    (run,) = [p for p in root.iterdir() if p.name.startswith(task + "-")]
+    (run,) = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return run
 
 

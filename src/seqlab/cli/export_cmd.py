@@ -6,10 +6,10 @@ so the .onnx file is all a deployment needs):
 ==============  ==============================================================
 task            graph(s)
 ==============  ==============================================================
-shakespeare     the LanguageModel: (tokens, state) → (logits, state); T = 1 steps
-sentiment       the SequenceClassifier: (inputs, lengths) → logits
-g2p             the Seq2Seq: ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx``
-sunspots        the forecaster: a window x (B, W) of standardised values → ŷ (B,)
+charlm          the LanguageModel: (tokens, state) → (logits, state); T = 1 steps
+classify        the SequenceClassifier: (inputs, lengths) → logits
+seq2seq (g2p)   the Seq2Seq: ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx``
+forecast        the forecaster: a window x (B, W) of standardised values → ŷ (B,)
 ==============  ==============================================================
 """
 
@@ -48,31 +48,31 @@ def export_run(run: RunDir, out: Path, loop: bool = False) -> list[Path]:
 
     task = task_of_run(run)
     meta: dict[str, Any] = {"seqlab_task": task.name, "seqlab_run": str(run.path)}
-    if task.name == "shakespeare":
+    if task.name == "charlm":
         model, vocab, _cfg = task.load(run)
         if not isinstance(model, LanguageModel):
             _refuse_transformer(model, task.name)
         meta["vocab"] = vocab.itos
         example: Any = (_example_ids(len(vocab))[0],)
-    elif task.name == "sentiment":
+    elif task.name == "classify":
         model, vocab, labels, _cfg = task.load(run)
         if not isinstance(model, SequenceClassifier) or model.config.cell == "transformer":
             _refuse_transformer(model, task.name)
         meta.update(vocab=vocab.itos, labels=labels)
         example = _example_ids(len(vocab))
-    elif task.name == "g2p":
+    elif task.name == "seq2seq":
         model, src_vocab, tgt_vocab, _cfg = task.load(run)
         if not isinstance(model, Seq2Seq):
             _refuse_transformer(model, task.name)
         meta.update(src_vocab=src_vocab.itos, tgt_vocab=tgt_vocab.itos)
         example = _example_ids(len(src_vocab), steps=7)
-    elif task.name == "sunspots":
+    elif task.name == "forecast":
         model, run_meta, cfg = task.load(run)
         if model.net.config.cell == "transformer":
             _refuse_transformer(model, task.name)
         meta.update(mean=run_meta["mean"], std=run_meta["std"], window=cfg.window)
         example = (torch.randn(3, cfg.window, generator=torch.Generator().manual_seed(0)),)
-    else:  # pragma: no cover - every registered task is handled above
+    else:
         raise ValueError(f"{task.name}: no ONNX export for this task")
     return to_onnx(model, example, out, loop=loop, metadata=meta)
 
