@@ -108,6 +108,8 @@ namespace {
 
 enum Mode : int64_t { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3, GRU_BEFORE = 4 };
 
+#include "checks.h"
+
 template <typename S>
 using RowFn = void (*)(const Step<S>&, int64_t, int64_t);
 
@@ -528,10 +530,6 @@ void run_team(int64_t P, int64_t T, const F& body) {
 #endif
 }
 
-int64_t gates_width(int64_t mode) {
-  return mode == LSTM ? 4 : (mode == GRU || mode == GRU_BEFORE) ? 3 : 1;
-}
-
 template <typename S>
 std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_ih,
@@ -604,7 +602,10 @@ std::vector<at::Tensor> forward_impl(int64_t mode, const at::Tensor& x, const at
     }
     st.y = yb ? yb + t * B * H : nullptr;
   };
-  if (split) {
+  if (T == 0 || B == 0 || H == 0) {
+    // nothing to loop over: h_n = h0 (T = 0) or an empty tensor; the team code below
+    // divides by B·H and assumes at least one shard
+  } else if (split) {
     const RowFn<S> fn = mode == LSTM     ? k.lstm_fwd
                         : mode == GRU    ? k.gru_fwd
                         : mode == RNN_TANH ? k.tanh_fwd
@@ -685,6 +686,12 @@ std::vector<at::Tensor> backward_impl(int64_t mode, const at::Tensor& x, const a
   const int64_t gs = mode == GRU ? 4 * H : GH;
   const Kernels<S>& k = kernels<S>();
   auto opts = x.options();
+  if (T == 0 || B == 0 || H == 0) {  // no step ran: every dA is empty, so the sums are zero
+    at::Tensor empty = at::empty({0}, opts);
+    return {at::zeros({T, B, I}, opts), ghn.clone(), mode == LSTM ? gcn.clone() : empty,
+            at::zeros({GH, I}, opts), at::zeros({GH, H}, opts),
+            has_b_ih ? at::zeros({GH}, opts) : empty, has_b_hh ? at::zeros({GH}, opts) : empty};
+  }
   const bool split = mode != GRU_BEFORE;
   // The reset-before GRU keeps every step's dA for the weight GEMMs after the loop; the
   // others only a chunk's
@@ -874,11 +881,9 @@ std::vector<at::Tensor> forward(int64_t mode, const at::Tensor& x, const at::Ten
                                 const std::optional<at::Tensor>& b_hh,
                                 const std::optional<at::Tensor>& lengths, bool reverse,
                                 bool save) {
-  TORCH_CHECK(mode >= 0 && mode <= 4, "seqlab_engine.forward: bad mode ", mode);
-  TORCH_CHECK(x.is_contiguous() && h0.is_contiguous() && w_hh.is_contiguous(),
-              "seqlab_engine.forward: inputs must be contiguous");
-  const int64_t H = h0.size(1);
   at::Tensor bih = opt(b_ih), bhh = opt(b_hh), bias;
+  check_forward(mode, x, h0, opt(c0), w_ih, w_hh, bih, bhh, opt(lengths));
+  const int64_t H = h0.size(1);
   // projection bias: b_ih + b_hh, except the torch.nn GRU's b_hn (it sits inside r ⊙ (...))
   if (bhh.defined()) {
     bias = bhh;
@@ -899,7 +904,7 @@ std::vector<at::Tensor> backward(int64_t mode, const at::Tensor& x, const at::Te
                                  const at::Tensor& hbuf, const at::Tensor& cbuf,
                                  const at::Tensor& gates, const at::Tensor& gy,
                                  const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
-  TORCH_CHECK(ghn.is_contiguous(), "seqlab_engine.backward: ghn must be contiguous");
+  check_backward(mode, x, w_ih, w_hh, opt(lengths), hbuf, cbuf, gates, gy, ghn, opt(gcn));
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_backward", [&] {
     return backward_impl<scalar_t>(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, opt(lengths),
                                    reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn));
