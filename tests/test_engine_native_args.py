@@ -269,3 +269,67 @@ def test_messages_say_expected_and_actual():
         torch.ops.seqlab_engine.forward(*_with(a, w_ih=a["w_ih"][:15]).values())
     with pytest.raises(RuntimeError, match=r"lengths: expected values in \[0, 3\].*= 4"):
         torch.ops.seqlab_engine.forward(*_with(a, lengths=torch.tensor([3, 4])).values())
+
+
+# ---- NaN and inf propagate as in torch.nn
+
+
+def _torch_nn(mode, I, H):
+    if mode == "lstm":
+        return torch.nn.LSTM(I, H)
+    if mode == "gru":
+        return torch.nn.GRU(I, H)
+    return torch.nn.RNN(I, H, nonlinearity="relu" if mode == "rnn_relu" else "tanh")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_propagates_like_torch_nn(mode, dtype, bad):
+    """A non-finite input gives the outputs (and gradients) torch.nn gives: NaN stays NaN
+    (the native ReLU RNN used to turn it into 0). The reset-before GRU, absent from torch.nn,
+    is held to seqlab's reference loop (torch ops, autograd)."""
+    T, B, I, H = 4, 3, 5, 6
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, I, generator=g, dtype=dtype)
+    x[1, 0, 2] = bad  # one entry of row 0; rows 1 and 2 stay finite
+    x[3, 2, :] = bad  # a whole entry of row 2 at the last step
+    h0 = torch.randn(B, H, generator=g, dtype=dtype)
+    c0 = torch.randn(B, H, generator=g, dtype=dtype)
+    state = (h0, c0) if mode == "lstm" else (h0,)
+    if mode == "gru_reset_before":
+        w = [torch.randn(s, generator=g, dtype=dtype) * 0.5 for s in [(3 * H, I), (3 * H, H)]]
+        b = [torch.randn(3 * H, generator=g, dtype=dtype) * 0.5 for _ in range(2)]
+        params = [*w, *b]
+
+        def oracle(x_, state_, params_):
+            return reference_layer(mode, x_, state_, *params_)
+    else:
+        net = _torch_nn(mode, I, H).to(dtype)
+        names = [n for n, _ in net.named_parameters()]
+        params = [p.detach().clone() for p in net.parameters()]
+
+        def oracle(x_, state_, params_):
+            nn_state = tuple(s.unsqueeze(0) for s in state_)
+            args = (x_, nn_state if mode == "lstm" else nn_state[0])
+            y, final = torch.func.functional_call(net, dict(zip(names, params_, strict=True)), args)
+            final = final if isinstance(final, tuple) else (final,)
+            return y, tuple(s[0] for s in final)
+
+    def both(fn):
+        leaves = [t.clone().requires_grad_() for t in (x, *state, *params)]
+        lx, ls, lp = leaves[0], tuple(leaves[1 : 1 + len(state)]), leaves[1 + len(state) :]
+        y, final = fn(lx, ls, lp)
+        loss = y.sum() + sum(s.sum() for s in final)
+        return [y, *final], torch.autograd.grad(loss, leaves)
+
+    got, got_g = both(lambda x_, s_, p_: engine.run_layer(mode, x_, s_, *p_, backend="native"))
+    want, want_g = both(oracle)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    for a, b_ in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b_, equal_nan=True, **tol)
+    assert got[0][:, 1].isfinite().all()  # the clean row stays clean
+    if mode in ("rnn_relu", "rnn_tanh", "lstm", "gru") and bad != bad:
+        assert got[0][1:, 0].isnan().any()
+    for a, b_ in zip(got_g, want_g, strict=True):
+        torch.testing.assert_close(a, b_, equal_nan=True, **tol)

@@ -111,7 +111,7 @@ void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// h = tanh(a) or relu(a)
+// h = tanh(a) or relu(a) = (a <= 0 ? 0 : a), NaN propagated
 template <typename S, bool RELU>
 void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
@@ -121,7 +121,8 @@ void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
     const S* __restrict bi = s.bias + s.u0;
     S* __restrict hc = s.hc + b * H + s.u0;
     if (RELU) {
-      COL_LOOP { S v = r[j] + bi[j]; hc[j] = v > S(0) ? v : S(0); }
+      // relu that keeps NaN (as torch.relu does): `v > 0 ? v : 0` would turn NaN into 0
+      COL_LOOP { S v = r[j] + bi[j]; hc[j] = v <= S(0) ? S(0) : v; }
     } else {
       COL_LOOP hc[j] = v_tanh(r[j] + bi[j]);
     }
@@ -264,7 +265,8 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     S* __restrict dhn = s.dhn + o;
     COL_LOOP {
       S dh = dhp[j] + gy[j];
-      da[j] = RELU ? (h[j] > S(0) ? dh : S(0)) : dh * (S(1) - h[j] * h[j]);
+      // relu': 0 where h <= 0, else 1 (NaN included, as in torch's threshold_backward)
+      da[j] = RELU ? (h[j] <= S(0) ? S(0) : dh) : dh * (S(1) - h[j] * h[j]);
       dhn[j] = S(0);
     }
   }
