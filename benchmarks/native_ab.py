@@ -138,7 +138,17 @@ def timed(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def bench(base, new, rounds: int, calls: int, configs, cells, phases, threads: int = 2):
+def bench(
+    base,
+    new,
+    min_rounds: int,
+    max_calls: int,
+    seconds: float,
+    configs,
+    cells,
+    phases,
+    threads: int = 2,
+):
     torch.set_num_threads(threads)
     rows = []
     for cell in cells:
@@ -157,6 +167,10 @@ def bench(base, new, rounds: int, calls: int, configs, cells, phases, threads: i
                         fns[name] = lambda ops=ops, args=args, gy=gy: train(ops, args, False, gy)
                 for f in fns.values():
                     f()  # warm-up: scratch buffers, packed weights, thread pool
+                one = min(timed(fns["A"], 1), timed(fns["B"], 1))
+                # within the time budget: more calls and rounds where calls are short
+                calls = max_calls if one < 0.05 else 1
+                rounds = int(min(max(seconds / (2 * calls * one), min_rounds), 4 * min_rounds))
                 ratios = []
                 for r in range(rounds):
                     # `calls` calls per side, alternating A and B call by call (which goes
@@ -171,8 +185,8 @@ def bench(base, new, rounds: int, calls: int, configs, cells, phases, threads: i
                 q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
                 row[cfg] = (statistics.median(ratios), q[0], q[2])
                 print(f"{cell:8s} {phase:5s} {cfg}: B/A {row[cfg][0]:.3f} "
-                      f"[{q[0]:.3f}-{q[2]:.3f}] (min of {calls} x {rounds} rounds)",
-                      flush=True)  # fmt: skip
+                      f"[{q[0]:.3f}-{q[2]:.3f}] (min of {calls} x {rounds} rounds, "
+                      f"{one * 1e3:.1f} ms/call)", flush=True)  # fmt: skip
             rows.append(row)
     return rows
 
@@ -189,8 +203,9 @@ def table(rows, configs) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="edae32e", help="commit to compare against")
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=11, help="at least this many rounds")
     p.add_argument("--calls", type=int, default=3, help="calls per side per round (min)")
+    p.add_argument("--seconds", type=float, default=20.0, help="time budget per table cell")
     p.add_argument("--configs", default="C1,C2,C3,C4,P0")
     p.add_argument("--cells", default="LSTM,GRU,GRU_RB,RNN")
     p.add_argument("--phases", default="fwd,train")
@@ -208,11 +223,19 @@ def main() -> None:
             raise SystemExit(1 if bad else 0)
     configs = a.configs.split(",")
     rows = bench(
-        base, new, a.rounds, a.calls, configs, a.cells.split(","), a.phases.split(","), a.threads
+        base,
+        new,
+        a.rounds,
+        a.calls,
+        a.seconds,
+        configs,
+        a.cells.split(","),
+        a.phases.split(","),
+        a.threads,
     )
     print(
-        f"\nB/A = this tree / {a.base}, {a.threads} threads, median of {a.rounds} interleaved "
-        f"rounds (min of {a.calls} calls per side) [25-75 %]:"
+        f"\nB/A = this tree / {a.base}, {a.threads} threads; median over >= {a.rounds} "
+        f"interleaved rounds (fastest of up to {a.calls} calls per side) [25-75 %]:"
     )
     print(table(rows, configs))
 
