@@ -190,7 +190,8 @@ void grub_fwd2(const ResetBeforeStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) {
-      carry_units<S>(H, s.hp + b * H, s.hc + b * H, nullptr, nullptr, s.y ? s.y + b * H : nullptr);
+      S* y = s.y ? s.y + b * H : nullptr;
+      carry_units<S>(H, s.hp + b * H, s.hc + b * H, nullptr, nullptr, y);
       continue;
     }
     S* __restrict a = s.g + b * s.gs;
