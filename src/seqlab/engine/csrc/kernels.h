@@ -4,7 +4,8 @@
 // `#pragma GCC target("avx2,fma")`, each time inside its own namespace, so the compiler
 // auto-vectorises the same source for both and the caller picks one by CPUID at run time.
 // Plain C++ only (no ATen) so the target pragma cannot clash with library inline code.
-// `Step<S>` (the per-step pointers) is defined once, outside, by recurrence.cpp.
+// The step types (FwdStep, BwdStep, ResetBeforeStep) are defined once, outside, in steps.h.
+// Which kernel serves which cell is said by the cell traits in recurrence.cpp.
 //
 // Symbols (per row b, j in [0, H)): gates are stored activated in the saved buffer `g`
 // (row stride gs): LSTM [i f g o], GRU [r z n hn], GRU-reset-before [r z n].
@@ -55,30 +56,39 @@ static inline float v_tanh(float x) {
 // the hidden units [u0, u1) this call owns (all of them unless the step is split by units)
 #define COL_LOOP _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
+// A padded row keeps its state: h (and c) copied from the previous step, y zero.
 template <typename S>
-static void carry_rows(const Step<S>& s, int64_t b) {
-  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
-  S* __restrict hc = s.hc + o;
-  const S* __restrict hp = s.hp + o;
+static void carry_units(int64_t n, const S* __restrict hp, S* __restrict hc, const S* cp, S* cc,
+                        S* y) {
   COL_LOOP hc[j] = hp[j];
-  if (s.cc) {
-    S* __restrict cc = s.cc + o;
-    const S* __restrict cp = s.cp + o;
-    COL_LOOP cc[j] = cp[j];
+  if (cc) {
+    S* __restrict c = cc;
+    const S* __restrict p = cp;
+    COL_LOOP c[j] = p[j];
   }
-  if (s.y) {
-    S* __restrict y = s.y + o;
-    COL_LOOP y[j] = S(0);
+  if (y) {
+    S* __restrict o = y;
+    COL_LOOP o[j] = S(0);
   }
 }
 
 template <typename S>
-static void put_y(const Step<S>& s, int64_t b) {
-  if (!s.y) return;
-  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
-  S* __restrict y = s.y + o;
-  const S* __restrict h = s.hc + o;
+static void carry_rows(const FwdStep<S>& s, int64_t b) {
+  const int64_t o = b * s.H + s.u0;
+  carry_units<S>(s.u1 - s.u0, s.hp + o, s.hc + o, s.cc ? s.cp + o : nullptr,
+                 s.cc ? s.cc + o : nullptr, s.y ? s.y + o : nullptr);
+}
+
+template <typename S>
+static void put_units(int64_t n, const S* __restrict h, S* __restrict y) {
   COL_LOOP y[j] = h[j];
+}
+
+template <typename S>
+static void put_y(const FwdStep<S>& s, int64_t b) {
+  if (!s.y) return;
+  const int64_t o = b * s.H + s.u0;
+  put_units<S>(s.u1 - s.u0, s.hc + o, s.y + o);
 }
 
 // ---------------------------------------------------------------- forward
@@ -88,7 +98,7 @@ static void put_y(const Step<S>& s, int64_t b) {
 
 // c = f⊙c_prev + i⊙g ; h = o⊙tanh(c)
 template <typename S>
-void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void lstm_fwd(const FwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
@@ -111,9 +121,9 @@ void lstm_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
   }
 }
 
-// h = tanh(a) or relu(a)
+// h = tanh(a) or relu(a) = (a <= 0 ? 0 : a), NaN propagated
 template <typename S, bool RELU>
-void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void rnn_fwd(const FwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
@@ -121,7 +131,8 @@ void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
     const S* __restrict bi = s.bias + s.u0;
     S* __restrict hc = s.hc + b * H + s.u0;
     if (RELU) {
-      COL_LOOP { S v = r[j] + bi[j]; hc[j] = v > S(0) ? v : S(0); }
+      // relu that keeps NaN (as torch.relu does): `v > 0 ? v : 0` would turn NaN into 0
+      COL_LOOP { S v = r[j] + bi[j]; hc[j] = v <= S(0) ? S(0) : v; }
     } else {
       COL_LOOP hc[j] = v_tanh(r[j] + bi[j]);
     }
@@ -133,7 +144,7 @@ void rnn_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
 // h = n + z⊙(h_prev − n), with a = ak + bias the input side and w = hw the recurrent product
 // (both rows of width 3n); saves [r z n hn] in g.
 template <typename S>
-void gru_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void gru_fwd(const FwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) { carry_rows(s, b); continue; }
@@ -158,7 +169,7 @@ void gru_fwd(const Step<S>& s, int64_t b0, int64_t b1) {
 
 // GRU (reset before), part 1: r, z from their pre-activations; tmp = r⊙h_prev.
 template <typename S>
-void grub_fwd1(const Step<S>& s, int64_t b0, int64_t b1) {
+void grub_fwd1(const ResetBeforeStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
     S* __restrict a = s.g + b * s.gs;
@@ -175,10 +186,14 @@ void grub_fwd1(const Step<S>& s, int64_t b0, int64_t b1) {
 
 // part 2 (after a_n += (r⊙h_prev) @ W_hnᵀ): n = tanh(a_n), h = n + z⊙(h_prev − n).
 template <typename S>
-void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
+void grub_fwd2(const ResetBeforeStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
-    if (!s.valid(b)) { carry_rows(s, b); continue; }
+    if (!s.valid(b)) {
+      S* y = s.y ? s.y + b * H : nullptr;
+      carry_units<S>(H, s.hp + b * H, s.hc + b * H, nullptr, nullptr, y);
+      continue;
+    }
     S* __restrict a = s.g + b * s.gs;
     const S* __restrict hp = s.hp + b * H;
     S* __restrict hc = s.hc + b * H;
@@ -187,7 +202,7 @@ void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
       a[2 * H + j] = n;
       hc[j] = n + a[H + j] * (hp[j] - n);
     }
-    put_y(s, b);
+    if (s.y) put_units<S>(H, hc, s.y + b * H);
   }
 }
 
@@ -195,25 +210,33 @@ void grub_fwd2(const Step<S>& s, int64_t b0, int64_t b1) {
 // Each writes dA (zero on padded rows) and the direct part of dL/dh_prev into dhn; the step's
 // GEMM then adds dA @ W_hh. A padded row passes dh (and dc) through unchanged.
 
-// A padded row: dA is zero (in `dak`/`dakr` for LSTM/RNN/GRU, else in da) and dh passes
-// through.
+// A padded row: dA is zero (in `dak`, and `dakr` for a recurrent product kept apart) and dh
+// passes through.
 template <typename S>
-static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
+static bool bwd_carry(const BwdStep<S>& s, int64_t b, int64_t G) {
   if (s.valid(b)) return false;
-  const int64_t H = s.H, n = s.u1 - s.u0, o = b * H + s.u0;
-  if (s.dak) {
-    S* __restrict d = s.dak + b * G * n;
-    for (int64_t j = 0; j < G * n; ++j) d[j] = S(0);
-    if (s.dakr) {
-      S* __restrict e = s.dakr + b * G * n;
-      for (int64_t j = 0; j < G * n; ++j) e[j] = S(0);
-    }
-  } else {
-    S* __restrict da = s.da + b * s.das + s.u0;
-    for (int64_t q = 0; q < G; ++q) {
-      S* __restrict d = da + q * H;
-      COL_LOOP d[j] = S(0);
-    }
+  const int64_t n = s.u1 - s.u0, o = b * s.H + s.u0;
+  S* __restrict d = s.dak + b * G * n;
+  for (int64_t j = 0; j < G * n; ++j) d[j] = S(0);
+  if (s.dakr) {
+    S* __restrict e = s.dakr + b * G * n;
+    for (int64_t j = 0; j < G * n; ++j) e[j] = S(0);
+  }
+  S* __restrict dhn = s.dhn + o;
+  const S* __restrict dh = s.dh + o;
+  COL_LOOP dhn[j] = dh[j];
+  return true;
+}
+
+// The same for the reset-before GRU, whose dA rows (G blocks of H) are in `da`.
+template <typename S>
+static bool bwd_carry(const ResetBeforeStep<S>& s, int64_t b, int64_t G) {
+  if (s.valid(b)) return false;
+  const int64_t H = s.H, n = H, o = b * H;
+  S* __restrict da = s.da + b * s.das;
+  for (int64_t q = 0; q < G; ++q) {
+    S* __restrict d = da + q * H;
+    COL_LOOP d[j] = S(0);
   }
   S* __restrict dhn = s.dhn + o;
   const S* __restrict dh = s.dh + o;
@@ -223,7 +246,7 @@ static bool bwd_carry(const Step<S>& s, int64_t b, int64_t G) {
 
 // LSTM and RNN write dA of their units to `dak` (gate-major rows of width G·n).
 template <typename S>
-void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void lstm_bwd(const BwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 4)) continue;
@@ -252,7 +275,7 @@ void lstm_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
 }
 
 template <typename S, bool RELU>
-void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void rnn_bwd(const BwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 1)) continue;
@@ -264,7 +287,8 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
     S* __restrict dhn = s.dhn + o;
     COL_LOOP {
       S dh = dhp[j] + gy[j];
-      da[j] = RELU ? (h[j] > S(0) ? dh : S(0)) : dh * (S(1) - h[j] * h[j]);
+      // relu': 0 where h <= 0, else 1 (NaN included, as in torch's threshold_backward)
+      da[j] = RELU ? (h[j] <= S(0) ? S(0) : dh) : dh * (S(1) - h[j] * h[j]);
       dhn[j] = S(0);
     }
   }
@@ -273,7 +297,7 @@ void rnn_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
 // torch.nn GRU: dak = [dA_r, dA_z, dA_n] (the input side), dakr = [dA_r, dA_z, dA_n ⊙ r]
 // (the recurrent side: r multiplies W_hn h + b_hn), the direct part of dh_prev is dh ⊙ z.
 template <typename S>
-void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
+void gru_bwd(const BwdStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H, n = s.u1 - s.u0;
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 3)) continue;
@@ -300,7 +324,7 @@ void gru_bwd(const Step<S>& s, int64_t b0, int64_t b1) {
 
 // GRU (reset before), part 1: dA_n into da, total dh kept in dhn for part 2.
 template <typename S>
-void grub_bwd1(const Step<S>& s, int64_t b0, int64_t b1) {
+void grub_bwd1(const ResetBeforeStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
     if (bwd_carry(s, b, 3)) continue;
@@ -320,7 +344,7 @@ void grub_bwd1(const Step<S>& s, int64_t b0, int64_t b1) {
 
 // part 2 (tmp = d(r⊙h_prev) = dA_n @ W_hn): dA_r, dA_z and dh_prev's direct terms.
 template <typename S>
-void grub_bwd2(const Step<S>& s, int64_t b0, int64_t b1) {
+void grub_bwd2(const ResetBeforeStep<S>& s, int64_t b0, int64_t b1) {
   const int64_t H = s.H;
   for (int64_t b = b0; b < b1; ++b) {
     if (!s.valid(b)) continue;  // part 1 already carried this row
