@@ -1,7 +1,8 @@
 """Pure functions: one-step cell math and the reference time loop."""
 
+from collections.abc import Mapping
+
 from seqlab.functional.cells import (
-    GATES,
     LSTMState,
     gru_cell,
     gru_step,
@@ -10,11 +11,53 @@ from seqlab.functional.cells import (
     rnn_cell,
     rnn_step,
 )
-from seqlab.functional.scan import reference_layer, reverse_padded, scan, tree_map
+from seqlab.functional.scan import (
+    detach_state,
+    reference_layer,
+    reference_run,
+    reverse_padded,
+    scan,
+    tree_map,
+)
+from seqlab.functional.spec import (
+    SPECS,
+    CellSpec,
+    Param,
+    cell_choices,
+    get_spec,
+    register,
+    spec_for_choice,
+)
+
+
+class _GateCounts(Mapping):
+    """Live view ``mode -> number of gates`` of the registry (kept for older callers)."""
+
+    def __getitem__(self, mode: str) -> int:
+        return SPECS[mode].G
+
+    def __iter__(self):
+        return iter(SPECS)
+
+    def __len__(self) -> int:
+        return len(SPECS)
+
+
+#: gates per cell kind, i.e. how many H-row blocks ``w_ih`` and ``w_hh`` hold
+GATES = _GateCounts()
 
 __all__ = [
     "GATES",
+    "SPECS",
+    "CellSpec",
     "LSTMState",
+    "Param",
+    "cell_choices",
+    "detach_state",
+    "get_spec",
+    "reference_run",
+    "register",
+    "spec_for_choice",
     "gru_cell",
     "gru_step",
     "lstm_cell",

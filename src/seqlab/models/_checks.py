@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-CELLS = ("rnn", "lstm", "gru")
+from seqlab.functional.spec import cell_choices
+
+#: the models' ``cell=`` names, read from the cell descriptions
+CELLS = cell_choices()
 
 
 def describe(x: object) -> str:
