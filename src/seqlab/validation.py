@@ -61,15 +61,18 @@ def check_lengths(
     device: torch.device | None = None,
     *,
     name: str = "lengths",
-) -> Tensor:
+) -> Tensor | None:
     """Validate per-row lengths, the one rule of every public entry point.
 
     ``lengths[b]`` is the number of valid steps of row ``b`` (padding at the end): an
     integer in ``1..steps``, one per batch row. An empty row (0) is rejected at the public
     boundary, as ``torch.nn.utils.rnn.pack_padded_sequence`` does; the engine below it
     (:func:`seqlab.engine.run`) also runs 0 as "no steps: output 0, state unchanged".
-    Lists and tuples are accepted. Returns a long tensor on ``device`` (default: its own).
+    Lists and tuples are accepted; None stays None. Returns a long tensor on ``device``
+    (default: its own).
     """
+    if lengths is None:
+        return None
     if isinstance(lengths, (list, tuple)):
         lengths = torch.tensor(lengths)
     lengths = require_tensor(name, lengths)
