@@ -277,3 +277,28 @@ register(
         doc="n = tanh(x_n + (r ⊙ h) @ w_hnᵀ + b_hn); h' = z ⊙ h + (1 − z) ⊙ n",
     )
 )
+
+
+# IndRNN (Li et al. 2018): each unit has one scalar recurrent weight, no recurrent matrix.
+def _indrnn_step(xw, state, p):
+    a = xw + p["u"] * state[0]  # u (H,) broadcast over the batch: u ⊙ h
+    h = torch.relu(a)
+    return (h,), (a, h)
+
+
+register(
+    CellSpec(
+        "indrnn",
+        gates=("h",),
+        state=("h",),
+        step=_indrnn_step,
+        trace=("a", "h"),
+        params=(
+            Param("w_ih", "weight_ih", "G·H", "I", "input"),
+            Param("u", "weight_hh", "H", None, "diagonal"),
+            Param("b_ih", "bias_ih", "G·H", None, "bias", bias=True),
+        ),
+        choice="indrnn",
+        doc="IndRNN: h' = relu(x @ w_ihᵀ + b_ih + u ⊙ h)",
+    )
+)
