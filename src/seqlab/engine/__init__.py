@@ -41,7 +41,16 @@ from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
 
-__all__ = ["BACKENDS", "Kernel", "backends", "resolve_backend", "run", "run_layer"]
+__all__ = [
+    "BACKENDS",
+    "EXTRA_KERNELS",
+    "Kernel",
+    "backends",
+    "register_kernel",
+    "resolve_backend",
+    "run",
+    "run_layer",
+]
 
 BACKENDS = ("native", "fused", "reference")
 
@@ -137,6 +146,20 @@ def _as_params(spec: CellSpec, params) -> tuple[Tensor | None, ...]:
     return tuple(params)
 
 
+#: kernels beyond fused/native, tried in order for cell kinds those two do not cover
+EXTRA_KERNELS: list[Kernel] = []
+
+
+def register_kernel(kernel: Kernel) -> Kernel:
+    """Make ``kernel`` available to :func:`run` for the kinds its ``covers(spec)`` accepts.
+
+    Used when neither the native nor the fused kernel covers the kind (and the backend is
+    not ``"reference"``). Returns the kernel, so it can be used as a decorator target.
+    """
+    EXTRA_KERNELS.append(kernel)
+    return kernel
+
+
 def _kernel(name: str):
     if name == "native":
         ops = native.load()
@@ -181,7 +204,8 @@ def run(
     T, B = x.shape[0], x.shape[1]
     kernel = None if name == "reference" or T == 0 or B == 0 else _kernel(name)
     if kernel is not None and not kernel.covers(spec):
-        kernel = fused.KERNEL if fused.KERNEL.covers(spec) else None
+        kernels = [fused.KERNEL, *EXTRA_KERNELS]
+        kernel = next((k for k in kernels if k.covers(spec)), None)
     if kernel is None:
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
         return reference_run(spec, x, state, named, lengths, reverse)
