@@ -1,7 +1,5 @@
 """Pure functions: one-step cell math and the reference time loop."""
 
-from collections.abc import Mapping
-
 from seqlab.functional.cells import (
     LSTMState,
     gru_cell,
@@ -23,28 +21,15 @@ from seqlab.functional.spec import (
     SPECS,
     CellSpec,
     Param,
+    SpecView,
     cell_choices,
     get_spec,
     register,
     spec_for_choice,
 )
 
-
-class _GateCounts(Mapping):
-    """Live view ``mode -> number of gates`` of the registry (kept for older callers)."""
-
-    def __getitem__(self, mode: str) -> int:
-        return SPECS[mode].G
-
-    def __iter__(self):
-        return iter(SPECS)
-
-    def __len__(self) -> int:
-        return len(SPECS)
-
-
 #: gates per cell kind, i.e. how many H-row blocks ``w_ih`` and ``w_hh`` hold
-GATES = _GateCounts()
+GATES = SpecView(lambda spec: spec.G)
 
 __all__ = [
     "GATES",

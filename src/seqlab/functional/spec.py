@@ -173,6 +173,22 @@ def get_spec(mode: str | CellSpec) -> CellSpec:
         raise ValueError(f"mode: expected one of {sorted(SPECS)}, got {mode!r}") from None
 
 
+class SpecView(Mapping):
+    """Live read-only view ``mode -> read(spec)`` of the registry (for older table names)."""
+
+    def __init__(self, read: Callable[[CellSpec], Any]) -> None:
+        self.read = read
+
+    def __getitem__(self, mode: str) -> Any:
+        return self.read(SPECS[mode])
+
+    def __iter__(self):
+        return iter(SPECS)
+
+    def __len__(self) -> int:
+        return len(SPECS)
+
+
 def cell_choices() -> tuple[str, ...]:
     """The models' ``cell=`` names, in registration order."""
     return tuple(s.choice for s in SPECS.values() if s.choice is not None)
@@ -213,31 +229,20 @@ def _gru_step(reset_after: bool) -> Step:
     return step
 
 
-register(
-    CellSpec(
-        "rnn_tanh",
-        gates=("h",),
-        state=("h",),
-        step=_rnn_step("tanh"),
-        trace=("a", "h"),
-        kernel=0,
-        choice="rnn",
-        options={"nonlinearity": "tanh"},
-        doc="Elman: h' = tanh(xw + h @ w_hhᵀ + b_hh)",
+for _nl, _kernel, _choice in (("tanh", 0, "rnn"), ("relu", 1, None)):
+    register(
+        CellSpec(
+            f"rnn_{_nl}",
+            gates=("h",),
+            state=("h",),
+            step=_rnn_step(_nl),
+            trace=("a", "h"),
+            kernel=_kernel,
+            choice=_choice,
+            options={"nonlinearity": _nl},
+            doc=f"Elman: h' = {_nl}(xw + h @ w_hhᵀ + b_hh)",
+        )
     )
-)
-register(
-    CellSpec(
-        "rnn_relu",
-        gates=("h",),
-        state=("h",),
-        step=_rnn_step("relu"),
-        trace=("a", "h"),
-        kernel=1,
-        options={"nonlinearity": "relu"},
-        doc="Elman: h' = relu(xw + h @ w_hhᵀ + b_hh)",
-    )
-)
 register(
     CellSpec(
         "lstm",
@@ -251,32 +256,23 @@ register(
         doc="c' = f ⊙ c + i ⊙ g; h' = o ⊙ tanh(c')",
     )
 )
-register(
-    CellSpec(
-        "gru",
-        gates=("r", "z", "n"),
-        state=("h",),
-        step=_gru_step(True),
-        trace=("r", "z", "n", "h"),
-        kernel=3,
-        choice="gru",
-        options={"reset_after": True},
-        kept_bias=("n",),
-        doc="n = tanh(x_n + r ⊙ h_n); h' = z ⊙ h + (1 − z) ⊙ n",
+for _after, _kernel in ((True, 3), (False, 4)):
+    register(
+        CellSpec(
+            "gru" if _after else "gru_reset_before",
+            gates=("r", "z", "n"),
+            state=("h",),
+            step=_gru_step(_after),
+            trace=("r", "z", "n", "h"),
+            kernel=_kernel,
+            choice="gru" if _after else None,
+            options={"reset_after": _after},
+            kept_bias=("n",) if _after else (),  # torch.nn's b_hn sits inside r ⊙ (…)
+            doc="h' = z ⊙ h + (1 − z) ⊙ n; n = tanh(x_n + r ⊙ h_n)"
+            if _after
+            else "h' = z ⊙ h + (1 − z) ⊙ n; n = tanh(x_n + (r ⊙ h) @ w_hnᵀ + b_hn)",
+        )
     )
-)
-register(
-    CellSpec(
-        "gru_reset_before",
-        gates=("r", "z", "n"),
-        state=("h",),
-        step=_gru_step(False),
-        trace=("r", "z", "n", "h"),
-        kernel=4,
-        options={"reset_after": False},
-        doc="n = tanh(x_n + (r ⊙ h) @ w_hnᵀ + b_hn); h' = z ⊙ h + (1 − z) ⊙ n",
-    )
-)
 
 
 # IndRNN (Li et al. 2018): each unit has one scalar recurrent weight, no recurrent matrix.

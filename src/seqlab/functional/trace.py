@@ -8,29 +8,15 @@ time-major, in the original time order, zero at padded steps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from seqlab.functional.scan import scan
-from seqlab.functional.spec import SPECS, CellSpec, Params, get_spec
+from seqlab.functional.spec import CellSpec, Params, SpecView, get_spec
 
-
-class _TraceNames(Mapping):
-    """Live view ``mode -> trace names`` of the registry (kept for older callers)."""
-
-    def __getitem__(self, mode: str) -> tuple[str, ...]:
-        return SPECS[mode].trace
-
-    def __iter__(self):
-        return iter(SPECS)
-
-    def __len__(self) -> int:
-        return len(SPECS)
-
-
-TRACE_NAMES = _TraceNames()
+TRACE_NAMES = SpecView(lambda spec: spec.trace)  # kept for older callers
 
 
 def traced_run(
