@@ -252,12 +252,15 @@ def main() -> None:
     parser.add_argument("--cells", default="LSTM,GRU,RNN")
     parser.add_argument("--configs", default="C1,C2,C3,C4,P0")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None, help="override rounds per row")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per timing")
     parser.add_argument(
         "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
     rounds, budget = (3, 0.01) if args.quick else (7, 0.05)
+    rounds, budget = args.rounds or rounds, args.budget or budget
     report = engine.backends()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seqlab backend: "
           f"{report['default']} ({report['why']})")  # fmt: skip

@@ -8,7 +8,8 @@ sides alike; the spread of the ratios is printed as the noise.
 
     python benchmarks/tree_ab.py /path/to/tree-A /path/to/tree-B [--rounds 9] [--quick]
 
-Configurations and modes as ``recurrence_speed.py`` (shared/BENCHMARKS.md).
+Configurations and modes as ``recurrence_speed.py`` (shared/BENCHMARKS.md), plus ``O1``
+(T=1, B=1, I=H=8): one step, so the time is the per-call Python overhead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(2)
 import seqlab
 CONFIGS = {"C1": (100, 32, 64, 128), "C2": (100, 64, 256, 256), "C3": (50, 128, 512, 512),
-           "C4": (500, 16, 32, 64), "P0": (1000, 1, 8, 8)}
+           "C4": (500, 16, 32, 64), "P0": (1000, 1, 8, 8), "O1": (1, 1, 8, 8)}
 cache = {}
 def step_for(cell, cfg, train):
     key = (cell, cfg, train)

@@ -21,7 +21,7 @@ from seqlab.attention import (
     SinusoidalPositionalEncoding,
     scaled_dot_product_attention,
 )
-from seqlab.cells import GRUCell, LSTMCell, RNNCell
+from seqlab.cells import Cell, GRUCell, LSTMCell, RNNCell
 from seqlab.decoding import beam_search, greedy, sample
 from seqlab.engine import backends
 from seqlab.functional.cells import LSTMState
@@ -71,6 +71,7 @@ __all__ = [
     "RNN",
     "TBPTT",
     "Bidirectional",
+    "Cell",
     "ClassifierConfig",
     "GRUCell",
     "Generator",

@@ -273,6 +273,7 @@ for _after, _kernel in ((True, 3), (False, 4)):
             else "h' = z ⊙ h + (1 − z) ⊙ n; n = tanh(x_n + (r ⊙ h) @ w_hnᵀ + b_hn)",
         )
     )
+del _after, _kernel, _nl, _choice
 
 
 # IndRNN (Li et al. 2018): each unit has one scalar recurrent weight, no recurrent matrix.
