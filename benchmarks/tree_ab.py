@@ -24,7 +24,8 @@ import sys
 WORKER = r"""
 import json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[2]))
+clock = time.process_time if sys.argv[3] == "cpu" else time.perf_counter
 import seqlab
 CONFIGS = {"C1": (100, 32, 64, 128), "C2": (100, 64, 256, 256), "C3": (50, 128, 512, 512),
            "C4": (500, 16, 32, 64), "P0": (1000, 1, 8, 8), "O1": (1, 1, 8, 8)}
@@ -49,18 +50,18 @@ def step_for(cell, cfg, train):
 for line in sys.stdin:
     cell, cfg, train, reps = json.loads(line)
     step = step_for(cell, cfg, train)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(reps):
         step()
-    print(json.dumps((time.perf_counter() - t0) / reps), flush=True)
+    print(json.dumps((clock() - t0) / reps), flush=True)
 """
 
 
 class Worker:
-    def __init__(self, tree: str) -> None:
+    def __init__(self, tree: str, threads: int, clock: str) -> None:
         src = os.path.join(os.path.abspath(tree), "src")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, src],
+            [sys.executable, "-c", WORKER, src, str(threads), clock],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -86,9 +87,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.2, help="seconds per timing")
     parser.add_argument("--cells", default="LSTM,GRU,RNN")
     parser.add_argument("--configs", default="C1,C2,C3,C4,P0")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: the worker's CPU time (steadier than wall time on a crowded machine; "
+        "use with --threads 1, where no thread waits on another)",
+    )
     args = parser.parse_args()
-    a, b = Worker(args.tree_a), Worker(args.tree_b)
-    print(f"A = {args.tree_a}, B = {args.tree_b}; ratio = A/B, median of {args.rounds} rounds")
+    a, b = (Worker(t, args.threads, args.clock) for t in (args.tree_a, args.tree_b))
+    print(f"A = {args.tree_a}, B = {args.tree_b}; ratio = A/B, median of {args.rounds} rounds; "
+          f"{args.threads} thread(s), {args.clock} clock")  # fmt: skip
     print("| cell | cfg | mode | A ms | B ms | ratio A/B | ratio min..max |")
     print("|" + "---|" * 7)
     try:

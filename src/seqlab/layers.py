@@ -115,14 +115,14 @@ class RecurrentLayer(nn.Module):
 
     def _initial_state(self, state, x: Tensor, batch: int) -> tuple[Tensor, ...]:
         LD, H = self.num_layers * self.num_directions, self.hidden_size
-        parts = self._state_parts()
         if state is None:
+            n_parts = len(self.spec.state)
             if self.learn_initial_state:
                 learned = self.initial_state_param.to(x.dtype)
-                return tuple(learned[k].expand(LD, batch, H) for k in range(len(parts)))
+                return tuple(learned[k].expand(LD, batch, H) for k in range(n_parts))
             zeros = x.new_zeros(LD, batch, H)
-            return (zeros,) * len(parts)
-        return check_state(state, parts, (LD, batch, H), x)
+            return (zeros,) * n_parts
+        return check_state(state, self._state_parts(), (LD, batch, H), x)
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -175,7 +175,7 @@ class RecurrentLayer(nn.Module):
             finals = tuple(f.squeeze(1) for f in finals)
         elif self.batch_first:
             out = out.transpose(0, 1)
-        final = self.spec.pack(finals)
+        final = finals[0] if len(finals) == 1 else self.spec.pack(finals)
         return (out, final, traces) if trace else (out, final)
 
     def _run(
@@ -203,14 +203,14 @@ class RecurrentLayer(nn.Module):
             return run
 
         per_layer = [
-            [tuple(s[layer * D + d] for s in states) for d in range(D)]
+            [tuple([s[layer * D + d] for s in states]) for d in range(D)]
             for layer in range(self.num_layers)
         ]
         layers = [layer_fn(layer) for layer in range(self.num_layers)]
         out, finals = run_stack(layers, x, per_layer, self.dropout, self.training)
         # each state part stacked over (layer, direction): (L·D, B, H)
         stacked = tuple(
-            torch.stack([f[d][k] for f in finals for d in range(D)]) for k in range(len(states))
+            [torch.stack([f[d][k] for f in finals for d in range(D)]) for k in range(len(states))]
         )
         return out, stacked, (traces if trace else None)
 

@@ -101,14 +101,14 @@ def backends() -> dict[str, Any]:
 
 
 def _check(spec: CellSpec, x, state, params, lengths) -> None:
+    # hot path (every layer call): no string formatting unless something is wrong
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError(f"x: expected a (T, B, I) tensor, got {getattr(x, 'shape', type(x))}")
     T, B, I = x.shape  # noqa: E741
-    want = len(spec.state)
-    if len(state) != want:
+    if len(state) != len(spec.state):
         raise ValueError(
-            f"state: expected {want} tensor(s) {spec.state} for mode {spec.name!r}, "
-            f"got {len(state)}"
+            f"state: expected {len(spec.state)} tensor(s) {spec.state} for mode "
+            f"{spec.name!r}, got {len(state)}"
         )
     h0 = state[0]
     if not isinstance(h0, Tensor) or h0.dim() != 2 or h0.shape[0] != B:
@@ -118,26 +118,32 @@ def _check(spec: CellSpec, x, state, params, lengths) -> None:
     if len(params) != len(spec.params):
         names = tuple(p.name for p in spec.params)
         raise ValueError(f"params: expected {len(names)} tensors {names}, got {len(params)}")
-    checks = [(f"state.{n}", t, (B, H)) for n, t in zip(spec.state, state, strict=True)]
+    dtype, device = x.dtype, x.device
+    for name, t in zip(spec.state, state, strict=True):
+        _check_tensor(f"state.{name}", t, (B, H), dtype, device)
+    G = len(spec.gates)
     for p, t in zip(spec.params, params, strict=True):
-        if t is None and not p.bias:
-            raise ValueError(f"{p.name}: expected a tensor of shape {p.shape(spec.G, I, H)}")
-        checks.append((p.name, t, p.shape(spec.G, I, H)))
-    for name, t, shape in checks:
         if t is None:
+            if not p.bias:
+                raise ValueError(f"{p.name}: expected a tensor of shape {p.shape(G, I, H)}")
             continue
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
-        if t.dtype != x.dtype or t.device != x.device:
-            raise TypeError(
-                f"{name}: expected dtype {x.dtype} on {x.device} (like x), "
-                f"got {t.dtype} on {t.device}"
-            )
-    if lengths is not None and tuple(lengths.shape) != (B,):
+        _check_tensor(p.name, t, p.shape(G, I, H), dtype, device)
+    if lengths is not None and lengths.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {tuple(lengths.shape)}")
 
 
+def _check_tensor(name: str, t: Tensor, shape: tuple[int, ...], dtype, device) -> None:
+    if t.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    if t.dtype != dtype or t.device != device:
+        raise TypeError(
+            f"{name}: expected dtype {dtype} on {device} (like x), got {t.dtype} on {t.device}"
+        )
+
+
 def _as_params(spec: CellSpec, params) -> tuple[Tensor | None, ...]:
+    if isinstance(params, (tuple, list)):
+        return tuple(params)
     if isinstance(params, Mapping):
         unknown = set(params) - {p.name for p in spec.params}
         if unknown:
@@ -215,11 +221,11 @@ def run(
         if lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
             raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
     x = x.contiguous()
-    state = tuple(s.contiguous() for s in state)
-    params = tuple(None if p is None else p.contiguous() for p in params)
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, *state, *params)
-    ):
+    state = tuple([s.contiguous() for s in state])
+    params = tuple([None if p is None else p.contiguous() for p in params])
+    needs_grad = x.requires_grad or any([s.requires_grad for s in state])
+    needs_grad = needs_grad or any([p is not None and p.requires_grad for p in params])
+    if needs_grad and torch.is_grad_enabled():
         y, *final = RecurrenceFunction.apply(
             kernel, spec, lengths_cpu, reverse, len(state), x, *state, *params
         )

@@ -104,8 +104,8 @@ class ClassicKernel:
             gcn,
         )
         dstate = (dh0, dc0) if len(gstate) == 2 else (dh0,)
-        dparams = tuple(d if p is not None else None for d, p in zip(dparams, params, strict=True))
-        return dx, dstate, dparams
+        pairs = zip(dparams, params, strict=True)
+        return dx, dstate, tuple([d if p is not None else None for d, p in pairs])
 
 
 class RecurrenceFunction(torch.autograd.Function):
@@ -130,8 +130,9 @@ class RecurrenceFunction(torch.autograd.Function):
         y, final, saved = kernel.forward(spec, x, state, params, lengths, reverse, True)
         ctx.kernel, ctx.spec, ctx.lengths, ctx.reverse = kernel, spec, lengths, reverse
         ctx.n_state = n_state
-        ctx.present = tuple(p is not None for p in params)
-        ctx.save_for_backward(x, *(p for p in params if p is not None), *saved)
+        present = [p for p in params if p is not None]
+        ctx.present = tuple([p is not None for p in params])
+        ctx.save_for_backward(x, *present, *saved)
         return (y, *final)
 
     @staticmethod
@@ -153,7 +154,7 @@ class RecurrenceFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x, n = saved[0], sum(ctx.present)
         present = iter(saved[1 : 1 + n])
-        params = tuple(next(present) if has else None for has in ctx.present)
+        params = tuple([next(present) if has else None for has in ctx.present])
         dx, dstate, dparams = ctx.kernel.backward(
             ctx.spec, x, params, ctx.lengths, ctx.reverse, saved[1 + n :], gy, gstate
         )

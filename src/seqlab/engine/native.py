@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from seqlab.engine.function import ClassicKernel
 from seqlab.functional.spec import CellSpec
@@ -125,16 +124,7 @@ class NativeKernel(ClassicKernel):
 
     def __init__(self, ops: Any) -> None:
         self.ops = ops
-        super().__init__("native", self._forward, self._backward)
+        super().__init__("native", ops.forward, ops.backward)
 
     def covers(self, spec: CellSpec) -> bool:
         return spec.native and super().covers(spec)
-
-    def _forward(self, mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save=True):
-        return tuple(
-            self.ops.forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save)
-        )
-
-    def _backward(self, *args: Any) -> tuple[Tensor, ...]:
-        """Same arguments as :func:`seqlab.engine.fused.backward`."""
-        return tuple(self.ops.backward(*args))

@@ -66,8 +66,10 @@ class Param:
     bias: bool = False  # exists only when the module is built with bias=True
 
     def shape(self, G: int, I: int, H: int) -> tuple[int, ...]:  # noqa: E741
-        size = {"G·H": G * H, "H": H, "I": I}
-        return (size[self.rows],) if self.cols is None else (size[self.rows], size[self.cols])
+        rows = G * H if self.rows == "G·H" else H if self.rows == "H" else I
+        if self.cols is None:
+            return (rows,)
+        return (rows, I if self.cols == "I" else H)
 
 
 CLASSIC = (
