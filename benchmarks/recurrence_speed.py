@@ -98,11 +98,15 @@ def make_step(fn, x: torch.Tensor, train: bool):
     return step
 
 
+CLOCK = {"clock": time.perf_counter}  # --clock cpu: time.process_time
+
+
 def timed(step, reps: int) -> float:
-    t0 = time.perf_counter()
+    clock = CLOCK["clock"]
+    t0 = clock()
     for _ in range(reps):
         step()
-    return (time.perf_counter() - t0) / reps
+    return (clock() - t0) / reps
 
 
 def calibrate(step, budget_s: float) -> int:
@@ -253,12 +257,20 @@ def main() -> None:
     parser.add_argument("--configs", default="C1,C2,C3,C4,P0")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help="override rounds per row")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, steadier on a crowded machine (use with --threads 1)",
+    )
     parser.add_argument("--budget", type=float, default=None, help="seconds per timing")
     parser.add_argument(
         "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
     )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
     rounds, budget = (3, 0.01) if args.quick else (7, 0.05)
     rounds, budget = args.rounds or rounds, args.budget or budget
     report = engine.backends()
