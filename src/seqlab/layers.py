@@ -74,10 +74,12 @@ class RecurrentLayer(nn.Module):
         self.backend, self.init, self.forget_bias = backend, init, forget_bias
         self.num_directions = 2 if bidirectional else 1
         H = hidden_size
+        self._attrs: dict[str, list[str]] = {}  # suffix -> parameter attribute names
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else H * self.num_directions
             for suffix in self._suffixes(layer):
                 make_parameters(self, spec, layer_in, H, bias, suffix)
+                self._attrs[suffix] = [p.attr + suffix for p in spec.params]
         self.learn_initial_state = learn_initial_state
         if learn_initial_state:
             self.initial_state_param = nn.Parameter(
@@ -194,7 +196,7 @@ class RecurrentLayer(nn.Module):
                         )
                         traces.append(tr)
                     else:
-                        params = [getattr(self, p.attr + suffix) for p in spec.params]
+                        params = [getattr(self, name) for name in self._attrs[suffix]]
                         y, sT = engine.run(spec, inp, s0[d], params, lengths, d == 1, self.backend)
                     outputs.append(y)
                     finals.append(sT)
