@@ -9,6 +9,11 @@ memory of one C3 training step for each implementation, each in a fresh process.
 
     python benchmarks/recurrence_speed.py            # full table (~10 min on 2 cores)
     python benchmarks/recurrence_speed.py --quick    # < 2 min idle: 3 rounds, no memory probe
+    python benchmarks/recurrence_speed.py --recurrent-only   # only the Recurrent(cell) rows
+
+The last table times ``seqlab.Recurrent(cell)`` (and a 2-layer bidirectional
+``Stacked``/``Bidirectional`` composition of cells) against the equivalent seqlab layer
+with the same weights, interleaved the same way; target ratio <= 1.1 (train, C1 and C4).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from seqlab import engine  # noqa: E402
+from seqlab.functional import get_spec  # noqa: E402
 
 CONFIGS = {  # name: (T, B, I, H)
     "C1": (100, 32, 64, 128),
@@ -36,7 +42,7 @@ CONFIGS = {  # name: (T, B, I, H)
     "C4": (500, 16, 32, 64),
     "P0": (1000, 1, 8, 8),
 }
-CELLS = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "RNN": ("rnn_tanh", 1)}
+CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn_tanh"}  # gate counts from the descriptions
 # train-time ratio targets seqlab/torch.nn (issue 3); forward: <= 1.0 everywhere
 TRAIN_TARGET = {
     "LSTM": {"C1": 1.0, "C2": 1.0, "C3": 1.0, "C4": 0.8, "P0": 1.0},
@@ -56,7 +62,7 @@ def torch_module(cell: str, I: int, H: int) -> torch.nn.Module:
 
 def seqlab_runner(cell: str, ref: torch.nn.Module, backend: str | None):
     """seqlab's layer with torch.nn's weights (seqlab.<cell> if available, else run_layer)."""
-    mode, _ = CELLS[cell]
+    mode = CELLS[cell]
     try:
         import seqlab
 
@@ -71,7 +77,7 @@ def seqlab_runner(cell: str, ref: torch.nn.Module, backend: str | None):
     def run(x: torch.Tensor) -> torch.Tensor:
         B, H = x.shape[1], ref.hidden_size
         h0 = x.new_zeros(B, H)
-        state = (h0, h0) if mode == "lstm" else (h0,)
+        state = (h0,) * len(get_spec(mode).state)
         return engine.run_layer(mode, x, state, *w, backend=backend)[0]
 
     return run
@@ -92,11 +98,15 @@ def make_step(fn, x: torch.Tensor, train: bool):
     return step
 
 
+CLOCK = {"clock": time.perf_counter}  # --clock cpu: time.process_time
+
+
 def timed(step, reps: int) -> float:
-    t0 = time.perf_counter()
+    clock = CLOCK["clock"]
+    t0 = clock()
     for _ in range(reps):
         step()
-    return (time.perf_counter() - t0) / reps
+    return (clock() - t0) / reps
 
 
 def calibrate(step, budget_s: float) -> int:
@@ -114,6 +124,21 @@ def gemm_peak(rounds: int) -> float:
     return statistics.median(rates)
 
 
+def interleaved(steps, rounds, budget):
+    """Time ``steps`` (two named callables) alternately; per-round times and a/b ratios."""
+    a, b = steps
+    reps = {k: calibrate(s, budget) for k, s in steps.items()}
+    times = {a: [], b: []}
+    ratios = []
+    for r in range(rounds):
+        order = [a, b] if r % 2 == 0 else [b, a]
+        got = {k: timed(steps[k], reps[k]) for k in order}
+        for k in got:
+            times[k].append(got[k])
+        ratios.append(got[a] / got[b])
+    return times, ratios
+
+
 def bench_one(cell, cfg, train, rounds, budget, backend):
     T, B, I, H = CONFIGS[cfg]
     torch.manual_seed(0)
@@ -121,16 +146,8 @@ def bench_one(cell, cfg, train, rounds, budget, backend):
     ours = seqlab_runner(cell, ref, backend)
     x = torch.randn(T, B, I, requires_grad=train)
     steps = {"seqlab": make_step(ours, x, train), "torch": make_step(lambda v: ref(v)[0], x, train)}
-    reps = {k: calibrate(s, budget) for k, s in steps.items()}
-    times = {"seqlab": [], "torch": []}
-    ratios = []
-    for r in range(rounds):
-        order = ["seqlab", "torch"] if r % 2 == 0 else ["torch", "seqlab"]
-        got = {k: timed(steps[k], reps[k]) for k in order}
-        for k in got:
-            times[k].append(got[k])
-        ratios.append(got["seqlab"] / got["torch"])
-    G = CELLS[cell][1]
+    times, ratios = interleaved(steps, rounds, budget)
+    G = get_spec(CELLS[cell]).G
     flops = T * 2 * B * (I + H) * G * H * (3 if train else 1)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -144,6 +161,52 @@ def bench_one(cell, cfg, train, rounds, budget, backend):
         "us_step_best": {k: 1e6 * min(v) / T for k, v in times.items()},
         "ratio": statistics.median(ratios),
     }
+
+
+COMPOSITIONS = ("cell", "stack2-bi")  # Recurrent(cell); Stacked of 2 Bidirectional(Recurrent)
+
+
+def recurrent_runners(cell: str, cfg: str, composition: str):
+    """``(Recurrent composition, equivalent layer)`` sharing one set of weights."""
+    import seqlab
+    from seqlab.cells import make_cell
+
+    T, B, I, H = CONFIGS[cfg]
+    deep = composition == "stack2-bi"
+    torch.manual_seed(0)
+    layer = getattr(seqlab, cell)(I, H, num_layers=2 if deep else 1, bidirectional=deep)
+
+    def cell_of(suffix: str):
+        made = make_cell(CELLS[cell], layer.params(suffix)["w_ih"].shape[1], H)
+        for p in made.spec.params:
+            setattr(made, p.attr, getattr(layer, p.attr + suffix))  # the layer's tensors
+        return made
+
+    if deep:
+        module = seqlab.Stacked(
+            [
+                seqlab.Bidirectional(
+                    seqlab.Recurrent(cell_of(f"_l{k}")), seqlab.Recurrent(cell_of(f"_l{k}_reverse"))
+                )
+                for k in range(2)
+            ]
+        )
+    else:
+        module = seqlab.Recurrent(cell_of("_l0"))
+    return (lambda x: module(x)[0]), (lambda x: layer(x)[0])
+
+
+def bench_recurrent(cell, cfg, composition, rounds, budget):
+    T, B, I, H = CONFIGS[cfg]
+    ours, layer = recurrent_runners(cell, cfg, composition)
+    x = torch.randn(T, B, I, requires_grad=True)
+    steps = {"recurrent": make_step(ours, x, True), "layer": make_step(layer, x, True)}
+    times, ratios = interleaved(steps, rounds, budget)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return med, statistics.median(ratios)
+
+
+RECURRENT_TARGET = 1.1
 
 
 MEMORY_CHILD = """
@@ -193,9 +256,23 @@ def main() -> None:
     parser.add_argument("--cells", default="LSTM,GRU,RNN")
     parser.add_argument("--configs", default="C1,C2,C3,C4,P0")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None, help="override rounds per row")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, steadier on a crowded machine (use with --threads 1)",
+    )
+    parser.add_argument("--budget", type=float, default=None, help="seconds per timing")
+    parser.add_argument(
+        "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
     rounds, budget = (3, 0.01) if args.quick else (7, 0.05)
+    rounds, budget = args.rounds or rounds, args.budget or budget
     report = engine.backends()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seqlab backend: "
           f"{report['default']} ({report['why']})")  # fmt: skip
@@ -208,7 +285,7 @@ def main() -> None:
     print(header)
     print("|" + "---|" * 11)
     rows = []
-    for cell in args.cells.split(","):
+    for cell in [] if args.recurrent_only else args.cells.split(","):
         for cfg in args.configs.split(","):
             for train in (False, True):
                 row = bench_one(cell, cfg, train, rounds, budget, args.backend)
@@ -230,7 +307,7 @@ def main() -> None:
             print(f"  {row['cell']}: seqlab {us['seqlab']:.2f} µs/step (best round "
                   f"{best['seqlab']:.2f}), torch.nn {us['torch']:.2f} (best {best['torch']:.2f})"
                   f" -> {'met' if ok else 'NOT met'}")  # fmt: skip
-    if not (args.no_memory or args.quick) and "C3" in args.configs:
+    if not (args.no_memory or args.quick or args.recurrent_only) and "C3" in args.configs:
         print("\nPeak memory of one C3 training step (fresh process each, MiB):")
         for cell in args.cells.split(","):
             ours, theirs = peak_memory(cell, "seqlab"), peak_memory(cell, "torch")
@@ -239,6 +316,18 @@ def main() -> None:
             ok = ours <= theirs
             print(f"  {cell}: seqlab {ours:.0f}, torch.nn {theirs:.0f} -> "
                   f"{'met' if ok else 'NOT met'}")  # fmt: skip
+    print("\nRecurrent(cell) vs the equivalent layer, train, target <= 1.1:")
+    print("| cell | cfg | composition | Recurrent ms | layer ms | ratio | met |")
+    print("|" + "---|" * 7)
+    for cell in ("LSTM", "GRU"):
+        for cfg in ("C1", "C4"):
+            for comp in COMPOSITIONS:
+                med, ratio = bench_recurrent(cell, cfg, comp, rounds, budget)
+                ok = ratio <= RECURRENT_TARGET
+                if not ok:
+                    rows.append(({"cell": cell, "cfg": cfg, "mode": f"Recurrent/{comp}"}, False))
+                print(f"| {cell} | {cfg} | {comp} | {med['recurrent']:.2f} | {med['layer']:.2f} "
+                      f"| {ratio:.2f} | {'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
     missed = [f"{r['cell']}/{r['cfg']}/{r['mode']}" for r, ok in rows if not ok]
     print("\nratio targets not met: " + (", ".join(missed) if missed else "none"))
 

@@ -7,6 +7,8 @@ from torch import nn
 
 import seqlab
 from helpers import assert_close
+from seqlab.cells import make_cell
+from seqlab.functional import SPECS
 
 CELL_TWINS = [
     ("rnn_tanh", lambda: seqlab.RNNCell(5, 7), lambda: nn.RNNCell(5, 7)),
@@ -91,13 +93,8 @@ def test_gru_reset_before_equals_original_equations():
     assert (after(x, h0)[0] - out).abs().max() > 1e-3
 
 
-CELLS = {
-    "rnn_tanh": lambda: seqlab.RNNCell(3, 4),
-    "rnn_relu": lambda: seqlab.RNNCell(3, 4, nonlinearity="relu"),
-    "lstm": lambda: seqlab.LSTMCell(3, 4),
-    "gru": lambda: seqlab.GRUCell(3, 4),
-    "gru_reset_before": lambda: seqlab.GRUCell(3, 4, reset_after=False),
-}
+# every registered cell kind (the classic five and any added through a description)
+CELLS = {name: (lambda name=name: make_cell(name, 3, 4)) for name in SPECS}
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -112,7 +109,7 @@ def test_cell_gradcheck(name):
 
     def f(x, h, c, *ps):
         weights = dict(zip(names, ps, strict=True))
-        if name == "lstm":
+        if len(SPECS[name].state) == 2:
             _, s = torch.func.functional_call(cell, weights, (x, (h, c)))
             return s.h, s.c
         return torch.func.functional_call(cell, weights, (x, h))[0] + 0 * c

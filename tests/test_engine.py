@@ -14,9 +14,11 @@ import torch
 from seqlab import engine
 from seqlab.engine import native
 from seqlab.functional.scan import reference_layer
+from seqlab.functional.spec import SPECS
 
-MODES = ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
+# every cell kind with a fast kernel, and its gate count, from the cell descriptions
+MODES = [name for name, spec in SPECS.items() if spec.kernel is not None]
+GATES = {name: SPECS[name].G for name in MODES}
 FAST = ["fused"] + (["native"] if native.load() is not None else [])
 
 
@@ -28,7 +30,7 @@ def make_inputs(mode, T, B, I, H, dtype, bias=True, seed=0, scale_weights=0.5):
         return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
 
     x = r(T, B, I, scale=1.0)
-    state = (r(B, H),) + ((r(B, H),) if mode == "lstm" else ())
+    state = tuple(r(B, H) for _ in SPECS[mode].state)
     w_ih, w_hh = r(G * H, I), r(G * H, H)
     b_ih, b_hh = (r(G * H), r(G * H)) if bias else (None, None)
     return x, state, w_ih, w_hh, b_ih, b_hh

@@ -9,24 +9,20 @@ import itertools
 import pytest
 import torch
 
-import seqlab
 from seqlab.engine import native
+from seqlab.functional import SPECS
+from seqlab.layers import make_layer
 
 FAST = ["fused"] + (["native"] if native.load() is not None else [])
-CELLS = [
-    ("LSTM", {}),
-    ("GRU", {}),
-    ("GRU", {"reset_after": False}),
-    ("RNN", {"nonlinearity": "tanh"}),
-    ("RNN", {"nonlinearity": "relu"}),
-]
+# every cell kind with a fast kernel, from the cell descriptions
+KINDS = [name for name, spec in SPECS.items() if spec.kernel is not None]
 GRID = list(itertools.product([1, 2], [False, True], [False, True], [None, "ragged"]))
 
 
-def build(cls_name, kwargs, backend, layers, bidirectional, batch_first, dtype, dropout=0.0):
+def build(kind, backend, layers, bidirectional, batch_first, dtype, dropout=0.0):
     torch.manual_seed(0)  # same weights for every backend
-    cls = getattr(seqlab, cls_name)
-    return cls(
+    return make_layer(
+        kind,
         5,
         4,
         num_layers=layers,
@@ -34,7 +30,6 @@ def build(cls_name, kwargs, backend, layers, bidirectional, batch_first, dtype, 
         batch_first=batch_first,
         dropout=dropout,
         backend=backend,
-        **kwargs,
     ).to(dtype)
 
 
@@ -52,23 +47,23 @@ def run(layer, x, state, leaves_state, lengths, seed=3):
 
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(("cls_name", "kwargs"), CELLS)
-def test_layer_backend_matches_reference(backend, dtype, cls_name, kwargs):
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_backend_matches_reference(backend, dtype, kind):
     T, B = 6, 3
     tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     for layers, bidir, batch_first, lens in GRID:
         dropout = 0.3 if layers == 2 else 0.0
-        ref = build(cls_name, kwargs, "reference", layers, bidir, batch_first, dtype, dropout)
-        fast = build(cls_name, kwargs, backend, layers, bidir, batch_first, dtype, dropout)
+        ref = build(kind, "reference", layers, bidir, batch_first, dtype, dropout)
+        fast = build(kind, backend, layers, bidir, batch_first, dtype, dropout)
         fast.load_state_dict(ref.state_dict())
         shape = (B, T, 5) if batch_first else (T, B, 5)
         x = torch.randn(shape, dtype=dtype, requires_grad=True)
         D = 2 if bidir else 1
-        n_states = 2 if cls_name == "LSTM" else 1
+        n_states = len(SPECS[kind].state)
         state = [
             torch.randn(layers * D, B, 4, dtype=dtype, requires_grad=True) for _ in range(n_states)
         ]
-        st = tuple(state) if cls_name == "LSTM" else state[0]
+        st = SPECS[kind].pack(state)
         lengths = torch.tensor([6, 2, 4]) if lens else None
         want_out, want_grads = run(ref, x, st, state, lengths)
         got_out, got_grads = run(fast, x, st, state, lengths)

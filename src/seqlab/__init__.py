@@ -27,6 +27,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "backends": ("seqlab.engine", "backends"),
     "beam_search": ("seqlab.decoding", "beam_search"),
     "Bidirectional": ("seqlab.wrappers", "Bidirectional"),
+    "Cell": ("seqlab.cells", "Cell"),
     "ClassifierConfig": ("seqlab.models", "ClassifierConfig"),
     "decoding": ("seqlab.decoding", None),
     "detach_state": ("seqlab.training", "detach_state"),

@@ -1,9 +1,12 @@
 """Recurrent cells: one time step, ``cell(x (B, I), state) -> (y (B, H), new_state)``.
 
-A cell owns its parameters (torch.nn names and shapes) and calls the pure step math in
-:mod:`seqlab.functional.cells`; it never loops over time. Any object with this contract
-(``forward(x, state)``, ``initial_state(batch_size, dtype=, device=)`` and ``hidden_size``)
-runs under :class:`seqlab.Recurrent`, :class:`seqlab.Bidirectional` and the training tools.
+A cell is its kind's description (:mod:`seqlab.functional.spec`) plus parameters: it
+creates them from the description (torch.nn names and shapes for the classic cells), checks
+the state against the description's state parts and runs the description's reference step;
+it never loops over time. :class:`seqlab.Recurrent` runs seqlab's own cells on the fast
+engine (the same as the layers); any other object with this contract (``forward(x, state)``,
+``initial_state(batch_size, dtype=, device=)`` and ``hidden_size``) runs on the reference
+loop under :class:`seqlab.Recurrent`, :class:`seqlab.Bidirectional` and the training tools.
 
 ==============  ==========  ==========================================
 parameter       shape       row blocks (each H rows)
@@ -17,22 +20,57 @@ parameter       shape       row blocks (each H rows)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from seqlab import functional as SF
-from seqlab.functional.cells import GATES, LSTMState
-from seqlab.init import check_init, init_recurrent
-from seqlab.validation import require_float, require_like, require_shape, require_tensor
+from seqlab.functional.cells import LSTMState
+from seqlab.functional.spec import CellSpec, get_spec
+from seqlab.init import check_init, init_params
+from seqlab.validation import check_state, require_float, require_tensor
 
 
-class _Cell(nn.Module):
-    """Parameters and checks shared by every built-in cell."""
+def make_parameters(
+    module: nn.Module, spec: CellSpec, input_size: int, hidden_size: int, bias: bool, suffix=""
+) -> None:
+    """Register ``spec``'s parameters on ``module`` as ``attr + suffix`` (empty, uninitialised).
 
-    mode: str  # the functional cell kind, a key of seqlab.functional.GATES
+    The one place parameters are created, for cells (``suffix=""``) and layers
+    (``"_l0"``, ``"_l0_reverse"``, ...). Absent biases are registered as None.
+    """
+    for p in spec.params:
+        name = p.attr + suffix
+        if p.bias and not bias:
+            module.register_parameter(name, None)
+        else:
+            shape = p.shape(spec.G, input_size, hidden_size)
+            module.register_parameter(name, nn.Parameter(torch.empty(shape)))
+
+
+def parameters_of(module: nn.Module, spec: CellSpec, suffix: str = "") -> dict[str, Any]:
+    """``{functional name: tensor or None}`` of one cell / layer direction."""
+    return {p.name: getattr(module, p.attr + suffix, None) for p in spec.params}
+
+
+def check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+class Cell(nn.Module):
+    """A cell of any registered kind: ``Cell("lstm", 3, 4)`` is an :class:`LSTMCell`'s twin.
+
+    ``forward(x (B, I), state=None) -> (h (B, H), new_state)``; the state is ``h`` or the
+    kind's ``state_type`` (``LSTMState(h, c)``). The equations are the kind's reference step.
+    """
+
+    kinds: tuple[str, ...] = ()  # the cell kinds a subclass builds (see make_cell)
 
     def __init__(
         self,
+        mode: str | CellSpec,
         input_size: int,
         hidden_size: int,
         bias: bool = True,
@@ -40,70 +78,65 @@ class _Cell(nn.Module):
         forget_bias: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         check_init(init)
+        self.mode = get_spec(mode).name
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.init, self.forget_bias = init, forget_bias
-        G = GATES[self.mode]
-        self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(G * hidden_size, hidden_size))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(G * hidden_size))
-            self.bias_hh = nn.Parameter(torch.empty(G * hidden_size))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        make_parameters(self, self.spec, input_size, hidden_size, bias)
         self.reset_parameters()
 
+    @property
+    def spec(self) -> CellSpec:
+        """This cell kind's description (looked up, so the module pickles without it)."""
+        return get_spec(self.mode)
+
+    def params(self) -> dict[str, Any]:
+        """The parameters by functional name (``w_ih``, ``w_hh``, ``b_ih``, ``b_hh``, ...)."""
+        return parameters_of(self, self.spec)
+
     def reset_parameters(self) -> None:
-        init_recurrent(
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_ih,
-            self.bias_hh,
-            GATES[self.mode],
-            self.init,
-            self.forget_bias,
-        )
+        init_params(self.spec, self.params(), self.hidden_size, self.init, self.forget_bias)
 
     def initial_state(
         self, batch_size: int, *, dtype: torch.dtype | None = None, device=None
     ) -> Tensor | LSTMState:
-        """Zeros: ``h`` (B, H), or ``LSTMState(h, c)`` for an LSTM."""
-        h = torch.zeros(batch_size, self.hidden_size, dtype=dtype, device=device)
-        return LSTMState(h, torch.zeros_like(h)) if self.mode == "lstm" else h
+        """Zeros: ``h`` (B, H), or e.g. ``LSTMState(h, c)`` for an LSTM."""
+        like = torch.empty(0, dtype=dtype, device=device)
+        return self.spec.pack(self.spec.default_state(batch_size, self.hidden_size, like))
 
-    def _check(self, x: Tensor, state) -> Tensor | LSTMState:
+    def check_state(self, state: Any, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+        """The state as its tuple of parts, each (B, H) like ``like``; zeros if None."""
+        if state is None:
+            return self.spec.default_state(batch, self.hidden_size, like)
+        return check_state(state, self.spec.state, (batch, self.hidden_size), like)
+
+    def _check(self, x: Tensor, state: Any) -> tuple[Tensor, ...]:
         require_tensor("input", x)
         require_float("input", x)
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(
                 f"input: expected shape (batch, {self.input_size}), got {tuple(x.shape)}"
             )
-        B = x.shape[0]
-        if state is None:
-            return self.initial_state(B, dtype=x.dtype, device=x.device)
-        parts = ("h", "c") if self.mode == "lstm" else ("h",)
-        tensors = (state,) if isinstance(state, Tensor) else tuple(state)
-        if len(tensors) != len(parts):
-            raise ValueError(f"state: expected {len(parts)} tensor(s) {parts}, got {len(tensors)}")
-        for name, t in zip(parts, tensors, strict=True):
-            require_tensor(f"state.{name}", t)
-            require_shape(f"state.{name}", t, (B, self.hidden_size))
-            require_like(f"state.{name}", t, x)
-        return LSTMState(*tensors) if self.mode == "lstm" else tensors[0]
+        return self.check_state(state, x.shape[0], x)
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        parts = self._check(x, state)
+        p = self.params()
+        new, _ = self.spec.step(self.spec.project(x, p), parts, p)
+        return new[0], self.spec.pack(new)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
 
 
-class RNNCell(_Cell):
+class RNNCell(Cell):
     """Elman cell: ``h' = φ(x @ weight_ihᵀ + bias_ih + h @ weight_hhᵀ + bias_hh)``.
 
     φ = tanh (default) or relu. State: ``h`` (B, H); output ``y = h'``.
     """
+
+    kinds = ("rnn_tanh", "rnn_relu")
 
     def __init__(
         self,
@@ -115,19 +148,11 @@ class RNNCell(_Cell):
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, init)
         self.nonlinearity = nonlinearity
-        self.mode = f"rnn_{nonlinearity}"
-        super().__init__(input_size, hidden_size, bias, init)
-
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self._check(x, state)
-        h = SF.rnn_cell(
-            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity
-        )
-        return h, h
 
 
-class LSTMCell(_Cell):
+class LSTMCell(Cell):
     """LSTM cell, gates i, f, g, o; state ``LSTMState(h, c)``, each (B, H).
 
     ``[a_i, a_f, a_g, a_o] = x @ weight_ihᵀ + bias_ih + h @ weight_hhᵀ + bias_hh``;
@@ -137,17 +162,20 @@ class LSTMCell(_Cell):
     ``forget_bias`` (e.g. 1.0) initialises the forget-gate bias (see :mod:`seqlab.init`).
     """
 
-    mode = "lstm"
+    kinds = ("lstm",)
 
-    def forward(
-        self, x: Tensor, state: LSTMState | tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, LSTMState]:
-        s = self._check(x, state)
-        new = SF.lstm_cell(x, s, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return new.h, new
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        init: str = "default",
+        forget_bias: float | None = None,
+    ) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, init, forget_bias)
 
 
-class GRUCell(_Cell):
+class GRUCell(Cell):
     """GRU cell, gates r, z, n; state ``h`` (B, H).
 
     ``r = σ(x_r + h_r)``, ``z = σ(x_z + h_z)``, ``h' = z ⊙ h + (1 − z) ⊙ n`` with
@@ -160,6 +188,8 @@ class GRUCell(_Cell):
       ``weight_hh, bias_hh``.
     """
 
+    kinds = ("gru", "gru_reset_before")
+
     def __init__(
         self,
         input_size: int,
@@ -168,16 +198,19 @@ class GRUCell(_Cell):
         reset_after: bool = True,
         init: str = "default",
     ) -> None:
+        mode = "gru" if reset_after else "gru_reset_before"
+        super().__init__(mode, input_size, hidden_size, bias, init)
         self.reset_after = reset_after
-        self.mode = "gru" if reset_after else "gru_reset_before"
-        super().__init__(input_size, hidden_size, bias, init)
-
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self._check(x, state)
-        h = SF.gru_cell(
-            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset_after
-        )
-        return h, h
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", reset_after={self.reset_after}"
+
+
+def make_cell(mode: str | CellSpec, input_size: int, hidden_size: int, **kwargs: Any) -> Cell:
+    """The cell of a kind: :class:`RNNCell`/:class:`LSTMCell`/:class:`GRUCell` for the
+    classic kinds (with the description's ``options``), else :class:`Cell` itself."""
+    spec = get_spec(mode)
+    for cls in (RNNCell, LSTMCell, GRUCell):
+        if spec.name in cls.kinds:
+            return cls(input_size, hidden_size, **spec.options, **kwargs)
+    return Cell(spec, input_size, hidden_size, **kwargs)

@@ -12,9 +12,12 @@ recommend 1.0: the cell starts out remembering).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
+
+from seqlab.functional.spec import CLASSIC, SPECS, CellSpec
 
 INIT_SCHEMES = ("default", "orthogonal")
 
@@ -25,6 +28,57 @@ def check_init(init: str) -> None:
 
 
 @torch.no_grad()
+def init_params(
+    spec: CellSpec,
+    params: Mapping[str, Tensor | None],
+    hidden_size: int,
+    init: str = "default",
+    forget_bias: float | None = None,
+) -> None:
+    """Initialise one cell's (or one layer direction's) parameters in place, by role.
+
+    Roles (:class:`seqlab.functional.Param`): ``input``/``recurrent``/``bias`` as in the
+    module docstring (orthogonal/Xavier per gate block of H rows); ``diagonal`` (a vector
+    of recurrent weights, e.g. IndRNN's ``u``): the default bound, or ones under
+    ``"orthogonal"``; ``gain``: ones; ``forget_bias`` needs a gate named ``f``.
+    """
+    check_init(init)
+    H = hidden_size
+    bound = 1.0 / math.sqrt(H) if H > 0 else 0.0
+    for p in spec.params:
+        t = params.get(p.name)
+        if t is None:
+            continue
+        if p.role == "gain":
+            t.fill_(1.0)
+        elif init == "default":
+            nn.init.uniform_(t, -bound, bound)
+        elif p.role == "bias":
+            t.zero_()
+        elif p.role == "diagonal":
+            t.fill_(1.0)
+    if init == "orthogonal":  # block by block, recurrent before input (a fixed RNG order)
+        matrices = [
+            (nn.init.orthogonal_ if p.role == "recurrent" else nn.init.xavier_uniform_, t)
+            for role in ("recurrent", "input")
+            for p in spec.params
+            if p.role == role and (t := params.get(p.name)) is not None and t.dim() == 2
+        ]
+        for k in range(max((t.shape[0] // H for _, t in matrices), default=0) if H else 0):
+            for fill, t in matrices:
+                if (k + 1) * H <= t.shape[0]:
+                    fill(t[k * H : (k + 1) * H])
+    if forget_bias is not None:
+        if "f" not in spec.gates:
+            raise ValueError("forget_bias: only LSTM cells have a forget gate")
+        b_ih, b_hh = params.get("b_ih"), params.get("b_hh")
+        if b_ih is None or b_hh is None:
+            raise ValueError("forget_bias: needs bias=True")
+        f = spec.gate_slice("f", H)
+        b_ih[f].fill_(forget_bias)
+        b_hh[f].zero_()
+
+
 def init_recurrent(
     w_ih: Tensor,
     w_hh: Tensor,
@@ -34,25 +88,7 @@ def init_recurrent(
     init: str = "default",
     forget_bias: float | None = None,
 ) -> None:
-    """Initialise one direction of one layer in place (layout of :mod:`seqlab.functional`)."""
-    check_init(init)
-    H = w_hh.shape[1]
-    if init == "default":
-        bound = 1.0 / math.sqrt(H) if H > 0 else 0.0
-        for p in (w_ih, w_hh, b_ih, b_hh):
-            if p is not None:
-                nn.init.uniform_(p, -bound, bound)
-    else:
-        for k in range(gates):
-            nn.init.orthogonal_(w_hh[k * H : (k + 1) * H])
-            nn.init.xavier_uniform_(w_ih[k * H : (k + 1) * H])
-        for p in (b_ih, b_hh):
-            if p is not None:
-                p.zero_()
-    if forget_bias is not None:
-        if gates != 4:
-            raise ValueError("forget_bias: only LSTM cells have a forget gate")
-        if b_ih is None or b_hh is None:
-            raise ValueError("forget_bias: needs bias=True")
-        b_ih[H : 2 * H].fill_(forget_bias)
-        b_hh[H : 2 * H].zero_()
+    """:func:`init_params` for the four classic tensors of a ``gates``-gate cell."""
+    spec = next(s for s in SPECS.values() if s.params == CLASSIC and len(s.gates) == gates)
+    params = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    init_params(spec, params, w_hh.shape[1], init, forget_bias)

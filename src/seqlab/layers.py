@@ -24,29 +24,30 @@ argument           shape                                notes
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab import engine
-from seqlab.functional.cells import GATES, LSTMState
-from seqlab.functional.trace import traced_layer
-from seqlab.init import check_init, init_recurrent
-from seqlab.validation import (
-    check_lengths,
-    require_float,
-    require_like,
-    require_shape,
-    require_tensor,
-)
+from seqlab.cells import check_sizes, make_parameters, parameters_of
+from seqlab.functional.spec import CellSpec, get_spec
+from seqlab.functional.trace import traced_run
+from seqlab.init import check_init, init_params
+from seqlab.validation import check_lengths, check_state, require_float, require_tensor
+from seqlab.wrappers import run_stack
 
 
 class RecurrentLayer(nn.Module):
-    """Base of :class:`RNN`, :class:`LSTM`, :class:`GRU`; ``mode`` names the cell kind."""
+    """Base of :class:`RNN`, :class:`LSTM`, :class:`GRU`; ``mode`` names the cell kind.
+
+    Any registered kind works: ``RecurrentLayer("lstm", 3, 4)`` is an :class:`LSTM`, and a
+    kind added to :mod:`seqlab.functional.spec` gets its layer this way with no new class.
+    """
+
+    kinds: tuple[str, ...] = ()  # the cell kinds a subclass builds (see make_layer)
 
     def __init__(
         self,
-        mode: str,
+        mode: str | CellSpec,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -61,75 +62,69 @@ class RecurrentLayer(nn.Module):
         learn_initial_state: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         check_init(init)
-        self.mode = mode
+        spec = get_spec(mode)
+        self.mode = spec.name
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first = bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bidirectional
         self.backend, self.init, self.forget_bias = backend, init, forget_bias
         self.num_directions = 2 if bidirectional else 1
-        G, H = GATES[mode], hidden_size
+        H = hidden_size
+        self._attrs: dict[str, list[str]] = {}  # suffix -> parameter attribute names
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else H * self.num_directions
             for suffix in self._suffixes(layer):
-                self.register_parameter(
-                    f"weight_ih{suffix}", nn.Parameter(torch.empty(G * H, layer_in))
-                )
-                self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G * H, H)))
-                if bias:
-                    self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(G * H)))
-                    self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(G * H)))
+                make_parameters(self, spec, layer_in, H, bias, suffix)
+                self._attrs[suffix] = [p.attr + suffix for p in spec.params]
         self.learn_initial_state = learn_initial_state
         if learn_initial_state:
-            n_state = 2 if mode == "lstm" else 1
             self.initial_state_param = nn.Parameter(
-                torch.zeros(n_state, num_layers * self.num_directions, 1, H)
+                torch.zeros(len(spec.state), num_layers * self.num_directions, 1, H)
             )
         self.reset_parameters()
+
+    @property
+    def spec(self) -> CellSpec:
+        """This layer's cell description (looked up, so the module pickles without it)."""
+        return get_spec(self.mode)
 
     def _suffixes(self, layer: int) -> list[str]:
         return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
 
+    def params(self, suffix: str) -> dict[str, Tensor | None]:
+        """One layer/direction's parameters by functional name, e.g. ``suffix="_l0"``."""
+        return parameters_of(self, self.spec, suffix)
+
     def weights(self, suffix: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer/direction, e.g. ``suffix="_l0"``."""
-        get = lambda n: getattr(self, n + suffix, None)  # noqa: E731
-        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer/direction of a classic cell."""
+        p = self.params(suffix)
+        return p.get("w_ih"), p.get("w_hh"), p.get("b_ih"), p.get("b_hh")
 
     def reset_parameters(self) -> None:
         for layer in range(self.num_layers):
             for suffix in self._suffixes(layer):
-                init_recurrent(*self.weights(suffix), GATES[self.mode], self.init, self.forget_bias)
+                init_params(
+                    self.spec, self.params(suffix), self.hidden_size, self.init, self.forget_bias
+                )
 
     # ------------------------------------------------------------------ checks
     def _state_parts(self) -> tuple[str, ...]:
-        return ("h0", "c0") if self.mode == "lstm" else ("h0",)
+        return tuple(f"{name}0" for name in self.spec.state)
 
     def _initial_state(self, state, x: Tensor, batch: int) -> tuple[Tensor, ...]:
         LD, H = self.num_layers * self.num_directions, self.hidden_size
-        parts = self._state_parts()
         if state is None:
+            n_parts = len(self.spec.state)
             if self.learn_initial_state:
                 learned = self.initial_state_param.to(x.dtype)
-                return tuple(learned[k].expand(LD, batch, H) for k in range(len(parts)))
+                return tuple(learned[k].expand(LD, batch, H) for k in range(n_parts))
             zeros = x.new_zeros(LD, batch, H)
-            return (zeros,) * len(parts)
-        tensors = (state,) if isinstance(state, Tensor) else tuple(state)
-        if len(tensors) != len(parts):
-            raise ValueError(f"state: expected {len(parts)} tensor(s) {parts}, got {len(tensors)}")
-        for name, t in zip(parts, tensors, strict=True):
-            require_tensor(f"state.{name}", t)
-            require_shape(f"state.{name}", t, (LD, batch, H))
-            require_like(f"state.{name}", t, x)
-        return tensors
+            return (zeros,) * n_parts
+        return check_state(state, self._state_parts(), (LD, batch, H), x)
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -177,52 +172,49 @@ class RecurrentLayer(nn.Module):
             lengths = check_lengths(lengths, B, T, x.device)
         states = self._initial_state(state, x, B)
         out, finals, traces = self._run(x, states, lengths, trace)
-        final = LSTMState(*finals) if self.mode == "lstm" else finals[0]
         if unbatched:
             out = out.squeeze(1)
-            final = (
-                type(final)(*(f.squeeze(1) for f in final))
-                if self.mode == "lstm"
-                else final.squeeze(1)
-            )
+            finals = tuple(f.squeeze(1) for f in finals)
         elif self.batch_first:
             out = out.transpose(0, 1)
+        final = finals[0] if len(finals) == 1 else self.spec.pack(finals)
         return (out, final, traces) if trace else (out, final)
 
     def _run(
         self, x: Tensor, states: tuple[Tensor, ...], lengths: Tensor | None, trace: bool
     ) -> tuple[Tensor, tuple[Tensor, ...], list[dict[str, Tensor]] | None]:
-        finals: list[list[Tensor]] = [[] for _ in states]
+        spec, D = self.spec, self.num_directions
         traces: list[dict[str, Tensor]] = []
-        layer_input = x  # (T, B, I) time-major
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0 and self.training:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-            outputs = []
-            for d, suffix in enumerate(self._suffixes(layer)):
-                k = layer * self.num_directions + d
-                s0 = tuple(s[k] for s in states)
-                if trace:
-                    y, sT, tr = traced_layer(
-                        self.mode, layer_input, s0, *self.weights(suffix), lengths, d == 1
-                    )
-                    traces.append(tr)
-                else:
-                    y, sT = engine.run_layer(
-                        self.mode,
-                        layer_input,
-                        s0,
-                        *self.weights(suffix),
-                        lengths=lengths,
-                        reverse=d == 1,
-                        backend=self.backend,
-                    )
-                outputs.append(y)
-                for acc, s in zip(finals, sT, strict=True):
-                    acc.append(s)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        stacked = tuple(torch.stack(acc) for acc in finals)  # each (L·D, B, H)
-        return layer_input, stacked, (traces if trace else None)
+
+        def layer_fn(layer: int):
+            def run(inp: Tensor, s0: list[tuple[Tensor, ...]]):
+                outputs, finals = [], []
+                for d, suffix in enumerate(self._suffixes(layer)):
+                    if trace:
+                        y, sT, tr = traced_run(
+                            spec, inp, s0[d], self.params(suffix), lengths, d == 1
+                        )
+                        traces.append(tr)
+                    else:
+                        params = [getattr(self, name) for name in self._attrs[suffix]]
+                        y, sT = engine.run(spec, inp, s0[d], params, lengths, d == 1, self.backend)
+                    outputs.append(y)
+                    finals.append(sT)
+                return (outputs[0] if D == 1 else torch.cat(outputs, dim=-1)), finals
+
+            return run
+
+        per_layer = [
+            [tuple([s[layer * D + d] for s in states]) for d in range(D)]
+            for layer in range(self.num_layers)
+        ]
+        layers = [layer_fn(layer) for layer in range(self.num_layers)]
+        out, finals = run_stack(layers, x, per_layer, self.dropout, self.training)
+        # each state part stacked over (layer, direction): (L·D, B, H)
+        stacked = tuple(
+            [torch.stack([f[d][k] for f in finals for d in range(D)]) for k in range(len(states))]
+        )
+        return out, stacked, (traces if trace else None)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -243,6 +235,8 @@ class RNN(RecurrentLayer):
 
     Arguments as ``torch.nn.RNN``; see the module docstring for shapes.
     """
+
+    kinds = ("rnn_tanh", "rnn_relu")
 
     def __init__(
         self,
@@ -279,6 +273,8 @@ class LSTM(RecurrentLayer):
     forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
     """
 
+    kinds = ("lstm",)
+
     def __init__(
         self,
         input_size: int,
@@ -309,6 +305,8 @@ class GRU(RecurrentLayer):
     ``reset_after=True`` matches ``torch.nn.GRU``; ``reset_after=False`` is the original form.
     """
 
+    kinds = ("gru", "gru_reset_before")
+
     def __init__(
         self,
         input_size: int,
@@ -333,3 +331,14 @@ class GRU(RecurrentLayer):
             bidirectional,
             **options,
         )
+
+
+def make_layer(mode: str | CellSpec, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:
+    """The layer of a cell kind: :class:`RNN`/:class:`LSTM`/:class:`GRU` for the classic
+    kinds (with the description's ``options``, e.g. ``nonlinearity``), else
+    :class:`RecurrentLayer` itself. ``kwargs`` as :class:`RecurrentLayer`."""
+    spec = get_spec(mode)
+    for cls in (RNN, LSTM, GRU):
+        if spec.name in cls.kinds:
+            return cls(input_size, hidden_size, **spec.options, **kwargs)
+    return RecurrentLayer(spec, input_size, hidden_size, **kwargs)

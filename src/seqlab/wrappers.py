@@ -6,18 +6,61 @@ The cell contract (see :mod:`seqlab.cells`)::
     cell.initial_state(batch_size, dtype=..., device=...) -> state
 
 ``state`` is a Tensor or a (named) tuple of Tensors whose first dimension is the batch.
+
+:class:`Recurrent` runs seqlab's own cells (:class:`seqlab.cells.Cell` and its subclasses,
+whose ``forward`` is the description's step) on the same engine as the layers
+(:func:`seqlab.engine.run`, fast kernels where the cell kind has one); any other cell runs
+on the reference loop :func:`seqlab.functional.scan`. :func:`run_stack` is the one stacking
+mechanism: the layers, :class:`Stacked` and the models' cell stacks all use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab import engine
+from seqlab.cells import Cell
 from seqlab.functional.scan import State, scan, tree_leaves
 from seqlab.validation import check_lengths, require_float, require_like, require_tensor
+
+
+def run_stack(
+    layers: Sequence[Callable[[Tensor, Any], tuple[Tensor, Any]]],
+    x: Tensor,
+    states: Sequence[Any],
+    dropout: float = 0.0,
+    training: bool = False,
+) -> tuple[Tensor, list[Any]]:
+    """Apply ``layers`` in order: ``x, final_k = layers[k](x, states[k])``.
+
+    Dropout with probability ``dropout`` is applied to each layer's input but the first,
+    while ``training``. Returns the last output and the list of final states.
+    """
+    finals = []
+    for k, (layer, state) in enumerate(zip(layers, states, strict=True)):
+        if k > 0 and dropout > 0 and training:
+            x = F.dropout(x, dropout, training=True)
+        x, final = layer(x, state)
+        finals.append(final)
+    return x, finals
+
+
+def engine_cell(cell: nn.Module) -> Cell | None:
+    """``cell`` if it is one of seqlab's own cells whose step the engine may run, else None.
+
+    A subclass that overrides ``forward`` (or a cell with forward hooks) is not: its
+    ``forward`` is what must run, so it gets the reference loop.
+    """
+    if not isinstance(cell, Cell) or type(cell).forward is not Cell.forward:
+        return None
+    if cell._forward_hooks or cell._forward_pre_hooks:
+        return None
+    return cell
 
 
 class Recurrent(nn.Module):
@@ -51,6 +94,14 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
+        fast = engine_cell(self.cell)
+        if fast is not None and x.dim() == 3 and x.shape[-1] == fast.input_size:
+            parts = fast.check_state(state, B, x)
+            out, final = engine.run(fast.spec, x, parts, fast.params(), lengths, self.reverse)
+            final = fast.spec.pack(final)
+            if self.batch_first:
+                out = out.transpose(0, 1)
+            return out, final
         if state is None:
             state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
         else:
@@ -126,13 +177,9 @@ class Stacked(nn.Module):
             raise ValueError(
                 f"state: expected {len(self.layers)} entries (one per layer), got {len(state)}"
             )
-        finals = []
-        for k, layer in enumerate(self.layers):
-            if k > 0 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
-            x, final = layer(x, None if state is None else state[k], lengths)
-            finals.append(final)
-        return x, finals
+        states = [None] * len(self.layers) if state is None else state
+        layers = [lambda x, s, layer=layer: layer(x, s, lengths) for layer in self.layers]
+        return run_stack(layers, x, states, self.dropout, self.training)
 
 
 class TimeDistributed(nn.Module):

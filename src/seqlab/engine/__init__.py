@@ -15,25 +15,42 @@ Choice: the ``backend`` argument, else ``SEQLAB_BACKEND``, else automatic (nativ
 builds and covers the call — CPU, float32/float64 — otherwise fused). ``SEQLAB_NATIVE=0``
 simulates a machine without a compiler. :func:`backends` reports what is in use and why.
 
+Which cell kinds a backend covers is read from their descriptions
+(:mod:`seqlab.functional.spec`): a kind with a kernel id runs on the fused and (if
+``spec.native``) the native kernel; a kind without one always runs on the reference loop.
+
 Forward equations per cell kind are in :mod:`seqlab.functional.cells`. The backward is, per
 step and in reverse time order, ``dA_t = ∂L/∂(x_t W_ihᵀ + b)`` from the saved gates and
-``dh_{t-1} = dA_t W_hh (+ direct terms)``; after the loop, over all ``T·B`` rows at once:
-``dX = dA W_ih``, ``dW_ih = dAᵀ X``, ``dW_hh = dAᵀ H_prev``, ``db = Σ dA``.
+``dh_{t-1} = dA_t W_hh (+ direct terms)``; the input-side products ``dX = dA W_ih``,
+``dW_ih = dAᵀ X``, ``dW_hh = dAᵀ H_prev``, ``db = Σ dA`` are GEMMs over many rows at once:
+over all ``T·B`` rows after the loop in the fused kernel, and a chunk of steps at a time,
+accumulated inside the loop, in the native one.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from seqlab.engine import fused, native
-from seqlab.engine.function import RecurrenceFunction
-from seqlab.functional.scan import reference_layer
+from seqlab.engine.function import Kernel, RecurrenceFunction
+from seqlab.functional.scan import reference_run
+from seqlab.functional.spec import CellSpec, get_spec
 
-__all__ = ["BACKENDS", "backends", "resolve_backend", "run_layer"]
+__all__ = [
+    "BACKENDS",
+    "EXTRA_KERNELS",
+    "Kernel",
+    "backends",
+    "register_kernel",
+    "resolve_backend",
+    "run",
+    "run_layer",
+]
 
 BACKENDS = ("native", "fused", "reference")
 
@@ -83,37 +100,138 @@ def backends() -> dict[str, Any]:
     }
 
 
-def _check(mode, x, state, w_ih, w_hh, b_ih, b_hh, lengths) -> None:
-    if mode not in fused.MODE_IDS:
-        raise ValueError(f"mode: expected one of {sorted(fused.MODE_IDS)}, got {mode!r}")
+def _check(spec: CellSpec, x, state, params, lengths) -> None:
+    # hot path (every layer call): no string formatting unless something is wrong
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError(f"x: expected a (T, B, I) tensor, got {getattr(x, 'shape', type(x))}")
-    T, B, I = x.shape
-    G = fused.GATE_COUNT[fused.MODE_IDS[mode]]
-    H = w_hh.shape[-1]
-    want = 2 if mode == "lstm" else 1
-    if len(state) != want:
-        raise ValueError(f"state: expected {want} tensor(s) for mode {mode!r}, got {len(state)}")
-    for name, t, shape in [
-        ("w_ih", w_ih, (G * H, I)),
-        ("w_hh", w_hh, (G * H, H)),
-        ("b_ih", b_ih, (G * H,)),
-        ("b_hh", b_hh, (G * H,)),
-        ("state", state[0], (B, H)),
-        ("state", state[-1], (B, H)),
-    ]:
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
-    for name, t in [("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)] + [
-        ("state", s) for s in state
-    ]:
-        if t is not None and (t.dtype != x.dtype or t.device != x.device):
-            raise TypeError(
-                f"{name}: expected dtype {x.dtype} on {x.device} (like x), "
-                f"got {t.dtype} on {t.device}"
-            )
-    if lengths is not None and tuple(lengths.shape) != (B,):
+    T, B, I = x.shape  # noqa: E741
+    if len(state) != len(spec.state):
+        raise ValueError(
+            f"state: expected {len(spec.state)} tensor(s) {spec.state} for mode "
+            f"{spec.name!r}, got {len(state)}"
+        )
+    h0 = state[0]
+    if not isinstance(h0, Tensor) or h0.dim() != 2 or h0.shape[0] != B:
+        got = tuple(h0.shape) if isinstance(h0, Tensor) else type(h0).__name__
+        raise ValueError(f"state: expected shape ({B}, hidden), got {got}")
+    H = h0.shape[1]
+    if len(params) != len(spec.params):
+        names = tuple(p.name for p in spec.params)
+        raise ValueError(f"params: expected {len(names)} tensors {names}, got {len(params)}")
+    dtype, device = x.dtype, x.device
+    for name, t in zip(spec.state, state, strict=True):
+        _check_tensor(f"state.{name}", t, (B, H), dtype, device)
+    G = len(spec.gates)
+    for p, t in zip(spec.params, params, strict=True):
+        if t is None:
+            if not p.bias:
+                raise ValueError(f"{p.name}: expected a tensor of shape {p.shape(G, I, H)}")
+            continue
+        _check_tensor(p.name, t, p.shape(G, I, H), dtype, device)
+    if lengths is not None and lengths.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {tuple(lengths.shape)}")
+
+
+def _check_tensor(name: str, t: Tensor, shape: tuple[int, ...], dtype, device) -> None:
+    if t.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    if t.dtype != dtype or t.device != device:
+        raise TypeError(
+            f"{name}: expected dtype {dtype} on {device} (like x), got {t.dtype} on {t.device}"
+        )
+
+
+def _as_params(spec: CellSpec, params) -> tuple[Tensor | None, ...]:
+    if isinstance(params, (tuple, list)):
+        return tuple(params)
+    if isinstance(params, Mapping):
+        unknown = set(params) - {p.name for p in spec.params}
+        if unknown:
+            raise ValueError(f"params: unknown names {sorted(unknown)} for mode {spec.name!r}")
+        return tuple(params.get(p.name) for p in spec.params)
+    return tuple(params)
+
+
+#: kernels beyond fused/native, tried in order for cell kinds those two do not cover
+EXTRA_KERNELS: list[Kernel] = []
+
+
+def register_kernel(kernel: Kernel) -> Kernel:
+    """Make ``kernel`` available to :func:`run` for the kinds its ``covers(spec)`` accepts.
+
+    Used when neither the native nor the fused kernel covers the kind (and the backend is
+    not ``"reference"``). Returns the kernel, so it can be used as a decorator target.
+    """
+    EXTRA_KERNELS.append(kernel)
+    return kernel
+
+
+def _kernel(name: str):
+    if name == "native":
+        ops = native.load()
+        if _NATIVE.get("ops") is not ops:
+            _NATIVE.update(ops=ops, kernel=native.NativeKernel(ops))
+        return _NATIVE["kernel"]
+    return fused.KERNEL
+
+
+_NATIVE: dict[str, Any] = {}
+
+
+def run(
+    mode: str | CellSpec,
+    x: Tensor,
+    state: Sequence[Tensor],
+    params: Mapping[str, Tensor | None] | Sequence[Tensor | None],
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    backend: str | None = None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run one layer in one direction of any registered cell kind.
+
+    ============  ==========  =====================================================
+    argument      shape       notes
+    ============  ==========  =====================================================
+    ``x``         (T, B, I)   time-major, dropout already applied
+    ``state``     (B, H) ×k   the kind's state parts, e.g. ``(h0,)`` or ``(h0, c0)``
+    ``params``    per spec    by name, or a sequence in ``spec.params`` order
+    ``lengths``   (B,)        optional valid steps per row (int, 0..T)
+    returns       (T, B, H)   outputs, and the final state tuple
+    ============  ==========  =====================================================
+
+    Same contract as :func:`seqlab.functional.reference_run`. Kinds without a kernel, and
+    empty inputs, run on the reference loop.
+    """
+    spec = get_spec(mode)
+    state = tuple(state)
+    params = _as_params(spec, params)
+    _check(spec, x, state, params, lengths)
+    name = resolve_backend(backend, x)
+    T, B = x.shape[0], x.shape[1]
+    kernel = None if name == "reference" or T == 0 or B == 0 else _kernel(name)
+    if kernel is not None and not kernel.covers(spec):
+        kernels = [fused.KERNEL, *EXTRA_KERNELS]
+        kernel = next((k for k in kernels if k.covers(spec)), None)
+    if kernel is None:
+        named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
+        return reference_run(spec, x, state, named, lengths, reverse)
+    lengths_cpu = None
+    if lengths is not None:
+        lengths_cpu = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+        if lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
+            raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
+    x = x.contiguous()
+    state = tuple([s.contiguous() for s in state])
+    params = tuple([None if p is None else p.contiguous() for p in params])
+    needs_grad = x.requires_grad or any([s.requires_grad for s in state])
+    needs_grad = needs_grad or any([p is not None and p.requires_grad for p in params])
+    if needs_grad and torch.is_grad_enabled():
+        y, *final = RecurrenceFunction.apply(
+            kernel, spec, lengths_cpu, reverse, len(state), x, *state, *params
+        )
+        return y, tuple(final)
+    y, final, _ = kernel.forward(spec, x, state, params, lengths_cpu, reverse, False)
+    return y, final
 
 
 def run_layer(
@@ -128,44 +246,5 @@ def run_layer(
     reverse: bool = False,
     backend: str | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run one layer in one direction; same contract as ``reference_layer``.
-
-    ============  ==========  ============================================
-    argument      shape       notes
-    ============  ==========  ============================================
-    ``x``         (T, B, I)   time-major, dropout already applied
-    ``state``     (B, H) ×k   ``(h0,)``, or ``(h0, c0)`` for LSTM
-    ``w_ih``      (G·H, I)    torch.nn layout; ``w_hh`` (G·H, H)
-    ``lengths``   (B,)        optional valid steps per row (int)
-    returns       (T, B, H)   outputs, and the final state tuple
-    ============  ==========  ============================================
-    """
-    state = tuple(state)
-    _check(mode, x, state, w_ih, w_hh, b_ih, b_hh, lengths)
-    name = resolve_backend(backend, x)
-    T, B = x.shape[0], x.shape[1]
-    if name == "reference" or T == 0 or B == 0:
-        return reference_layer(mode, x, state, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
-    mode_id = fused.MODE_IDS[mode]
-    lengths_cpu = None
-    if lengths is not None:
-        lengths_cpu = lengths.to(device=x.device, dtype=torch.int64).contiguous()
-        if lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
-            raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
-    kernel = native.NativeKernel(native.load()) if name == "native" else fused
-    c0 = state[1].contiguous() if mode == "lstm" else None
-    args = (
-        x.contiguous(),
-        state[0].contiguous(),
-        c0,
-        w_ih.contiguous(),
-        w_hh.contiguous(),
-        None if b_ih is None else b_ih.contiguous(),
-        None if b_hh is None else b_hh.contiguous(),
-    )
-    tensors = [t for t in args if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        y, h_n, c_n = RecurrenceFunction.apply(kernel, mode_id, lengths_cpu, reverse, *args)
-    else:
-        y, h_n, c_n = kernel.forward(mode_id, *args, lengths_cpu, reverse, False)[:3]
-    return y, ((h_n, c_n) if mode == "lstm" else (h_n,))
+    """:func:`run` for a classic cell given ``(w_ih (G·H, I), w_hh (G·H, H), b_ih, b_hh)``."""
+    return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend)

@@ -1,8 +1,11 @@
 """Pure-PyTorch kernels of the hand-derived BPTT ("fused" backend, the portable fallback).
 
-Same algorithm and buffer layout as the native C++ kernels (``csrc/recurrence.cpp``), written
-with eager torch ops so it runs wherever PyTorch does. The autograd glue that drives both is
-:mod:`seqlab.engine.function`.
+The same step math, buffer layout and mode ids as the native C++ kernels
+(``csrc/recurrence.cpp``), written with eager torch ops so it runs wherever PyTorch does.
+It differs in where the big GEMMs sit: here the input projection is one GEMM before the
+loop and the weight gradients are GEMMs over all steps after it; the native loop does both a
+chunk of steps at a time. :data:`KERNEL` wraps it as a
+:class:`~seqlab.engine.function.Kernel`; the autograd glue is :mod:`seqlab.engine.function`.
 
 Shapes: ``T`` steps, ``B`` batch, ``I`` input, ``H`` hidden, ``G`` gates (1 RNN, 3 GRU, 4 LSTM).
 
@@ -28,11 +31,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Mode ids shared with the C++ kernels.
-RNN_TANH, RNN_RELU, LSTM, GRU, GRU_BEFORE = 0, 1, 2, 3, 4
-MODE_IDS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU}
-MODE_IDS["gru_reset_before"] = GRU_BEFORE
-GATE_COUNT = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3, GRU_BEFORE: 3}
+from seqlab.engine.function import ClassicKernel
+from seqlab.functional.spec import SPECS
+
+# Mode ids shared with the C++ kernels, read from the cell descriptions.
+RNN_TANH, RNN_RELU, LSTM, GRU, GRU_BEFORE = (
+    SPECS[name].kernel for name in ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
+)
+MODE_IDS = {name: s.kernel for name, s in SPECS.items() if s.kernel is not None}
+SPEC_BY_ID = {s.kernel: s for s in SPECS.values() if s.kernel is not None}
+GATE_COUNT = {k: s.G for k, s in SPEC_BY_ID.items()}
 
 
 def _empty(x: Tensor) -> Tensor:
@@ -40,17 +48,8 @@ def _empty(x: Tensor) -> Tensor:
 
 
 def projection_bias(mode: int, b_ih: Tensor | None, b_hh: Tensor | None, H: int):
-    """Bias folded into the all-steps input GEMM: ``b_ih + b_hh`` except GRU's ``b_hn``.
-
-    ``b_hn`` of the torch.nn GRU sits inside ``r ⊙ (h @ W_hnᵀ + b_hn)`` so it cannot move.
-    """
-    bias = b_ih
-    if b_hh is not None:
-        fold = b_hh
-        if mode == GRU:
-            fold = torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])
-        bias = fold if bias is None else bias + fold
-    return bias
+    """Bias folded into the all-steps input GEMM (:meth:`CellSpec.projection_bias`)."""
+    return SPEC_BY_ID[mode].projection_bias(b_ih, b_hh, H)
 
 
 def forward(
@@ -149,7 +148,9 @@ def backward(
     ghn: Tensor,
     gcn: Tensor | None,
 ) -> tuple[Tensor, ...]:
-    """Reverse loop for the pre-activation gradients ``dA``, then the big GEMMs.
+    """Reverse loop for the pre-activation gradients ``dA``, then the weight gradients as
+    big GEMMs over all ``T·B`` rows after the loop (the native kernel does them chunk by
+    chunk inside its loop instead).
 
     Returns ``(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)`` (``dc0``/biases empty if absent).
     """
@@ -241,3 +242,7 @@ def backward(
         db_hh = da2.sum(0) if has_b_hh else _empty(x)
     dc0 = dc if mode == LSTM else _empty(x)
     return dx, dh, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+
+#: the fused backend as a :class:`~seqlab.engine.function.Kernel`
+KERNEL = ClassicKernel("fused", forward, backward)

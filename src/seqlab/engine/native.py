@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+
+from seqlab.engine.function import ClassicKernel
+from seqlab.functional.spec import CellSpec
 
 try:
     import fcntl
@@ -362,17 +364,18 @@ def status() -> dict[str, Any]:
     }
 
 
-class NativeKernel:
-    """Kernel object for :class:`~seqlab.engine.function.RecurrenceFunction` (C++ ops)."""
+class NativeKernel(ClassicKernel):
+    """The C++ ops as a :class:`~seqlab.engine.function.Kernel`, like the fused one.
+
+    The sequences of state and parameters are adapted onto the fixed op arguments
+    ``forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save)`` and
+    ``backward(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, lengths, reverse, hbuf, cbuf, gates,
+    gy, ghn, gcn)`` by :class:`~seqlab.engine.function.ClassicKernel`.
+    """
 
     def __init__(self, ops: Any) -> None:
         self.ops = ops
+        super().__init__("native", ops.forward, ops.backward)
 
-    def forward(self, mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save=True):
-        return tuple(
-            self.ops.forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, save)
-        )
-
-    def backward(self, *args: Any) -> tuple[Tensor, ...]:
-        """Same arguments as :func:`seqlab.engine.fused.backward`."""
-        return tuple(self.ops.backward(*args))
+    def covers(self, spec: CellSpec) -> bool:
+        return spec.native and super().covers(spec)

@@ -1,7 +1,6 @@
 """Pure functions: one-step cell math and the reference time loop."""
 
 from seqlab.functional.cells import (
-    GATES,
     LSTMState,
     gru_cell,
     gru_step,
@@ -10,11 +9,40 @@ from seqlab.functional.cells import (
     rnn_cell,
     rnn_step,
 )
-from seqlab.functional.scan import reference_layer, reverse_padded, scan, tree_map
+from seqlab.functional.scan import (
+    detach_state,
+    reference_layer,
+    reference_run,
+    reverse_padded,
+    scan,
+    tree_map,
+)
+from seqlab.functional.spec import (
+    SPECS,
+    CellSpec,
+    Param,
+    SpecView,
+    cell_choices,
+    get_spec,
+    register,
+    spec_for_choice,
+)
+
+#: gates per cell kind, i.e. how many H-row blocks ``w_ih`` and ``w_hh`` hold
+GATES = SpecView(lambda spec: spec.G)
 
 __all__ = [
     "GATES",
+    "SPECS",
+    "CellSpec",
     "LSTMState",
+    "Param",
+    "cell_choices",
+    "detach_state",
+    "get_spec",
+    "reference_run",
+    "register",
+    "spec_for_choice",
     "gru_cell",
     "gru_step",
     "lstm_cell",

@@ -164,7 +164,3 @@ def gru_cell(
 ) -> Tensor:
     """One GRU step from the raw input (see :func:`gru_step`)."""
     return gru_step(linear(x, w_ih, b_ih), h, w_hh, b_hh, reset_after)
-
-
-#: gates per cell kind, i.e. how many H-row blocks ``w_ih`` and ``w_hh`` hold
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}

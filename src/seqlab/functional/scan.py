@@ -14,13 +14,13 @@ Variable lengths (``lengths[b]`` valid steps in row ``b``, padding at the end):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from seqlab.functional.cells import LSTMState, gru_step, linear, lstm_step, rnn_step
+from seqlab.functional.spec import CellSpec, Params, get_spec
 
 State = Any  # a Tensor, or a (named) tuple/list of States
 
@@ -35,6 +35,16 @@ def tree_map(fn: Callable[..., Tensor], *trees: State) -> State:
     if isinstance(first, (tuple, list)):
         return type(first)(tree_map(fn, *parts) for parts in zip(*trees, strict=True))
     raise TypeError(f"state: expected a Tensor or a tuple of Tensors, got {type(first).__name__}")
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the graph behind a recurrent state: same values, no history (``None`` stays).
+
+    Works for any state tree (a Tensor, ``LSTMState``, tuples/lists of them).
+    """
+    if state is None:
+        return None
+    return tree_map(lambda s: s.detach(), state)
 
 
 def tree_leaves(tree: State) -> list[Tensor]:
@@ -105,31 +115,38 @@ def scan(
 
 
 def make_step(
-    mode: str, w_hh: Tensor, b_hh: Tensor | None
+    mode: str | CellSpec, w_hh: Tensor, b_hh: Tensor | None
 ) -> Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]:
-    """A premultiplied step ``(xw_t, state_tuple) -> (h, state_tuple)`` for a cell kind."""
-    if mode in ("rnn_tanh", "rnn_relu"):
-        nl = "tanh" if mode == "rnn_tanh" else "relu"
+    """A premultiplied step ``(xw_t, state_tuple) -> (h, state_tuple)`` for a classic cell."""
+    return _step_of(get_spec(mode), {"w_hh": w_hh, "b_hh": b_hh})
 
-        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-            h = rnn_step(xw, state[0], w_hh, b_hh, nl)
-            return h, (h,)
-    elif mode == "lstm":
 
-        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-            new = lstm_step(xw, LSTMState(*state), w_hh, b_hh)
-            return new.h, (new.h, new.c)
-    elif mode in ("gru", "gru_reset_before"):
-        reset_after = mode == "gru"
+def _step_of(spec: CellSpec, params: Params):
+    def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        new, _ = spec.step(xw, state, params)
+        return new[0], new
 
-        def step(xw: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-            h = gru_step(xw, state[0], w_hh, b_hh, reset_after)
-            return h, (h,)
-    else:
-        raise ValueError(
-            f"mode: expected one of rnn_tanh, rnn_relu, lstm, gru, gru_reset_before; got {mode!r}"
-        )
     return step
+
+
+def reference_run(
+    mode: str | CellSpec,
+    x: Tensor,
+    state: Sequence[Tensor],
+    params: Params,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer, one direction, by the reference loop, for any registered cell kind.
+
+    ``x`` is time-major ``(T, B, I)``; ``state`` holds the spec's state parts, each
+    ``(B, H)``; ``params`` maps the spec's parameter names to tensors (absent biases None).
+    The input projection for all steps is one call: ``xw = spec.project(x, params)``.
+    Returns ``(y (T, B, H), final_state)``.
+    """
+    spec = get_spec(mode)
+    xw = spec.project(x, params)  # (T, B, G·H) for the classic cells
+    return scan(_step_of(spec, params), xw, tuple(state), lengths, reverse)
 
 
 def reference_layer(
@@ -143,11 +160,9 @@ def reference_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One layer, one direction, by the reference loop.
+    """:func:`reference_run` for a classic cell given ``(w_ih, w_hh, b_ih, b_hh)``.
 
-    ``x`` is time-major ``(T, B, I)``; ``state`` is ``(h0,)`` or, for LSTM, ``(h0, c0)``,
-    each ``(B, H)``. The input projection for all steps is one GEMM:
-    ``xw = x @ w_ihᵀ + b_ih`` → ``(T, B, G·H)``. Returns ``(y (T, B, H), final_state)``.
+    ``state`` is ``(h0,)`` or, for LSTM, ``(h0, c0)``; ``xw = x @ w_ihᵀ + b_ih`` → (T, B, G·H).
     """
-    xw = linear(x, w_ih, b_ih)  # (T, B, G·H)
-    return scan(make_step(mode, w_hh, b_hh), xw, tuple(state), lengths, reverse)
+    params = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    return reference_run(mode, x, state, params, lengths, reverse)

@@ -1,56 +1,44 @@
 """Traced reference loop: every step's gate activations and states, for introspection.
 
-Recorded names per cell kind (each traced tensor is (T, B, H), time-major, original time
-order, zero at padded steps):
-
-* RNN: ``a`` (pre-activation ``xw + h @ w_hhᵀ + b_hh``), ``h``
-* LSTM: ``i``, ``f``, ``g``, ``o``, ``c``, ``h``
-* GRU: ``r``, ``z``, ``n``, ``h``
+The recorded names are each cell kind's ``trace`` in :mod:`seqlab.functional.spec`; e.g.
+RNN ``a`` (pre-activation ``xw + h @ w_hhᵀ + b_hh``), ``h``; LSTM ``i``, ``f``, ``g``,
+``o``, ``c``, ``h``; GRU ``r``, ``z``, ``n``, ``h``. Each traced tensor is (T, B, H),
+time-major, in the original time order, zero at padded steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from seqlab.functional.cells import (
-    activate,
-    gru_gates,
-    linear,
-    lstm_gates,
-    rnn_preactivation,
-)
 from seqlab.functional.scan import scan
+from seqlab.functional.spec import CellSpec, Params, SpecView, get_spec
 
-TRACE_NAMES = {
-    "rnn_tanh": ("a", "h"),
-    "rnn_relu": ("a", "h"),
-    "lstm": ("i", "f", "g", "o", "c", "h"),
-    "gru": ("r", "z", "n", "h"),
-    "gru_reset_before": ("r", "z", "n", "h"),
-}
+TRACE_NAMES = SpecView(lambda spec: spec.trace)  # kept for older callers
 
 
-def _traced_step(mode: str, w_hh: Tensor, b_hh: Tensor | None):
-    def step(xw: Tensor, state: tuple[Tensor, ...]):
-        h = state[0]
-        if mode == "lstm":
-            i, f, g, o = lstm_gates(xw, h, w_hh, b_hh)
-            c = f * state[1] + i * g
-            h = o * torch.tanh(c)
-            record, new_state = (i, f, g, o, c, h), (h, c)
-        elif mode.startswith("gru"):
-            r, z, n = gru_gates(xw, h, w_hh, b_hh, reset_after=mode == "gru")
-            h = n + z * (h - n)
-            record, new_state = (r, z, n, h), (h,)
-        else:
-            a = rnn_preactivation(xw, h, w_hh, b_hh)
-            h = activate(a, "tanh" if mode == "rnn_tanh" else "relu")
-            record, new_state = (a, h), (h,)
+def traced_run(
+    mode: str | CellSpec,
+    x: Tensor,
+    state: Sequence[Tensor],
+    params: Params,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor]]:
+    """Like :func:`seqlab.functional.scan.reference_run`, also returning the trace dict."""
+    spec = get_spec(mode)
+
+    def step(xw: Tensor, s: tuple[Tensor, ...]):
+        new, record = spec.step(xw, s, params)
         # scan masks and stacks a Tensor output; pack the record along a new last axis
-        return torch.stack(record, dim=-1), new_state
+        return torch.stack(record, dim=-1), new
 
-    return step
+    xw = spec.project(x, params)
+    packed, final = scan(step, xw, tuple(state), lengths, reverse)
+    trace = {name: packed[..., k] for k, name in enumerate(spec.trace)}  # each (T, B, H)
+    return trace["h"], final, trace
 
 
 def traced_layer(
@@ -64,9 +52,6 @@ def traced_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor]]:
-    """Like :func:`seqlab.functional.reference_layer`, also returning the trace dict."""
-    xw = linear(x, w_ih, b_ih)  # (T, B, G·H)
-    packed, final = scan(_traced_step(mode, w_hh, b_hh), xw, tuple(state), lengths, reverse)
-    names = TRACE_NAMES[mode]
-    trace = {name: packed[..., k] for k, name in enumerate(names)}  # each (T, B, H)
-    return trace["h"], final, trace
+    """:func:`traced_run` for a classic cell given ``(w_ih, w_hh, b_ih, b_hh)``."""
+    params = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    return traced_run(mode, x, state, params, lengths, reverse)

@@ -1,6 +1,7 @@
 """Ready-made sequence models composed from seqlab's recurrent layers.
 
-Every model takes ``cell`` in {"rnn", "lstm", "gru"} (one factory:
+Every model takes ``cell`` in {"rnn", "lstm", "gru", "indrnn"}, the ``choice`` names of the
+cell descriptions (:func:`seqlab.functional.cell_choices`; one factory:
 :func:`seqlab.models.encoders.make_recurrent`), a number of layers, bidirectional where it
 makes sense, and batch-first inputs with optional ``lengths`` (B,).
 

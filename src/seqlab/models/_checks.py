@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-CELLS = ("rnn", "lstm", "gru")
+from seqlab.functional.spec import cell_choices
+
+#: the models' ``cell=`` names, read from the cell descriptions
+CELLS = cell_choices()
 
 
 def describe(x: object) -> str:
@@ -46,19 +49,3 @@ def check_features(name: str, x: object, size: int) -> Tensor:
     if x.dim() != 3 or x.shape[-1] != size:
         raise ValueError(f"{name} must be (B, T, {size}), got shape {tuple(x.shape)}")
     return x
-
-
-def check_lengths(name: str, lengths: object, batch: int, steps: int) -> Tensor | None:
-    """None, or an integer tensor (B,) with 1 <= lengths[b] <= T."""
-    if lengths is None:
-        return None
-    if not isinstance(lengths, Tensor) or lengths.is_floating_point():
-        raise TypeError(f"{name} must be an integer tensor (B,), got {describe(lengths)}")
-    if lengths.shape != (batch,):
-        raise ValueError(f"{name} must have shape (B,) = ({batch},), got {tuple(lengths.shape)}")
-    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-        raise ValueError(
-            f"{name} must lie in [1, T={steps}] for a tensor with {steps} steps, "
-            f"got min {int(lengths.min())} max {int(lengths.max())}"
-        )
-    return lengths.long()

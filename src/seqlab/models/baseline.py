@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.losses import sequence_cross_entropy, sequence_mse
-from seqlab.models._checks import check_choice, check_lengths, check_positive, check_tokens
+from seqlab.models._checks import check_choice, check_positive, check_tokens
 from seqlab.models.classifier import embed_or_check
+from seqlab.validation import check_lengths
 
 
 @dataclass
@@ -85,7 +86,7 @@ class WindowMLP(nn.Module):
         c = self.config
         x = embed_or_check(self, inputs, c.vocab_size, c.input_size)  # (B, T, I)
         B, T, _ = x.shape
-        lengths = check_lengths("lengths", lengths, B, T)
+        lengths = check_lengths(lengths, B, T, name="lengths")
         k = c.window
         padded = F.pad(x, (0, 0, k - 1, 0))  # (B, T+k−1, I): zeros before the start
         # Window t holds steps t−k+1..t, oldest first: unfold then put time-in-window first.
@@ -226,5 +227,5 @@ class NGramLM:
     def nll(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Mean negative log-likelihood per predicted token (targets = tokens[:, 1:])."""
         logp = self(tokens[:, :-1])
-        n = None if lengths is None else check_lengths("lengths", lengths, *tokens.shape) - 1
+        n = None if lengths is None else check_lengths(lengths, *tokens.shape, name="lengths") - 1
         return sequence_cross_entropy(logp, tokens[:, 1:], n)

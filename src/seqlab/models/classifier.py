@@ -47,13 +47,13 @@ from torch import Tensor, nn
 from seqlab.models._checks import (
     check_choice,
     check_features,
-    check_lengths,
     check_positive,
     check_tokens,
 )
 from seqlab.models.attention import masked_softmax
 from seqlab.models.encoders import RecurrentEncoder, top_hidden
 from seqlab.transformer.sequence import SequenceEncoder
+from seqlab.validation import check_lengths
 
 POOLINGS = ("last", "mean", "max", "attention")
 HEADS = ("softmax", "sigmoid", "linear")
@@ -143,7 +143,7 @@ class SequenceClassifier(nn.Module):
         c = self.config
         x = embed_or_check(self, inputs, c.vocab_size, c.input_size)
         B, T = x.shape[:2]
-        lengths = check_lengths("lengths", lengths, B, T)
+        lengths = check_lengths(lengths, B, T, name="lengths")
         out, final = self.encoder(self.drop(x), lengths)  # (B, T, R)
         if c.pooling == "last":
             if final is None:  # Transformer encoder: the output at the last valid step

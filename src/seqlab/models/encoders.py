@@ -6,9 +6,12 @@ layout, so checkpoints load in either; kept for speed/accuracy comparisons).
 :class:`RecurrentEncoder` wraps it with lengths and a zero default state;
 :class:`CellStack` runs a stack of seqlab cells one step at a time, for decoders.
 
-States everywhere have the layer's final-state layout: ``h`` of shape (L·D, B, H) for
-``rnn``/``gru``, ``LSTMState(h, c)`` with both (L·D, B, H) for ``lstm`` (L layers,
-D = 2 if bidirectional else 1; row ``l·D + d`` is layer l, direction d).
+The ``cell`` names are the cell descriptions' ``choice`` names
+(:func:`seqlab.functional.cell_choices`: ``rnn``, ``lstm``, ``gru``, and any kind registered
+with a choice name). States everywhere have the layer's final-state layout: ``h`` of shape
+(L·D, B, H) for one-part states (``rnn``/``gru``), the kind's ``state_type`` such as
+``LSTMState(h, c)`` with every part (L·D, B, H) otherwise (L layers, D = 2 if
+bidirectional else 1; row ``l·D + d`` is layer l, direction d).
 """
 
 from __future__ import annotations
@@ -18,16 +21,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqlab.cells import GRUCell, LSTMCell, RNNCell
+from seqlab.cells import make_cell
 from seqlab.functional.cells import LSTMState
-from seqlab.layers import GRU, LSTM, RNN
+from seqlab.functional.scan import detach_state, tree_map
+from seqlab.functional.spec import spec_for_choice
+from seqlab.layers import make_layer
 from seqlab.models._checks import CELLS, check_choice, check_positive
+from seqlab.wrappers import run_stack
 
 State = Any  # Tensor (L·D, B, H) or LSTMState
 
+__all__ = [
+    "CellStack",
+    "RecurrentEncoder",
+    "as_state",
+    "detach_state",
+    "make_recurrent",
+    "select_batch",
+    "top_hidden",
+    "zero_state",
+]
 
-_LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-_CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 IMPLS = ("seqlab", "torch")
 
 
@@ -85,46 +99,40 @@ def make_recurrent(
     check_positive("input_size", input_size)
     check_positive("hidden_size", hidden_size)
     check_positive("num_layers", num_layers)
-    table = _LAYERS if impl == "seqlab" else _TORCH_LAYERS
-    return table[cell](
-        input_size,
-        hidden_size,
+    kwargs = dict(
         num_layers=num_layers,
         batch_first=True,
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )
+    if impl == "torch":
+        if cell not in _TORCH_LAYERS:
+            raise ValueError(f"impl: 'torch' has no {cell!r} layer; use impl='seqlab'")
+        return _TORCH_LAYERS[cell](input_size, hidden_size, **kwargs)
+    return make_layer(spec_for_choice(cell), input_size, hidden_size, **kwargs)
 
 
 def as_state(cell: str, state: Any) -> State:
-    """Normalise a layer's final state: LSTMState for lstm, a plain tensor otherwise."""
-    if cell == "lstm":
-        return LSTMState(*state)
-    return state
+    """Normalise a layer's final state: e.g. LSTMState for lstm, a plain tensor otherwise."""
+    spec = spec_for_choice(cell)
+    return spec.pack(spec.unpack(state))
 
 
 def zero_state(cell: str, rows: int, batch: int, hidden: int, like: Tensor) -> State:
+    spec = spec_for_choice(cell)
     h = like.new_zeros(rows, batch, hidden)
-    return LSTMState(h, h.clone()) if cell == "lstm" else h
+    return spec.pack((h,) + tuple(h.clone() for _ in spec.state[1:]))
 
 
 def top_hidden(state: State, directions: int = 1) -> Tensor:
     """The last layer's h, directions concatenated: (B, D·H)."""
-    h = state.h if isinstance(state, LSTMState) else state
+    h = state if isinstance(state, Tensor) else state[0]
     return torch.cat(list(h[-directions:]), dim=-1)
 
 
 def select_batch(state: State, index: Tensor) -> State:
     """Select batch rows (dim 1) of a layer state."""
-    if isinstance(state, LSTMState):
-        return LSTMState(state.h.index_select(1, index), state.c.index_select(1, index))
-    return state.index_select(1, index)
-
-
-def detach_state(state: State) -> State:
-    if isinstance(state, LSTMState):
-        return LSTMState(state.h.detach(), state.c.detach())
-    return state.detach()
+    return tree_map(lambda s: s.index_select(1, index), state)
 
 
 class RecurrentEncoder(nn.Module):
@@ -190,27 +198,30 @@ class CellStack(nn.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        cls = _CELLS[cell]
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
-        self.cells = nn.ModuleList(cls(size, hidden_size) for size in sizes)
-        self.dropout = nn.Dropout(dropout)
+        self.cells = nn.ModuleList(make_cell(self.spec, size, hidden_size) for size in sizes)
+        self.dropout = float(dropout)
+
+    @property
+    def spec(self):
+        return spec_for_choice(self.cell)
 
     def initial_state(self, batch: int, like: Tensor) -> State:
         return zero_state(self.cell, self.num_layers, batch, self.hidden_size, like)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        hs, cs = [], []
-        lstm = self.cell == "lstm"
-        for layer, cell in enumerate(self.cells):
-            if layer:
-                x = self.dropout(x)
-            s = LSTMState(state.h[layer], state.c[layer]) if lstm else state[layer]
-            _, new_state = cell(x, s)
-            if lstm:
-                cs.append(new_state.c)
-            h = new_state.h if lstm else new_state
-            hs.append(h)
-            x = h
-        h_all = torch.stack(hs)
-        new = LSTMState(h_all, torch.stack(cs)) if lstm else h_all
-        return x, new
+        spec = self.spec
+        parts = spec.unpack(state)  # each (L, B, H)
+
+        def layer_fn(cell: nn.Module):
+            def run(inp: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+                y, new = cell(inp, spec.pack(s))
+                return y, spec.unpack(new)
+
+            return run
+
+        layers = [layer_fn(cell) for cell in self.cells]
+        states = [tuple(p[k] for p in parts) for k in range(self.num_layers)]
+        y, finals = run_stack(layers, x, states, self.dropout, self.training)
+        new = tuple(torch.stack([f[k] for f in finals]) for k in range(len(parts)))
+        return y, spec.pack(new)

@@ -35,8 +35,9 @@ from torch import Tensor, nn
 from seqlab import decoding
 from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
-from seqlab.models._checks import check_choice, check_lengths, check_positive, check_tokens
+from seqlab.models._checks import check_choice, check_positive, check_tokens
 from seqlab.models.encoders import CellStack, State, select_batch
+from seqlab.validation import check_lengths
 
 FEEDBACKS = ("previous", "zeros")
 CONDITIONS = ("first", "every", "none")
@@ -145,7 +146,7 @@ class Generator(nn.Module):
     def loss(self, batch: dict) -> Tensor:
         tgt, n = batch["tgt"], batch.get("tgt_lengths")
         logits = self(batch["cond"], tgt[:, :-1])
-        lengths = None if n is None else check_lengths("tgt_lengths", n, *tgt.shape) - 1
+        lengths = None if n is None else check_lengths(n, *tgt.shape, name="tgt_lengths") - 1
         return sequence_cross_entropy(logits, tgt[:, 1:], lengths)
 
     @torch.no_grad()

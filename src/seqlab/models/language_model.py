@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from seqlab import decoding
 from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
-from seqlab.models._checks import check_lengths, check_positive, check_tokens
+from seqlab.models._checks import check_positive, check_tokens
 from seqlab.models.encoders import RecurrentEncoder, State, select_batch, zero_state
+from seqlab.validation import check_lengths
 
 _NO_STATE = object()  # sentinel: loss(batch) vs loss(batch, state=None)
 
@@ -109,7 +110,7 @@ class LanguageModel(nn.Module):
             return logits, state, traces
         tokens = check_tokens("tokens", tokens, self.config.vocab_size)
         B, T = tokens.shape
-        lengths = check_lengths("lengths", lengths, B, T)
+        lengths = check_lengths(lengths, B, T, name="lengths")
         if state is None:
             state = self.start(B)
         x = self.drop(self.embed(tokens))

@@ -42,7 +42,7 @@ from seqlab import decoding
 from seqlab.functional.cells import LSTMState
 from seqlab.functional.scan import reverse_padded
 from seqlab.losses import sequence_cross_entropy
-from seqlab.models._checks import CELLS, check_choice, check_lengths, check_tokens
+from seqlab.models._checks import CELLS, check_choice, check_tokens
 from seqlab.models.attention import ATTENTIONS, Attention, masked_softmax
 from seqlab.models.encoders import (
     CellStack,
@@ -51,6 +51,7 @@ from seqlab.models.encoders import (
     top_hidden,
     zero_state,
 )
+from seqlab.validation import check_lengths
 
 BRIDGES = ("auto", "identity", "linear", "none")
 
@@ -161,7 +162,7 @@ class Seq2Seq(nn.Module):
         c = self.config
         src = check_tokens("src", src, c.src_vocab)
         B, S = src.shape
-        src_lengths = check_lengths("src_lengths", src_lengths, B, S)
+        src_lengths = check_lengths(src_lengths, B, S, name="src_lengths")
         if src_lengths is None:
             src_lengths = torch.full((B,), S, dtype=torch.long, device=src.device)
         x = src
@@ -306,7 +307,9 @@ class Seq2Seq(nn.Module):
         tgt, n = batch["tgt"], batch.get("tgt_lengths")
         logits, _ = self(batch["src"], batch.get("src_lengths"), tgt[:, :-1], self.teacher_forcing)
         lengths = (
-            None if n is None else check_lengths("tgt_lengths", n, tgt.shape[0], tgt.shape[1]) - 1
+            None
+            if n is None
+            else check_lengths(n, tgt.shape[0], tgt.shape[1], name="tgt_lengths") - 1
         )
         return sequence_cross_entropy(logits, tgt[:, 1:], lengths)
 

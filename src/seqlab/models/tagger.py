@@ -26,9 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.losses import sequence_cross_entropy
-from seqlab.models._checks import check_lengths, check_positive
+from seqlab.models._checks import check_positive
 from seqlab.models.classifier import embed_or_check
 from seqlab.models.encoders import RecurrentEncoder, State
+from seqlab.validation import check_lengths
 
 
 @dataclass
@@ -91,7 +92,7 @@ class SequenceTagger(nn.Module):
             return trace_model(self, inputs, lengths, state)
         c = self.config
         x = embed_or_check(self, inputs, c.vocab_size, c.input_size)
-        lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[1])
+        lengths = check_lengths(lengths, x.shape[0], x.shape[1], name="lengths")
         out, self.final_state = self.encoder(self.drop(x), lengths, state)
         logits = self.head(self.drop(out))
         if lengths is not None:  # padded steps: exactly 0 so nothing leaks into metrics

@@ -43,16 +43,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqlab.functional.scan import tree_map
+from seqlab.functional.scan import detach_state, tree_map
 
 State = Any  # None, a Tensor, or a (named) tuple/list of Tensors
-
-
-def detach_state(state: State) -> State:
-    """Cut the graph behind a recurrent state: same values, no history (``None`` stays)."""
-    if state is None:
-        return None
-    return tree_map(lambda s: s.detach(), state)
 
 
 def reset_rows(state: State, mask: Tensor, batch_dim: int = 1) -> State:
