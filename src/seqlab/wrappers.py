@@ -53,10 +53,13 @@ def run_stack(
 def engine_cell(cell: nn.Module) -> Cell | None:
     """``cell`` if it is one of seqlab's own cells whose step the engine may run, else None.
 
-    A subclass that overrides ``forward`` (or a cell with forward hooks) is not: its
+    A subclass that overrides ``forward``, an instance whose ``forward`` was replaced (as
+    :class:`seqlab.inspection.Probe` does), or a cell with forward hooks is not: its
     ``forward`` is what must run, so it gets the reference loop.
     """
     if not isinstance(cell, Cell) or type(cell).forward is not Cell.forward:
+        return None
+    if "forward" in vars(cell):
         return None
     if cell._forward_hooks or cell._forward_pre_hooks:
         return None
