@@ -14,11 +14,13 @@ def _registry() -> dict[str, type[Task]]:
     from seqlab.tasks.sentiment import SentimentTask
     from seqlab.tasks.shakespeare import ShakespeareTask
     from seqlab.tasks.sunspots import SunspotsTask
+    from seqlab.tasks.translate import TranslateTask
 
-    return {t.name: t for t in (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask)}
+    tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, TranslateTask)
+    return {t.name: t for t in tasks}
 
 
-TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots")
+TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate")
 
 
 def get_task(name: str) -> Task:
