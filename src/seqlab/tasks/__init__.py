@@ -15,12 +15,13 @@ def _registry() -> dict[str, type[Task]]:
     from seqlab.tasks.shakespeare import ShakespeareTask
     from seqlab.tasks.sunspots import SunspotsTask
     from seqlab.tasks.translate import TranslateTask
+    from seqlab.tasks.vowels import VowelsTask
 
-    tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, TranslateTask)
+    tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, TranslateTask, VowelsTask)
     return {t.name: t for t in tasks}
 
 
-TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate")
+TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate", "vowels")
 
 
 def get_task(name: str) -> Task:
