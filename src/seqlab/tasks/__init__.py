@@ -10,6 +10,7 @@ from seqlab.tasks.rundir import RunDir
 
 def _registry() -> dict[str, type[Task]]:
     # Imported lazily so `seqlab --help` stays fast.
+    from seqlab.tasks.caption import CaptionTask
     from seqlab.tasks.g2p import G2PTask
     from seqlab.tasks.sentiment import SentimentTask
     from seqlab.tasks.shakespeare import ShakespeareTask
@@ -18,10 +19,11 @@ def _registry() -> dict[str, type[Task]]:
     from seqlab.tasks.vowels import VowelsTask
 
     tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, TranslateTask, VowelsTask)
+    tasks += (CaptionTask,)
     return {t.name: t for t in tasks}
 
 
-TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate", "vowels")
+TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate", "vowels", "caption")
 
 
 def get_task(name: str) -> Task:

@@ -245,10 +245,10 @@ def plot_caption_attention(strip: Tensor, words: list[str], alpha: Tensor, path,
         sharex=True,
         gridspec_kw={"height_ratios": [8, len(words) * 2]},
     )
-    a.imshow(strip, cmap="gray_r", aspect="auto")
+    a.imshow(strip.tolist(), cmap="gray_r", aspect="auto")
     a.set_yticks([])
     a.set_title(title, fontsize=9)
-    b.imshow(alpha, cmap="viridis", aspect="auto", vmin=0)
+    b.imshow(alpha.tolist(), cmap="viridis", aspect="auto", vmin=0)
     b.set_yticks(range(len(words)), words)
     b.set_xlabel("strip column")
     fig.tight_layout()
