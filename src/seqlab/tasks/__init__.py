@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import json
 
+from seqlab.tasks.applications import APPLICATION_NAMES, application_tasks
 from seqlab.tasks.base import Task, TaskConfig, resolve_config
 from seqlab.tasks.rundir import RunDir
 
 
 def _registry() -> dict[str, type[Task]]:
     # Imported lazily so `seqlab --help` stays fast.
-    from seqlab.tasks.caption import CaptionTask
     from seqlab.tasks.g2p import G2PTask
     from seqlab.tasks.sentiment import SentimentTask
     from seqlab.tasks.shakespeare import ShakespeareTask
     from seqlab.tasks.sunspots import SunspotsTask
-    from seqlab.tasks.translate import TranslateTask
-    from seqlab.tasks.vowels import VowelsTask
 
-    tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, TranslateTask, VowelsTask)
-    tasks += (CaptionTask,)
+    tasks = (ShakespeareTask, SentimentTask, G2PTask, SunspotsTask, *application_tasks())
     return {t.name: t for t in tasks}
 
 
-TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate", "vowels", "caption")
+TASK_NAMES = ("shakespeare", "sentiment", "g2p", "sunspots", *APPLICATION_NAMES)
 
 
 def get_task(name: str) -> Task:
