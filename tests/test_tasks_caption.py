@@ -157,3 +157,18 @@ def test_caption_bad_settings(tmp_path):
     r = cli("train", "caption", "--set", "min_digits=4", "--set", "max_digits=2",
             "--runs-dir", runs, ok=False)  # fmt: skip
     assert "expected 1 <= min <= max, got 4, 2" in r.output
+
+
+def test_digits_package_is_found_by_its_import_name_and_named_by_its_distribution(monkeypatch):
+    import importlib.util
+
+    from seqlab.data import DataPackageMissing, get_info, locate
+
+    info = get_info("digits")
+    assert (info.package, info.module) == ("scikit-learn", "sklearn")
+    assert locate("digits")[0].name == "digits.csv.gz"
+    asked = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: asked.append(name))
+    with pytest.raises(DataPackageMissing, match=r"pip install --no-deps scikit-learn==1\.9\.1"):
+        locate("digits")
+    assert asked == ["sklearn"]
