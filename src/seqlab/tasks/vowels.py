@@ -7,9 +7,10 @@ training series (30 per speaker), 370 test series. Validation (checkpoint choice
 cross-entropy since accuracy saturates on so few series): a seeded, per-speaker share
 ``valid_fraction`` of the training series; the test series are only read for the final score.
 Features are standardised per coefficient with the training series' mean and deviation.
-Model: :class:`seqlab.models.SequenceClassifier` on the dense frames (bidirectional, mean
-pooling over valid frames). Baseline: 1-nearest-neighbour DTW on the raw series
-(:mod:`seqlab.tasks.dtw`), trained on all 270 series.
+Model: :class:`seqlab.models.SequenceClassifier` on the dense frames (bidirectional LSTM,
+max pooling over valid frames; chosen over mean pooling, more dropout and noise, a GRU and a
+wider layer by validation loss on the seed-0 split). Baseline: 1-nearest-neighbour DTW on the
+raw series (:mod:`seqlab.tasks.dtw`), trained on all 270 series.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class VowelsConfig(TaskConfig):
     hidden: int = 64
     layers: int = 1
     bidirectional: bool = True
-    pool: str = "mean"
+    pool: str = "max"
     dropout: float = 0.3
     heads: int = 4
     noise: float = 0.1  # std of Gaussian noise added to the standardised training frames
