@@ -172,3 +172,24 @@ def test_digits_package_is_found_by_its_import_name_and_named_by_its_distributio
     with pytest.raises(DataPackageMissing, match=r"pip install --no-deps scikit-learn==1\.9\.1"):
         locate("digits")
     assert asked == ["sklearn"]
+
+
+def test_training_jitter_moves_rows_and_appends_blank_columns():
+    from seqlab.tasks.caption import _jitter
+
+    image = torch.arange(1.0, 65.0).reshape(8, 8)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(60):
+        out = _jitter(image, g, shift=1, gap=2)
+        assert out.shape[0] == 8 and 8 <= out.shape[1] <= 10
+        assert out[:, 8:].abs().sum() == 0  # the appended gap is blank
+        block = out[:, :8]
+        candidates = {
+            0: image,
+            1: torch.cat([torch.zeros(1, 8), image[:7]]),  # moved down one row
+            -1: torch.cat([image[1:], torch.zeros(1, 8)]),  # moved up one row
+        }
+        (dy,) = [d for d, c in candidates.items() if torch.equal(block, c)]
+        seen.add((dy, out.shape[1]))
+    assert {d for d, _ in seen} == {-1, 0, 1} and {w for _, w in seen} == {8, 9, 10}

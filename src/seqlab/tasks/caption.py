@@ -4,7 +4,9 @@ Data: scikit-learn's 1,797 real 8×8 digit images. They are split FIRST (seeded,
 % of the images for train / validation / test), so no test image is ever seen in training.
 What is synthetic: the strips. Each strip puts 2-5 images of one split side by side
 (8 × 8L pixels), drawn uniformly at random with their lengths; its caption is the digits'
-English words ("seven two nine"). Training strips are drawn afresh every epoch; validation
+English words ("seven two nine"). Training strips are drawn afresh every epoch, each image
+moved up or down by up to ``shift`` rows and followed by up to ``gap`` blank columns
+(augmentation; validation and test strips are the plain images side by side); validation
 (checkpoint choice, exact match) and test strips are fixed by the seed. The dataset does not
 record writers, so "held-out images" cannot promise held-out writers.
 
@@ -61,7 +63,9 @@ class CaptionConfig(TaskConfig):
     channels: int = 16
     embed: int = 32
     hidden: int = 64  # encoder per direction; the decoder has 2·hidden
-    dropout: float = 0.1
+    dropout: float = 0.3
+    shift: int = 1  # training strips: move each image up/down by up to this many rows
+    gap: int = 2  # training strips: up to this many blank columns after each image
     feedback: str = "previous"  # previous | zeros
     min_digits: int = 2
     max_digits: int = 5
@@ -162,10 +166,21 @@ def split_images(n: int, seed: int) -> list[list[int]]:
 
 
 def compose(
-    images: Tensor, labels: Tensor, pool: list[int], n: int, lo: int, hi: int, g: torch.Generator
+    images: Tensor,
+    labels: Tensor,
+    pool: list[int],
+    n: int,
+    lo: int,
+    hi: int,
+    g: torch.Generator,
+    shift: int = 0,
+    gap: int = 0,
 ) -> list[tuple[Tensor, list[str], list[int]]]:
     """``n`` strips of ``lo..hi`` images drawn (with replacement) from ``pool``:
-    [(strip (8, 8L), caption words, image indices)]."""
+    [(strip (8, ·), caption words, image indices)]. With ``shift``/``gap`` > 0 (training
+    augmentation) each image moves up or down by up to ``shift`` rows (zero fill) and up to
+    ``gap`` blank columns follow it; with both 0 the strip is exactly the images side by side
+    (8 × 8L) and no further random numbers are drawn."""
     if not 1 <= lo <= hi:
         raise ValueError(f"min_digits/max_digits: expected 1 <= min <= max, got {lo}, {hi}")
     if not pool:
@@ -174,9 +189,22 @@ def compose(
     lengths = torch.randint(lo, hi + 1, (n,), generator=g).tolist()
     for L in lengths:
         idx = [pool[k] for k in torch.randint(len(pool), (L,), generator=g).tolist()]
-        strip = torch.cat([images[i] for i in idx], dim=1)
-        out.append((strip, [WORDS[int(labels[i])] for i in idx], idx))
+        parts = [images[i] for i in idx]
+        if shift or gap:
+            parts = [_jitter(p, g, shift, gap) for p in parts]
+        out.append((torch.cat(parts, dim=1), [WORDS[int(labels[i])] for i in idx], idx))
     return out
+
+
+def _jitter(image: Tensor, g: torch.Generator, shift: int, gap: int) -> Tensor:
+    dy = int(torch.randint(-shift, shift + 1, (1,), generator=g))
+    moved = torch.zeros_like(image)
+    if dy >= 0:
+        moved[dy:] = image[: 8 - dy]
+    else:
+        moved[:dy] = image[-dy:]
+    blank = int(torch.randint(0, gap + 1, (1,), generator=g))
+    return torch.cat([moved, image.new_zeros(8, blank)], dim=1)
 
 
 def batch_strips(strips: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -199,7 +227,9 @@ class StripBatches:
         g = torch.Generator().manual_seed(c.seed * 100_003 + self.epoch)
         self.epoch += 1
         for _ in range(max(1, c.strips_per_epoch // c.batch_size)):
-            strips = compose(*self.args, c.batch_size, c.min_digits, c.max_digits, g)
+            strips = compose(
+                *self.args, c.batch_size, c.min_digits, c.max_digits, g, c.shift, c.gap
+            )
             x, w = batch_strips([s for s, _, _ in strips])
             tgt, _ = pad_batch([self.vocab.encode(ws, bos=True, eos=True) for _, ws, _ in strips])
             yield x, w, tgt[:, :-1], tgt[:, 1:]
