@@ -48,7 +48,9 @@ def test_missing_package_gives_install_command(monkeypatch):
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ValueError, match="cmudict, rotten_tomatoes, shakespeare, sunspots"):
+    with pytest.raises(
+        ValueError, match="cmudict, digits, japanese_vowels, rotten_tomatoes, shakespeare, sunspots"
+    ):
         get_info("imdb")
 
 

@@ -284,7 +284,7 @@ def generate(run_dir, prompt, length, temperature, seed):
 )
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --file.")
 @click.option(
-    "--beam", type=int, default=1, show_default=True, help="Beam size for sequence outputs (g2p)."
+    "--beam", type=int, default=1, show_default=True, help="Beam size (g2p, translate, caption)."
 )
 @click.option(
     "--steps",

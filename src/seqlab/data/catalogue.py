@@ -27,6 +27,7 @@ class DatasetInfo:
     task: str  # the seqlab task that trains on it by default (``seqlab train <task>``)
     description: str
     licence: str
+    module: str = ""  # import name when it differs from the distribution (sklearn)
 
     @property
     def requirement(self) -> str:
@@ -37,6 +38,19 @@ class DatasetInfo:
         """The pinned pip command; --no-deps because we read files, we never import them."""
         return f"pip install --no-deps {self.requirement}"
 
+
+_SERIES_AND_IMAGES = (
+    DatasetInfo(
+        "japanese_vowels", "aeon", "1.6.0", "datasets/data/JapaneseVowels/JapaneseVowels_T*.ts",
+        "vowels", "9 speakers' vowel /ae/, 270 train / 370 test series of (7-29) x 12 LPC "
+        "coefficients (official split)", "BSD-3-Clause",
+    ),
+    DatasetInfo(
+        "digits", "scikit-learn", "1.9.1", "datasets/data/digits.csv.gz", "caption",
+        "1,797 handwritten digits, 8x8 pixels (0..16) with their labels", "BSD-3-Clause",
+        "sklearn",
+    ),
+)  # fmt: skip
 
 CATALOGUE: dict[str, DatasetInfo] = {
     d.name: d
@@ -77,6 +91,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
             "Yearly mean sunspot numbers 1700-2008 (309 values)",
             "public domain",
         ),
+        *_SERIES_AND_IMAGES,
     ]
 }
 
@@ -105,7 +120,7 @@ def get_info(name: str) -> DatasetInfo:
 
 def package_dir(info: DatasetInfo) -> Path:
     """Directory of the installed package, or :class:`DataPackageMissing`."""
-    spec = importlib.util.find_spec(info.package)
+    spec = importlib.util.find_spec(info.module or info.package)
     if spec is None or not spec.submodule_search_locations:
         raise DataPackageMissing(info)
     return Path(next(iter(spec.submodule_search_locations)))

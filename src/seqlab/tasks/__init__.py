@@ -21,6 +21,11 @@ TASKS: dict[str, str] = {
     "classify": "seqlab.tasks.sentiment:SentimentTask",
     "seq2seq": "seqlab.tasks.g2p:G2PTask",
     "forecast": "seqlab.tasks.sunspots:SunspotsTask",
+    # the seeds' other applications (issue 17)
+    "translate": "seqlab.tasks.translate:TranslateTask",
+    "vowels": "seqlab.tasks.vowels:VowelsTask",
+    "caption": "seqlab.tasks.caption:CaptionTask",
+    "errordetect": "seqlab.tasks.errordetect:ErrorDetectTask",
 }
 ALIASES: dict[str, str] = {
     "shakespeare": "charlm",
