@@ -3,14 +3,14 @@
 What each task writes (the vocabularies and settings go into the file's ``metadata_props``,
 so the .onnx file is all a deployment needs):
 
-==============  ==============================================================
-task            graph(s)
-==============  ==============================================================
-charlm          the LanguageModel: (tokens, state) → (logits, state); T = 1 steps
-classify        the SequenceClassifier: (inputs, lengths) → logits
-seq2seq (g2p)   the Seq2Seq: ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx``
-forecast        the forecaster: a window x (B, W) of standardised values → ŷ (B,)
-==============  ==============================================================
+==================  ==========================================================
+task                graph(s)
+==================  ==========================================================
+charlm              the LanguageModel: (tokens, state) → (logits, state); T = 1 steps
+classify            the SequenceClassifier: (inputs, lengths) → logits
+seq2seq, translate  the Seq2Seq: ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx``
+forecast            the forecaster: a window x (B, W) of standardised values → ŷ (B,)
+==================  ==========================================================
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def export_run(run: RunDir, out: Path, loop: bool = False) -> list[Path]:
             _refuse_transformer(model, task.name)
         meta.update(vocab=vocab.itos, labels=labels)
         example = _example_ids(len(vocab))
-    elif task.name == "seq2seq":
+    elif task.name in ("seq2seq", "translate"):
         model, src_vocab, tgt_vocab, _cfg = task.load(run)
         if not isinstance(model, Seq2Seq):
             _refuse_transformer(model, task.name)

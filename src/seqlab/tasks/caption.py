@@ -60,18 +60,18 @@ MAX_WORDS = 8  # longest caption decoded (and longest strip ``predict`` composes
 
 @dataclass
 class CaptionConfig(TaskConfig):
-    channels: int = 16
-    embed: int = 32
+    channels: int = 16  # feature maps of the image encoder's convolution
+    embed: int = 32  # word embedding size of the decoder
     hidden: int = 64  # encoder per direction; the decoder has 2·hidden
-    dropout: float = 0.3
+    dropout: float = 0.3  # dropout on the column features and the decoder inputs and outputs
     shift: int = 1  # training strips: move each image up/down by up to this many rows
     gap: int = 2  # training strips: up to this many blank columns after each image
     feedback: str = "previous"  # previous | zeros
-    min_digits: int = 2
-    max_digits: int = 5
-    strips_per_epoch: int = 6400
-    valid_strips: int = 500
-    test_strips: int = 2000
+    min_digits: int = 2  # fewest digit images in a strip
+    max_digits: int = 5  # most digit images in a strip
+    strips_per_epoch: int = 6400  # training strips composed afresh for each pass
+    valid_strips: int = 500  # fixed validation strips (from the validation images only)
+    test_strips: int = 2000  # fixed test strips (from the held-out test images only)
     beam: int = 3  # beam size for the test decoding reported next to greedy
     batch_size: int = 64
     lr: float = 3e-3

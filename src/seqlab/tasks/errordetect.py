@@ -170,13 +170,13 @@ def best_threshold(scores: list[float], tags: list[int], grid: int = 50) -> floa
 
 @dataclass
 class ErrorDetectConfig(TaskConfig):
-    embed: int = 128
-    hidden: int = 128
-    layers: int = 2
-    bidirectional: bool = True
-    dropout: float = 0.3
+    embed: int = 128  # word embedding size
+    hidden: int = 128  # recurrent units per direction
+    layers: int = 2  # stacked recurrent layers
+    bidirectional: bool = True  # false: a causal tagger that sees only the words so far
+    dropout: float = 0.3  # dropout on the embeddings, between layers and before the tag layer
     error_rate: float = 0.1  # chance per word that an error starts there
-    min_count: int = 2
+    min_count: int = 2  # words seen fewer times in training become <unk>
     batch_size: int = 32
     lr: float = 2e-3
     max_steps: int = 4000

@@ -62,10 +62,6 @@ def native_build(progress: Progress, impl: str, model: str) -> None:
     with phase(progress, "native build") as info:
         from seqlab.engine import native
 
-        ensure_built = getattr(native, "ensure_built", None)  # newer engines: build + announce
-        if ensure_built is not None:
-            ensure_built()
-            usable = native.status().get("available", True)
-        else:
-            usable = native.load() is not None  # builds on first use, then cached
+        native.ensure_built()  # builds (announced) or waits for another process's build
+        usable = native.status()["available"]
         info.detail = "ready" if usable else "not available, using fused torch ops"

@@ -33,9 +33,9 @@ from seqlab.tasks.rundir import RunDir
 @dataclass
 class TranslateConfig(G2PConfig):
     src_tokens: str = "words"  # words (whitespace-separated) | chars
-    tgt_tokens: str = "words"
+    tgt_tokens: str = "words"  # words | chars, for the target side
     beam: int = 1  # beam size for the final test decoding (validation is greedy)
-    max_len: int = 60
+    max_len: int = 60  # longest target decoded, in tokens
     eval_words: int = 500  # validation sentences decoded at each periodic evaluation
     clock: str = "cpu"  # the budget counts this process's CPU time (fair on a shared machine)
     threads: int = 1

@@ -42,18 +42,18 @@ from seqlab.tasks.rundir import RunDir
 
 @dataclass
 class VowelsConfig(TaskConfig):
-    hidden: int = 64
-    layers: int = 1
-    bidirectional: bool = True
-    pool: str = "max"
-    dropout: float = 0.3
-    heads: int = 4
+    hidden: int = 64  # recurrent units per direction (Transformer: model width)
+    layers: int = 1  # stacked recurrent (or Transformer) layers
+    bidirectional: bool = True  # read each series both ways (recurrent models)
+    pool: str = "max"  # per-frame outputs to one vector: last | mean | max | attention
+    dropout: float = 0.3  # dropout before the classifier head and between layers
+    heads: int = 4  # attention heads (model=transformer only)
     noise: float = 0.1  # std of Gaussian noise added to the standardised training frames
-    valid_fraction: float = 0.15
+    valid_fraction: float = 0.15  # share of each speaker's training series held out
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    epochs: int = 0
+    epochs: int = 0  # passes over the training series (0: until max_steps or minutes)
     max_steps: int = 2000
     minutes: float = 10.0
     clock: str = "cpu"
