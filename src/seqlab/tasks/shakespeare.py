@@ -236,7 +236,7 @@ class ShakespeareTask(Task):
             summary[f"baseline_{cfg.baseline_order}gram_nats"] = ngram.stream_nll(valid_ids)
         sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
-        (run.path / "sample.txt").write_text(sample)
+        run.write_text("sample.txt", sample)
         run.write_summary(summary)
         plot_losses(
             run.events(),
