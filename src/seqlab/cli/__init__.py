@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,9 +21,11 @@ from rich.console import Console
 
 from seqlab.cli.bench import bench
 from seqlab.cli.data_cmd import data
-from seqlab.cli.errors import friendly_errors
+from seqlab.cli import validate
+from seqlab.cli.errors import CliError, friendly_errors
 from seqlab.tasks import TASK_NAMES, RunDir, get_task, resolve_config, task_of_run
 from seqlab.tasks.base import MODEL_KINDS
+from seqlab.tasks.interrupt import EXIT_DIVERGED, stop_signals
 
 console = Console(highlight=False)
 
@@ -79,20 +82,30 @@ def run_training(
     options: dict[str, Any],
     runs_dir: str,
     quiet: bool = False,
+    resume: str | None = None,
 ) -> tuple[RunDir, dict]:
     task = get_task(task_name)
-    cfg = resolve_config(task.Config, config_file, overrides, options)
-    task.setup(cfg)  # validates the model kind before creating a folder
-    run = RunDir.create(runs_dir, task_name)
+    if resume:  # the run's own settings; only the budget options may change
+        run = RunDir(resume)
+        cfg = resolve_config(task.Config, run.path / "config.toml", (), options)
+        task.setup(cfg)
+        run.resuming = True
+    else:
+        cfg = resolve_config(task.Config, config_file, overrides, options)
+        task.setup(cfg)  # validates the model kind before creating a folder
+        run = RunDir.create(runs_dir, task_name)
     run.write_config(dataclasses.asdict(cfg))
     console.print(
         f"[bold]{task_name}[/]: {task.description}\nmodel {cfg.model}, budget "
-        f"{cfg.minutes:g} min, run folder {run.path}"
+        f"{cfg.minutes:g} min, run folder {run.path}" + (" (resumed)" if resume else "")
     )
     t0 = time.perf_counter()
-    summary = task.train(cfg, run, progress=None if quiet else _printer())
+    with stop_signals():  # Ctrl-C / SIGTERM: checkpoint, then exit 130 / 143
+        summary = task.train(cfg, run, progress=None if quiet else _printer())
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     run.write_summary(summary)
+    if run.outcome is not None:
+        raise CliError(f"{run.outcome[0]}: {run.outcome[1]}; run folder {run.path}", EXIT_DIVERGED)
     return run, summary
 
 
@@ -110,7 +123,7 @@ def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.argument("task", type=click.Choice(TASK_NAMES))
+@click.argument("task", type=click.Choice(TASK_NAMES), required=False)
 @click.option(
     "--model",
     type=click.Choice(MODEL_KINDS),
@@ -150,6 +163,14 @@ def _print_summary(run: RunDir, summary: dict[str, Any]) -> None:
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    metavar="RUN",
+    type=click.Path(exists=True, file_okay=False),
+    help="Continue RUN from its last checkpoint (its own settings; --minutes/--max-steps may "
+    "change).",
+)
 @friendly_errors
 def train(
     task,
@@ -165,8 +186,16 @@ def train(
     threads,
     runs_dir,
     quiet,
+    resume_dir,
 ):
     """Train TASK and write runs/<task>-<time>/ (config, checkpoint, metrics, plots)."""
+    if resume_dir:
+        others = {"model": model, "config": config_file, "set": overrides, "data": data_file,
+                  "encoding": encoding, "limit": limit, "seed": seed, "threads": threads,
+                  "minutes": minutes, "max_steps": max_steps}  # fmt: skip
+        task = validate.check_resume(Path(resume_dir), task, TASK_NAMES, others)
+    elif task is None:
+        raise validate.BadOption("missing TASK (or --resume RUN)")
     options = {
         "model": model,
         "minutes": minutes,
@@ -177,7 +206,9 @@ def train(
         "seed": seed,
         "threads": threads,
     }
-    run, summary = run_training(task, config_file, overrides, options, runs_dir, quiet)
+    run, summary = run_training(
+        task, config_file, overrides, options, runs_dir, quiet, resume=resume_dir
+    )
     _print_summary(run, summary)
 
 
@@ -211,6 +242,7 @@ def evaluate(run_dir, as_json):
 @friendly_errors
 def generate(run_dir, prompt, length, temperature, seed):
     """Continue a prompt with a trained language model RUN."""
+    validate.check_generate(length, temperature)
     run = RunDir(run_dir)
     text = task_of_run(run).generate(
         run, prompt.replace("\\n", "\n"), length=length, temperature=temperature, seed=seed
@@ -243,6 +275,7 @@ def predict(run_dir, inputs, input_file, encoding, beam, steps):
     """Apply a trained RUN: classify sentences, transcribe words, or forecast a series."""
     from seqlab.data import read_text
 
+    validate.check_predict(beam, steps)
     items = list(inputs)
     if input_file:
         items += [ln.strip() for ln in read_text(input_file, encoding).splitlines() if ln.strip()]

@@ -1,15 +1,45 @@
-"""Turn expected failures into one clear line (and exit status 1) instead of a traceback."""
+"""Turn expected failures into one clear line instead of a traceback (``-v`` adds it).
+
+Exit status: 1 a failure (data file, missing package, not a run folder), 2 a bad argument,
+setting or input, 3 training diverged (the best model is kept), 128 + N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM).
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from seqlab.data import DataFileError, DataPackageMissing
+from seqlab.tasks.checks import BadSetting
+from seqlab.tasks.interrupt import EXIT_BAD_INPUT, EXIT_DIVERGED, Interrupted
+from seqlab.training.config import NonFiniteLossError
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and ("can't allocate memory" in text or "not enough memory" in text)
+    )
+
+
+def _fail(err: BaseException, message: str, code: int) -> CliError:
+    if logging.getLogger().isEnabledFor(logging.INFO):  # -v: show where it came from
+        traceback.print_exception(err)
+    return CliError(message, code)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -17,9 +47,19 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Interrupted as e:
+            raise _fail(e, str(e), e.exit_code) from e
+        except BadSetting as e:
+            raise _fail(e, str(e), EXIT_BAD_INPUT) from e
+        except NonFiniteLossError as e:
+            raise _fail(e, f"training diverged: {e}", EXIT_DIVERGED) from e
         except (DataFileError, DataPackageMissing, ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from e
+            raise _fail(e, str(e), 1) from e
         except subprocess.CalledProcessError as e:
-            raise click.ClickException(f"command failed ({e.returncode}): {' '.join(e.cmd)}") from e
+            raise _fail(e, f"command failed ({e.returncode}): {' '.join(e.cmd)}", 1) from e
+        except (MemoryError, RuntimeError) as e:
+            if not _out_of_memory(e):
+                raise
+            raise _fail(e, f"out of memory: {str(e).splitlines()[0][:200]}", 1) from e
 
     return wrapper

@@ -53,6 +53,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.resuming = False  # set by `seqlab train --resume`: fit() continues last.safetensors
+        self.outcome: tuple[str, str] | None = None  # ("diverged", why) after a failed fit()
         clean_temp_files(self.path)  # half-written files of killed processes
 
     @property
