@@ -19,9 +19,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from seqlab.cli import validate
 from seqlab.cli.bench import bench
 from seqlab.cli.data_cmd import data
-from seqlab.cli import validate
 from seqlab.cli.errors import CliError, friendly_errors
 from seqlab.tasks import TASK_NAMES, RunDir, get_task, resolve_config, task_of_run
 from seqlab.tasks.base import MODEL_KINDS

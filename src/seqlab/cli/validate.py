@@ -82,7 +82,7 @@ def check_resume(
         raise BadOption(f"--resume {path}: a {found} run, but TASK is {task}")
     found = found or task
     if found is None:
-        raise BadOption(f"--resume {path}: cannot tell the task; give it: seqlab train TASK --resume")
+        raise BadOption(f"--resume {path}: cannot tell the task; use: seqlab train TASK --resume")
     extra = sorted(k for k, v in given.items() if v not in (None, (), False))
     extra = [k for k in extra if k not in RESUMABLE_OPTIONS]
     if extra:
