@@ -100,6 +100,10 @@ class LanguageModel(nn.Module):
         if resets is None:
             out, state = self.rnn(x, lengths, state)
             return self.out(self.drop(out)), state
+        if not isinstance(resets, Tensor) or resets.dtype != torch.bool:
+            # ~ on an integer mask is a bitwise NOT (~1 == -2): it would scale, not reset.
+            kind = resets.dtype if isinstance(resets, Tensor) else type(resets).__name__
+            raise TypeError(f"resets must be a bool tensor (B, T), got {kind}")
         if resets.shape != (B, T):
             raise ValueError(f"resets must be (B, T) = {(B, T)}, got {tuple(resets.shape)}")
         if lengths is not None:
