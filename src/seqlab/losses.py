@@ -27,6 +27,8 @@ q = (1 − ε)·onehot(y) + ε/V, i.e. ℓ = −Σ_v q_v log softmax(z)_v, the s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -65,7 +67,7 @@ def _step_mask(B: int, T: int, lengths: Tensor | None, mask: Tensor | None, devi
         return torch.ones(B, T, dtype=torch.bool, device=device)
     if not isinstance(lengths, Tensor) or lengths.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},), got {_describe(lengths)}")
-    if lengths.is_floating_point():
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
     if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
         raise ValueError(
@@ -155,6 +157,6 @@ def sequence_mse(
         )
     B, T = pred.shape[:2]
     m = _step_mask(B, T, lengths, mask, pred.device)
-    per_elem = (pred - target).pow(2).reshape(B, T, -1)  # (B, T, F)
+    per_elem = (pred - target).pow(2).reshape(B, T, math.prod(pred.shape[2:]))  # (B, T, F)
     per_step = per_elem.sum(-1)  # (B, T)
     return _reduce(per_step, m, reduction, m.sum() * per_elem.shape[-1])

@@ -53,6 +53,7 @@ from seqlab.models._checks import (
 )
 from seqlab.models.attention import masked_softmax
 from seqlab.models.encoders import RecurrentEncoder, top_hidden
+from seqlab.sizes import check_sizes
 from seqlab.transformer.sequence import SequenceEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -92,6 +93,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("num_classes", "embed_size", "hidden_size", "num_layers", "nhead",
+                        "max_len"), ("vocab_size", "input_size"))  # fmt: skip
         check_choice("pooling", c.pooling, POOLINGS)
         check_choice("head", c.head, HEADS)
         check_positive("num_classes", c.num_classes)

@@ -32,6 +32,7 @@ from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_lengths, check_positive, check_tokens
 from seqlab.models.encoders import RecurrentEncoder, State, select_batch, zero_state
+from seqlab.sizes import check_sizes
 
 _NO_STATE = object()  # sentinel: loss(batch) vs loss(batch, state=None)
 
@@ -58,6 +59,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("vocab_size", "embed_size", "hidden_size", "num_layers"))
         check_positive("vocab_size", c.vocab_size)
         if c.tie_weights and c.embed_size != c.hidden_size:
             raise ValueError(
