@@ -1,0 +1,111 @@
+"""SIGKILL during `seqlab train` (inside a file write, or at a random moment) leaves a run
+folder that loads and resumes, and the resumed run ends with the metrics of an unbroken one.
+
+Oracle: the same command run without a kill (CPU clock, --max-steps, one thread: the run is
+deterministic). The kill comes from inside the process: ``os.fsync`` is wrapped so that its
+n-th call (every run-folder file and checkpoint is fsync-ed before its rename) SIGKILLs the
+process, i.e. mid-write; or a timer SIGKILLs it after a random delay.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqlab.tasks.atomic import load_weights
+from seqlab.tasks.rundir import RunDir
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+HARNESS = """
+import os, signal, sys, threading
+mode, arg = sys.argv[1], sys.argv[2]
+if mode == "fsync":
+    n, count, real = int(arg), [0], os.fsync
+    def fsync(fd):
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(fd)
+    os.fsync = fsync
+elif mode == "timer":
+    threading.Timer(float(arg), lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+from seqlab.cli import main
+main(sys.argv[3:])
+"""
+TRAIN = ["sunspots", "--set", "hidden=6", "--set", "eval_every=4", "--set", "patience=0",
+         "--set", "clock='cpu'", "--threads", "1", "-q"]  # fmt: skip
+METRICS = ("test_rmse", "test_mae", "val_rmse", "steps", "stopped_by")
+
+
+def seqlab(tmp_path: Path, mode: str, arg, *args) -> subprocess.CompletedProcess:
+    script = tmp_path / "harness.py"
+    script.write_text(HARNESS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(script), mode, str(arg), *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+
+def summary(run: Path) -> dict:
+    s = json.loads((run / "summary.json").read_text())
+    return {k: s[k] for k in METRICS}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ref")
+    p = seqlab(root, "none", 0, "train", *TRAIN, "--max-steps", 20, "--runs-dir", root / "runs")
+    assert p.returncode == 0, p.stderr[-2000:]
+    (run,) = (root / "runs").iterdir()
+    return summary(run)
+
+
+def check_folder_then_resume(tmp_path: Path, reference: dict, kills: int = 1) -> None:
+    runs = tmp_path / "runs"
+    if not runs.exists() or not any(runs.iterdir()):
+        return  # killed before the folder existed: nothing to resume
+    (run,) = runs.iterdir()
+    RunDir(run)  # opening a run folder removes the killed writer's temp files
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+    if (run / "model.safetensors").exists():
+        load_weights(run / "model.safetensors")  # complete and checksum-verified
+        json.loads((run / "model.json").read_text())
+    p = seqlab(tmp_path, "none", 0, "train", "--resume", run)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert summary(run) == reference
+
+
+@pytest.mark.parametrize("nth_fsync", [7])  # 1 config, 2-4 step 0, 5-7 step 4: last.safetensors
+def test_sigkill_inside_a_file_write_then_resume(tmp_path, reference, nth_fsync):
+    p = seqlab(tmp_path, "fsync", nth_fsync, "train", *TRAIN, "--max-steps", 20,
+               "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    check_folder_then_resume(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_write_and_at_random_moments(tmp_path, reference):
+    for n in range(1, 40):
+        d = tmp_path / f"w{n}"
+        d.mkdir()
+        p = seqlab(d, "fsync", n, "train", *TRAIN, "--max-steps", 20, "--runs-dir", d / "runs")
+        if p.returncode == 0:
+            assert summary(next((d / "runs").iterdir())) == reference
+            break  # n is past the run's last write
+        assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+        check_folder_then_resume(d, reference)
+    rng = random.Random(16)
+    for k in range(6):
+        d = tmp_path / f"t{k}"
+        d.mkdir()
+        p = seqlab(d, "timer", rng.uniform(1.0, 8.0), "train", *TRAIN, "--max-steps", 20,
+                   "--runs-dir", d / "runs")  # fmt: skip
+        if p.returncode == 0:
+            assert summary(next((d / "runs").iterdir())) == reference
+            continue
+        assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+        check_folder_then_resume(d, reference)
