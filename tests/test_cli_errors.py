@@ -126,3 +126,8 @@ def test_g2p_with_too_few_words_to_split_is_refused(tmp_path):
     tsv.write_text("cat\tK AE T\n")
     r = run_cli("train", "g2p", "--data", tsv, "--max-steps", 2, "--runs-dir", tmp_path / "r")
     one_line_error(r, 1, "train/validation/test", "= 1/0/0")
+
+
+def test_verbose_shows_the_traceback_of_a_one_line_error(tmp_path):
+    r = run_cli("-v", "train", "sunspots", "--set", "batch_size=0", "--runs-dir", tmp_path)
+    assert r.exit_code == 2 and "Traceback" in r.output and "BadSetting" in r.output

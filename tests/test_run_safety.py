@@ -169,3 +169,15 @@ def test_a_nan_loss_is_reported_and_the_last_good_model_kept(tmp_path):
     assert same(run.load_model_files()[0], saved[-1])
     for t in run.load_model_files()[0].values():
         assert torch.isfinite(t).all()
+
+
+def test_trainer_checkpoints_clean_a_killed_writers_temp_file(tmp_path):
+    from seqlab.training.checkpoint import save_checkpoint
+
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (tmp_path / f"last.safetensors.tmp-{dead}").write_bytes(b"half")
+    save_checkpoint(tmp_path / "last.safetensors", {"w": torch.ones(2)}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]

@@ -36,8 +36,15 @@ def _out_of_memory(err: BaseException) -> bool:
     )
 
 
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("verbose"):
+        return True
+    return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def _fail(err: BaseException, message: str, code: int) -> CliError:
-    if logging.getLogger().isEnabledFor(logging.INFO):  # -v: show where it came from
+    if _verbose():  # -v: show where it came from
         traceback.print_exception(err)
     return CliError(message, code)
 

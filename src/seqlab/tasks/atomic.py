@@ -17,16 +17,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import safetensors.torch
 from torch import Tensor
 
-from seqlab.training.checkpoint import CheckpointError, _digest
+from seqlab.training.checkpoint import CheckpointError, _digest, clean_temp_files
 
-_TMP = re.compile(r"\.tmp-(\d+)$")
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "clean_temp_files",
+    "load_weights",
+    "save_weights",
+]
+
 WEIGHTS_FORMAT = "seqlab-weights"
 
 
@@ -68,35 +75,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Remove ``*.tmp-<pid>`` files in ``folder`` whose writer process is gone."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for f in folder.iterdir():
-        m = _TMP.search(f.name)
-        if m and f.is_file() and not _pid_alive(int(m.group(1))):
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-                removed.append(f)
-    return removed
 
 
 def save_weights(path: str | os.PathLike, tensors: dict[str, Tensor]) -> None:

@@ -27,8 +27,9 @@ EXIT_DIVERGED = 3  # training diverged; the best (last good) model is kept
 DIVERGED_FACTOR = 10.0
 
 
-class Interrupted(Exception):  # noqa: N818 (a request, not an error)
-    """The run was stopped by a signal; ``exit_code`` is ``128 + signum``."""
+class Interrupted(BaseException):  # noqa: N818 (a request, not an error)
+    """The run was stopped by a signal; ``exit_code`` is ``128 + signum``. A BaseException
+    (like KeyboardInterrupt) so that no ``except Exception`` on the way swallows it."""
 
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
