@@ -181,3 +181,16 @@ def test_trainer_checkpoints_clean_a_killed_writers_temp_file(tmp_path):
     (tmp_path / f"last.safetensors.tmp-{dead}").write_bytes(b"half")
     save_checkpoint(tmp_path / "last.safetensors", {"w": torch.ones(2)}, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
+
+
+def test_a_new_run_folder_appears_with_its_config(tmp_path, monkeypatch):
+    run = RunDir.create(tmp_path, "toy", {"lr": 0.1})
+    assert (run.path / "config.toml").read_text() == "lr = 0.1\n"
+
+    def boom(*_):
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "rename", boom)  # dies between the config and the rename
+    with pytest.raises(OSError):
+        RunDir.create(tmp_path, "other", {"lr": 0.2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.path.name]

@@ -90,11 +90,11 @@ def run_training(
         cfg = resolve_config(task.Config, run.path / "config.toml", (), options)
         task.setup(cfg)
         run.resuming = True
+        run.write_config(dataclasses.asdict(cfg))
     else:
         cfg = resolve_config(task.Config, config_file, overrides, options)
         task.setup(cfg)  # validates the model kind before creating a folder
-        run = RunDir.create(runs_dir, task_name)
-    run.write_config(dataclasses.asdict(cfg))
+        run = RunDir.create(runs_dir, task_name, config=dataclasses.asdict(cfg))
     console.print(
         f"[bold]{task_name}[/]: {task.description}\nmodel {cfg.model}, budget "
         f"{cfg.minutes:g} min, run folder {run.path}" + (" (resumed)" if resume else "")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from seqlab.tasks.atomic import atomic_write_text, clean_temp_files, load_weights, save_weights
+from seqlab.training.checkpoint import pid_alive
 
 
 def toml_value(v: Any) -> str:
@@ -47,6 +49,14 @@ def dump_toml(cfg: dict[str, Any]) -> str:
     return "".join(f"{k} = {toml_value(v)}\n" for k, v in cfg.items())
 
 
+def _clean_temp_dirs(root: Path) -> None:
+    """Remove the hidden ``.<run>.tmp-<pid>`` folders of processes killed while creating."""
+    for d in root.glob(".*.tmp-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class RunDir:
     """Owns one run folder. ``RunDir.create`` makes a new one; ``RunDir(path)`` opens one."""
 
@@ -62,14 +72,30 @@ class RunDir:
         return self.path / "last.safetensors"
 
     @classmethod
-    def create(cls, root: str | Path, task: str) -> RunDir:
+    def create(cls, root: str | Path, task: str, config: dict[str, Any] | None = None) -> RunDir:
+        """A new folder ``root/<task>-<stamp>``. With ``config`` the folder appears with its
+        ``config.toml`` already in it (built as a hidden temp folder, then renamed), so a
+        kill never leaves a run folder without its configuration."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        _clean_temp_dirs(root)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / f"{task}-{stamp}"
+        base = root / f"{task}-{stamp}"
         path, n = base, 1
         while path.exists():  # two runs in the same second
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
+        if config is None:
+            path.mkdir()
+            return cls(path)
+        tmp = root / f".{path.name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            atomic_write_text(tmp / "config.toml", dump_toml(config))
+            os.rename(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return cls(path)
 
     def write_config(self, cfg: dict[str, Any]) -> None:

@@ -79,7 +79,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -101,7 +101,7 @@ def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
         return removed
     for f in folder.iterdir():
         m = _TMP.search(f.name)
-        if m and f.is_file() and not _pid_alive(int(m.group(1))):
+        if m and f.is_file() and not pid_alive(int(m.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
                 removed.append(f)
