@@ -66,9 +66,12 @@ def reference(tmp_path_factory):
 
 def check_folder_then_resume(tmp_path: Path, reference: dict, kills: int = 1) -> None:
     runs = tmp_path / "runs"
-    if not runs.exists() or not any(runs.iterdir()):
-        return  # killed before the folder existed: nothing to resume
-    (run,) = runs.iterdir()
+    # A hidden .<run>.tmp-<pid> folder is a run that never started (killed before its
+    # config.toml was in place); the next `seqlab train` removes it.
+    found = [p for p in runs.iterdir() if not p.name.startswith(".")] if runs.exists() else []
+    if not found:
+        return  # killed before the run folder existed: nothing to resume
+    (run,) = found
     RunDir(run)  # opening a run folder removes the killed writer's temp files
     assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
     if (run / "model.safetensors").exists():

@@ -194,3 +194,10 @@ def test_a_new_run_folder_appears_with_its_config(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         RunDir.create(tmp_path, "other", {"lr": 0.2})
     assert sorted(p.name for p in tmp_path.iterdir()) == [run.path.name]
+
+
+def test_resuming_a_finished_run_takes_no_extra_step(tmp_path):
+    run, ref, ref_res, _ = toy(tmp_path, "done", 12)
+    _, model, res, _ = toy(tmp_path, run.path.name, 12, resume=True)
+    assert res.steps == 12 and res.stopped_by == "max_steps"
+    assert same(model.state_dict(), ref.state_dict())

@@ -168,6 +168,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         try:
             while self._stop is None:
+                if c.max_steps is not None and self.step >= c.max_steps:
+                    self._stop = "max_steps"  # e.g. resumed from the final checkpoint
+                    break
                 if c.epochs is not None and self.epoch >= c.epochs:
                     self._stop = "epochs"
                     break
