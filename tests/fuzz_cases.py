@@ -107,12 +107,15 @@ def _make(shape, dtype, gen) -> torch.Tensor:
     return (x * 3).to(dtype)
 
 
-def _lengths(draw, B: int, T: int, mutation: str) -> tuple[torch.Tensor | None, str]:
+def _lengths(
+    draw, B: int, T: int, mutation: str, zero_ok: bool = False
+) -> tuple[torch.Tensor | None, str]:
     if mutation != "lengths":
         if B >= 1 and T >= 1 and draw(st.booleans()):
             return torch.tensor(draw(st.lists(st.integers(1, T), min_size=B, max_size=B))), ""
         return None, ""
-    kind = draw(st.sampled_from(["float", "bool", "zero", "long", "shape", "neg"]))
+    kinds = ["float", "bool", "long", "shape", "neg"] + ([] if zero_ok else ["zero"])
+    kind = draw(st.sampled_from(kinds))
     Bl, Tl = max(B, 1), max(T, 1)
     if kind == "float":
         return torch.full((Bl,), Tl - 0.5), kind
@@ -189,6 +192,8 @@ def layer_case(draw) -> Case:
         bad, B, T = ("input", "x"), max(B, 1), max(T, 1)
     D = 2 if bidir else 1
     with_state = draw(st.booleans()) or mut == "state"
+    if mut == "state":
+        bad, B = ("state",), max(B, 1)
     seed = draw(st.integers(0, 2**16))
     what = (
         f"seqlab.{mode}({sizes}, bidirectional={bidir}, batch_first={batch_first}, "
@@ -419,13 +424,13 @@ def engine_case(draw) -> Case:
     dtype = _tensor_dtype(draw, mut)
     if mut == "dtype":
         bad = ("x",)
-    lengths, lkind = _lengths(draw, B, T, mut)
+    lengths, lkind = _lengths(draw, B, T, mut, zero_ok=True)
     if mut == "lengths":
         bad = ("lengths",)
     seed = draw(st.integers(0, 2**16))
     known = "native (issue 16 item 3): hidden size 0" if mut == "hidden" else ""
-    if lkind in ("float", "bool"):
-        known = "core (issue 12): engine accepts float/bool lengths"
+    if lkind in ("float", "bool", "neg"):
+        known = "core (issue 12): engine accepts float/bool/negative lengths"
     what = (
         f"run_layer({mode!r}, x {dtype} ({T},{B},{I}), H={H}, lengths={lkind or lengths}, "
         f"reverse={reverse}, backend={backend!r}{', state B+1' if mut == 'state' else ''})"
@@ -775,7 +780,7 @@ def loss_case(draw) -> Case:
     if mut == "lengths":
         bad, B = ("lengths",), max(B, 1)
         use_mask = False
-        lengths, lkind = _lengths(draw, B, T, mut)
+        lengths, lkind = _lengths(draw, B, T, mut, zero_ok=True)
     if mut == "pred_dtype":
         bad = ("logits",) if fn == "cross_entropy" else ("pred",)
     if mut == "target_dtype":

@@ -188,7 +188,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     whose probability mass reaches ``top_p`` (nucleus). The most likely token always stays."""
     V = logits.shape[-1]
     if top_k is not None:
-        if not isinstance(top_k, int) or top_k <= 0:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         k = min(top_k, V)
         kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
@@ -257,9 +257,9 @@ def beam_search(
     score s = cumulative log p / len^α, so beam 1 is exactly greedy.
     """
     _check_common(max_len, eos)
-    if not isinstance(beam_size, int) or beam_size <= 0:
+    if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size <= 0:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-    if not isinstance(n_best, int) or not 1 <= n_best <= beam_size:
+    if not isinstance(n_best, int) or isinstance(n_best, bool) or not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be an int in [1, beam_size={beam_size}], got {n_best!r}")
     if (
         not isinstance(length_penalty, (int, float))
