@@ -163,6 +163,8 @@ def main() -> int:
         f"\n{len(results)} cases in {time.time() - t0:.0f} s; {len(bad)} failures: "
         f"{len(known)} in known regions (other work), {len(new)} elsewhere"
     )
+    for tag, count in Counter((r["k"], r["o"]) for r in known).most_common():
+        print(f"  {count:>5}  {tag[1]:<14} known: {tag[0]}")
     seen: set = set()
     for label, group in (("elsewhere", new), ("known", known)):
         shown = 0
