@@ -3,8 +3,9 @@ folder that loads and resumes, and the resumed run ends with the metrics of an u
 
 Oracle: the same command run without a kill (CPU clock, --max-steps, one thread: the run is
 deterministic). The kill comes from inside the process: ``os.fsync`` is wrapped so that its
-n-th call (every run-folder file and checkpoint is fsync-ed before its rename) SIGKILLs the
-process, i.e. mid-write; or a timer SIGKILLs it after a random delay.
+n-th call, or its k-th call on a given file (every run-folder file and checkpoint is fsync-ed
+before its rename), SIGKILLs the process, i.e. mid-write; or a timer SIGKILLs it after a
+random delay.
 """
 
 import json
@@ -24,12 +25,17 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 HARNESS = """
 import os, signal, sys, threading
 mode, arg = sys.argv[1], sys.argv[2]
-if mode == "fsync":
-    n, count, real = int(arg), [0], os.fsync
+if mode in ("fsync", "fsync-term"):
+    # arg: n (the n-th fsync of any file) or NAME:k (the k-th fsync of NAME's temp file)
+    name, _, k = arg.rpartition(":") if ":" in arg else ("", "", arg)
+    k, count, real = int(k), [0], os.fsync
+    sig = signal.SIGKILL if mode == "fsync" else signal.SIGTERM
     def fsync(fd):
-        count[0] += 1
-        if count[0] == n:
-            os.kill(os.getpid(), signal.SIGKILL)
+        path = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if not name or path.startswith(name + ".tmp-"):
+            count[0] += 1
+            if count[0] == k:
+                os.kill(os.getpid(), sig)
         return real(fd)
     os.fsync = fsync
 elif mode == "timer":
@@ -82,11 +88,25 @@ def check_folder_then_resume(tmp_path: Path, reference: dict, kills: int = 1) ->
     assert summary(run) == reference
 
 
-@pytest.mark.parametrize("nth_fsync", [7])  # 1 config, 2-4 step 0, 5-7 step 4: last.safetensors
-def test_sigkill_inside_a_file_write_then_resume(tmp_path, reference, nth_fsync):
-    p = seqlab(tmp_path, "fsync", nth_fsync, "train", *TRAIN, "--max-steps", 20,
+@pytest.mark.parametrize("where", ["last.safetensors:2"])  # the checkpoint at step 4
+def test_sigkill_inside_a_file_write_then_resume(tmp_path, reference, where):
+    p = seqlab(tmp_path, "fsync", where, "train", *TRAIN, "--max-steps", 20,
                "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    check_folder_then_resume(tmp_path, reference)
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes(tmp_path, reference):
+    """SIGTERM arrives while the step-4 evaluation saves the best model: the run finishes that
+    step, writes last.safetensors and a summary, exits 143 with one line; --resume ends like
+    the unbroken run."""
+    p = seqlab(tmp_path, "fsync-term", "model.json:2", "train", *TRAIN, "--max-steps", 20,
+               "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert p.returncode == 143, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and p.stderr.strip().startswith("Error: SIGTERM")
+    assert "stopped at step 4" in p.stderr and "--resume" in p.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["stopped_by"] == "interrupted"
     check_folder_then_resume(tmp_path, reference)
 
 
