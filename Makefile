@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seqlab-installed
 
-.PHONY: demo test test-all lint bench bench-quick bench-inference clean
+.PHONY: demo test test-all fuzz lint bench bench-quick bench-inference clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout=1800 -m ""
+
+# The long fuzz campaign (>= 5,000 generated cases, chunks in subprocesses to catch crashes).
+fuzz: $(STAMP)
+	$(PY) tests/fuzz_campaign.py --cases 6000 --jobs 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

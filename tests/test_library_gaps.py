@@ -55,7 +55,7 @@ def test_temperature_zero_and_no_options_are_greedy():
     torch.testing.assert_close(
         lm.generate(prompt, 8, strategy="sample", temperature=0).tokens, want, rtol=0, atol=0
     )
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         lm.generate(prompt, 3, temperature=-1.0)
 
 

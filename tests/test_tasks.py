@@ -264,7 +264,7 @@ def test_fit_writes_the_run_events_and_saves_the_best(tmp_path):
         return loss
 
     res = fit(model, cfg, [(x, y)], loss_fn, lambda: {"err": next(scores)}, "err", False, run,
-              on_best=lambda: saved.append(len(losses)))  # fmt: skip
+              on_best=lambda: saved.append(len(losses)), eval_at_start=False)  # fmt: skip
     evals = [e for e in run.events() if e["kind"] == "eval"]
     assert [e["step"] for e in evals] == [3, 6, 7]  # on schedule, and the last weights
     assert saved == [3, 6] and res.best == {"step": 6, "err": 0.2}

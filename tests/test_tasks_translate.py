@@ -109,7 +109,7 @@ def test_translate_bad_inputs(tmp_path):
     assert "beam: expected a size >= 1, got 0" in r.output
     r = cli("train", "translate", "--data", data, "--set", "src_tokens=bytes", "--runs-dir", runs,
             ok=False)  # fmt: skip
-    assert "expected 'chars' or 'words', got 'bytes'" in r.output
+    assert "'src_tokens': expected one of 'chars', 'words', got 'bytes'" in r.output
 
 
 @pytest.mark.slow

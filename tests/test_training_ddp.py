@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import safetensors.torch
 import torch
 from torch import nn
@@ -72,7 +71,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(120)
 def test_torchrun_two_processes_gloo_equals_single_process(tmp_path):
     (tmp_path / "common.py").write_text(textwrap.dedent(COMMON))
     (tmp_path / "train_ddp.py").write_text(textwrap.dedent(SCRIPT))
@@ -81,7 +79,9 @@ def test_torchrun_two_processes_gloo_equals_single_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}",
            str(tmp_path / "train_ddp.py"), str(tmp_path)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+    # No own time limit: on a loaded machine two gloo ranks can take minutes to start; the
+    # suite's limit (make test: 900 s) is the only one.
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     spec = importlib.util.spec_from_file_location("seqlab_ddp_common", tmp_path / "common.py")

@@ -33,6 +33,7 @@ frozen: it keeps its score and length and extends only with ``pad`` at log-prob 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -57,8 +58,24 @@ class Decoded(NamedTuple):
 def _check_common(max_len: int, eos: int | None) -> None:
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len <= 0:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-    if eos is not None and (not isinstance(eos, int) or eos < 0):
+    if eos is not None and (not isinstance(eos, int) or isinstance(eos, bool) or eos < 0):
         raise ValueError(f"eos must be None or a non-negative int, got {eos!r}")
+
+
+def _check_ids(logits: Tensor, pad: int, eos: int | None) -> None:
+    """``pad`` and ``eos`` must be token ids of the model's vocabulary (V = logits.shape[-1]);
+    an EOS outside it would never stop a hypothesis."""
+    V = logits.shape[-1]
+    if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < V:
+        raise ValueError(f"pad must be a token id in [0, V={V}), got {pad!r}")
+    if eos is not None and eos >= V:
+        raise ValueError(f"eos must be a token id in [0, V={V}), got {eos!r}")
+
+
+def _check_logits(logits: Tensor, t: int) -> None:
+    """NaN logits would make argmax/top-k pick arbitrary tokens; -inf (masking) is fine."""
+    if torch.isnan(logits).any():
+        raise ValueError(f"model.step returned NaN logits at decoding step {t}")
 
 
 def _first_step(model: Decodable, state: Any, bos: int | Tensor) -> tuple[Tensor, Tensor, Any]:
@@ -77,10 +94,15 @@ def _first_step(model: Decodable, state: Any, bos: int | Tensor) -> tuple[Tensor
             (_batch_size(model, state),), bos, dtype=torch.long, device=_device(state)
         )
         logits, state = model.step(tokens, state)
-    if logits.dim() != 2 or logits.shape[0] != tokens.shape[0]:
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != tokens.shape[0]:
         raise ValueError(
             f"model.step must return logits (B, V) with B={tokens.shape[0]}, "
-            f"got {tuple(logits.shape)}"
+            f"got {tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
+        )
+    if not logits.is_floating_point() or logits.shape[1] == 0:
+        raise ValueError(
+            f"model.step must return float logits (B, V) with V >= 1, got dtype "
+            f"{logits.dtype} shape {tuple(logits.shape)}"
         )
     return tokens, logits, state
 
@@ -122,6 +144,7 @@ def _unroll(model, state, bos, max_len, eos, pad, choose) -> Decoded:
     """Shared loop of greedy and sampling: ``choose(logits (B,V)) -> tokens (B,)``."""
     _check_common(max_len, eos)
     _, logits, state = _first_step(model, state, bos)
+    _check_ids(logits, pad, eos)
     B = logits.shape[0]
     device = logits.device
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -129,6 +152,7 @@ def _unroll(model, state, bos, max_len, eos, pad, choose) -> Decoded:
     log_probs = torch.zeros(B, dtype=logits.dtype, device=device)
     out = []
     for t in range(max_len):
+        _check_logits(logits, t)
         logp = torch.log_softmax(logits.float(), dim=-1).to(logits.dtype)
         tok = choose(logits)  # (B,)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
@@ -164,7 +188,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     whose probability mass reaches ``top_p`` (nucleus). The most likely token always stays."""
     V = logits.shape[-1]
     if top_k is not None:
-        if not isinstance(top_k, int) or top_k <= 0:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         k = min(top_k, V)
         kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
@@ -197,8 +221,13 @@ def sample(
 ) -> Decoded:
     """Draw y_t ~ softmax(filter(z_t) / temperature). ``log_probs`` are under the model's
     unmodified distribution."""
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if (
+        not isinstance(temperature, (int, float))
+        or isinstance(temperature, bool)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     filter_logits(torch.zeros(1, 2), top_k, top_p)  # validate arguments up front
 
     def choose(z: Tensor) -> Tensor:
@@ -248,14 +277,20 @@ def beam_search(
     score s = cumulative log p / len^α, so beam 1 is exactly greedy.
     """
     _check_common(max_len, eos)
-    if not isinstance(beam_size, int) or beam_size <= 0:
+    if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size <= 0:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-    if not isinstance(n_best, int) or not 1 <= n_best <= beam_size:
+    if not isinstance(n_best, int) or isinstance(n_best, bool) or not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be an int in [1, beam_size={beam_size}], got {n_best!r}")
-    if length_penalty < 0:
-        raise ValueError(f"length_penalty must be >= 0, got {length_penalty!r}")
+    if (
+        not isinstance(length_penalty, (int, float))
+        or isinstance(length_penalty, bool)
+        or not math.isfinite(length_penalty)
+        or length_penalty < 0
+    ):
+        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
     K = beam_size
     _, logits, state = _first_step(model, state, bos)
+    _check_ids(logits, pad, eos)
     B, V = logits.shape
     device = logits.device
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B·K,)
@@ -271,6 +306,7 @@ def beam_search(
     pad_col = torch.full((V,), float("-inf"), device=device)
     pad_col[pad] = 0.0
     for t in range(max_len):
+        _check_logits(logits, t)
         logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, V)
         # Frozen beams: the only continuation is `pad` at no cost.
         logp = torch.where(done.unsqueeze(-1), pad_col, logp)

@@ -27,6 +27,8 @@ q = (1 − ε)·onehot(y) + ε/V, i.e. ℓ = −Σ_v q_v log softmax(z)_v, the s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -47,19 +49,25 @@ def _describe(x: object) -> str:
     return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
+def _kind(x: object) -> str:
+    return f"dtype {x.dtype} shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
 def _step_mask(B: int, T: int, lengths: Tensor | None, mask: Tensor | None, device) -> Tensor:
     """Resolve ``lengths``/``mask`` into a checked (B, T) bool mask."""
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
     if mask is not None:
-        if mask.shape != (B, T):
-            raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+        if not isinstance(mask, Tensor) or mask.shape != (B, T):
+            raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {_describe(mask)}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (B, T), got dtype {mask.dtype}")
         return mask.to(device=device, dtype=torch.bool)
     if lengths is None:
         return torch.ones(B, T, dtype=torch.bool, device=device)
     if not isinstance(lengths, Tensor) or lengths.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},), got {_describe(lengths)}")
-    if lengths.is_floating_point():
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
     if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
         raise ValueError(
@@ -95,12 +103,18 @@ def sequence_cross_entropy(
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a float tensor (B, T, V), got {_kind(logits)}")
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be an integer tensor (B, T), got {_kind(targets)}")
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
+    if logits.shape[2] == 0:
+        raise ValueError(f"logits must have V >= 1 classes, got shape {tuple(logits.shape)}")
     B, T, V = logits.shape
     if targets.shape != (B, T):
         raise ValueError(f"targets must have shape (B, T) = {(B, T)}, got {tuple(targets.shape)}")
-    if targets.is_floating_point():
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise TypeError(f"targets must be integer class ids, got dtype {targets.dtype}")
     m = _step_mask(B, T, lengths, mask, logits.device)
     valid = targets[m]
@@ -132,6 +146,9 @@ def sequence_mse(
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    for name, t in (("pred", pred), ("target", target)):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor (B, T, *F), got {_kind(t)}")
     if pred.dim() < 2:
         raise ValueError(f"pred must be (B, T, *F), got shape {tuple(pred.shape)}")
     if target.shape != pred.shape:
@@ -140,6 +157,6 @@ def sequence_mse(
         )
     B, T = pred.shape[:2]
     m = _step_mask(B, T, lengths, mask, pred.device)
-    per_elem = (pred - target).pow(2).reshape(B, T, -1)  # (B, T, F)
+    per_elem = (pred - target).pow(2).reshape(B, T, math.prod(pred.shape[2:]))  # (B, T, F)
     per_step = per_elem.sum(-1)  # (B, T)
     return _reduce(per_step, m, reduction, m.sum() * per_elem.shape[-1])

@@ -44,6 +44,8 @@ def _validate(query: Tensor, key: Tensor, value: Tensor) -> None:
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():  # integer scores would be truncated, complex unordered
+            raise TypeError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
         if t.dim() < 2:
             raise ValueError(f"{name}: expected at least 2 dims (..., L, d), got {tuple(t.shape)}")
     if query.shape[-1] != key.shape[-1]:

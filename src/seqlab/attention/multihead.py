@@ -118,6 +118,8 @@ class MultiHeadAttention(nn.Module):
     def _check_input(self, name: str, x: Tensor, batch: int | None = None) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if not x.is_floating_point():  # integer or complex input would fail inside F.linear
+            raise TypeError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(
                 f"{name}: expected shape (B, L, E) with E={self.embed_dim}, got {tuple(x.shape)}"

@@ -19,14 +19,17 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
-from seqlab.cli.errors import friendly_errors
+from seqlab.cli import validate
+from seqlab.cli.errors import CliError, friendly_errors
 from seqlab.cli.help import TrainCommand
 from seqlab.cli.progress import RunDisplay, make_console
 from seqlab.tasks import ALIASES, MODEL_KINDS, TASK_NAMES, canonical_name
+from seqlab.tasks.interrupt import EXIT_DIVERGED, stop_signals
 from seqlab.tasks.phases import phase
 
 console = make_console()
@@ -80,9 +83,11 @@ def run_training(
     quiet: bool = False,
     name: str | None = None,
     display: RunDisplay | None = None,
+    resume: str | None = None,
 ) -> tuple[Any, dict]:
-    """Resolve the settings, create the run folder, train; phases are announced on
-    ``display``. A run that fails before training starts leaves no folder behind."""
+    """Resolve the settings, create the run folder (or reopen ``resume``), train; phases are
+    announced on ``display``. A new run that fails before training starts leaves no folder
+    behind; Ctrl-C / SIGTERM during training checkpoint, then exit 130 / 143."""
     t0 = time.perf_counter()
     task_name = canonical_name(task_name)
     if name is not None and not _RUN_NAME.match(name):
@@ -98,32 +103,43 @@ def run_training(
             from seqlab.tasks.threads import auto_threads
 
             task = get_task(task_name)
-            cfg = resolve_config(task.Config, config_file, overrides, options)
+            if resume:  # the run's own settings; only the budget options may change
+                cfg = resolve_config(task.Config, Path(resume) / "config.toml", (), options)
+            else:
+                cfg = resolve_config(task.Config, config_file, overrides, options)
             cfg.threads, notice = auto_threads(cfg.threads)
             task.setup(cfg)  # validates the model kind before creating a folder
         if notice:
             display.print(notice, markup=False)
-        if name:
-            run = RunDir.create(runs_dir, name, stamp=False)
+        config = dataclasses.asdict(cfg)
+        if resume:
+            run = RunDir(resume)
+            run.resuming = True
+            run.write_config(config)
+        elif name:
+            run = RunDir.create(runs_dir, name, config=config, stamp=False)
         else:
-            run = RunDir.create(runs_dir, f"{task_name}-{task.data_name(cfg)}")
-        run.write_config(dataclasses.asdict(cfg))
+            run = RunDir.create(runs_dir, f"{task_name}-{task.data_name(cfg)}", config=config)
         display.print(
             f"[bold]{task_name}[/]: {task.describe(cfg)}\nmodel {cfg.model}, budget "
             f"{cfg.minutes:g} min"
             + (f" or {cfg.max_steps} steps" if cfg.max_steps else "")
             + f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}, run folder {run.path}"
+            + (" (resumed)" if resume else "")
         )
-        summary = task.train(cfg, run, progress=display)
+        with stop_signals():  # Ctrl-C / SIGTERM: checkpoint, then exit 130 / 143
+            summary = task.train(cfg, run, progress=display)
     except BaseException:
         display.close()
-        if run is not None and "training" not in display.started:
+        if run is not None and not resume and "training" not in display.started:
             shutil.rmtree(run.path, ignore_errors=True)  # a failed start: nothing to keep
         raise
     display.close()
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     summary["phase_seconds"] = {n: round(s, 1) for n, s in display.phases}
     run.write_summary(summary)
+    if run.outcome is not None:
+        raise CliError(f"{run.outcome[0]}: {run.outcome[1]}; run folder {run.path}", EXIT_DIVERGED)
     return run, summary
 
 
@@ -141,7 +157,7 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
 
 
 @main.command(cls=TrainCommand)
-@click.argument("task", type=click.Choice([*TASK_NAMES, *ALIASES]), metavar="TASK")
+@click.argument("task", type=click.Choice([*TASK_NAMES, *ALIASES]), metavar="TASK", required=False)
 @click.option(
     "--model",
     type=click.Choice(MODEL_KINDS),
@@ -191,6 +207,14 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     help="Run folder name under --runs-dir (default: TASK-DATA-<time>, e.g. charlm-shakespeare-…).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    metavar="RUN",
+    type=click.Path(exists=True, file_okay=False),
+    help="Continue RUN from its last checkpoint (its own settings; --minutes/--max-steps may "
+    "change).",
+)
 @friendly_errors
 def train(
     task,
@@ -207,17 +231,30 @@ def train(
     runs_dir,
     name,
     quiet,
+    resume_dir,
 ):
-    """Train TASK and write runs/<task>-<data>-<time>/ (config, checkpoint, metrics, plots).
+    """Train TASK and write runs/<task>-<data>-<time>/ (config, checkpoints, metrics, plots);
+    or continue a stopped run with --resume RUN.
 
     \b
     TASK: charlm    character-level language model (default data: shakespeare)
           classify  text classification (default data: rotten_tomatoes)
           seq2seq   sequence transduction, e.g. spelling -> phonemes (default data: cmudict)
           forecast  one-step-ahead forecasting of a series (default data: sunspots)
+          translate sequence to sequence on your own TSV of pairs (BLEU)
+          vowels    multivariate series classification (default data: japanese_vowels)
+          caption   captions for strips of digit images (default data: digits)
+          errordetect  per-word error detection (default data: rotten_tomatoes)
     The first names (shakespeare, sentiment, g2p, sunspots) still work as aliases.
     `seqlab train TASK --help` lists every setting of TASK with its meaning and default.
     """
+    if resume_dir:
+        others = {"model": model, "config": config_file, "set": overrides, "data": data_file,
+                  "encoding": encoding, "limit": limit, "seed": seed, "threads": threads,
+                  "minutes": minutes, "max_steps": max_steps, "name": name}  # fmt: skip
+        task = validate.check_resume(Path(resume_dir), task, (*TASK_NAMES, *ALIASES), others)
+    elif task is None:
+        raise validate.BadOption("missing TASK (or --resume RUN)")
     options = {
         "model": model,
         "minutes": minutes,
@@ -228,7 +265,9 @@ def train(
         "seed": seed,
         "threads": threads,
     }
-    run, summary = run_training(task, config_file, overrides, options, runs_dir, quiet, name)
+    run, summary = run_training(
+        task, config_file, overrides, options, runs_dir, quiet, name, resume=resume_dir
+    )
     _print_summary(run, summary)
 
 
@@ -266,6 +305,7 @@ def generate(run_dir, prompt, length, temperature, seed):
     """Continue a prompt with a trained language model RUN."""
     from seqlab.tasks import RunDir, task_of_run
 
+    validate.check_generate(length, temperature)
     run = RunDir(run_dir)
     text = task_of_run(run).generate(
         run, prompt.replace("\\n", "\n"), length=length, temperature=temperature, seed=seed
@@ -299,6 +339,7 @@ def predict(run_dir, inputs, input_file, encoding, beam, steps):
     from seqlab.data import read_text
     from seqlab.tasks import RunDir, task_of_run
 
+    validate.check_predict(beam, steps)
     items = list(inputs)
     if input_file:
         items += [ln.strip() for ln in read_text(input_file, encoding).splitlines() if ln.strip()]

@@ -62,6 +62,9 @@ def bench(
     models: str, hidden: int, batch: int, seq: int, repeats: int, threads: int, impl: str
 ) -> None:
     """Time a training step (forward, backward, Adam) of a character LM per model kind."""
+    from seqlab.cli.validate import check_bench
+
+    check_bench(hidden, batch, seq, repeats, threads)
     torch.set_num_threads(threads)
     kinds = [k.strip() for k in models.split(",") if k.strip()]
     bad = [k for k in kinds if k not in MODEL_KINDS]

@@ -61,18 +61,21 @@ def _rows(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
 
 
 def read_labelled_csv(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
-    """``text,label`` rows -> [(text, label)]. A first row ``text,label`` is a header."""
+    """``text,label`` rows -> [(text, label)]. A first row naming both columns is a header,
+    and its order wins (``label,text`` files are read by name)."""
     path = Path(path)
     rows = _rows(path, read_text(path, encoding), ",")
-    if rows and [f.strip().lower() for f in rows[0][1]] == ["text", "label"]:
+    order = _header_order(rows, ("text", "label"))
+    if order is not None:
         rows = rows[1:]
+    ti, li = order or (0, 1)
     out = []
     for line, fields in rows:
         if len(fields) != 2:
             raise DataFileError(
                 path, f"expected 2 fields (text,label), found {len(fields)}: {fields!r}", line
             )
-        text, label = fields[0].strip(), fields[1].strip()
+        text, label = fields[ti].strip(), fields[li].strip()
         if not text or not label:
             raise DataFileError(path, "empty text or label", line)
         out.append((text, label))
@@ -81,21 +84,35 @@ def read_labelled_csv(path: str | Path, encoding: str = "utf-8") -> list[tuple[s
     return out
 
 
+def _header_order(rows: list[tuple[int, list[str]]], names: tuple[str, str]) -> tuple | None:
+    """Column indices of ``names`` when the first row is a header naming both columns in
+    either order (``label,text`` is honoured by name), else None."""
+    if not rows:
+        return None
+    head = [f.strip().lower() for f in rows[0][1]]
+    if sorted(head) != sorted(names):
+        return None
+    return tuple(head.index(n) for n in names)
+
+
 def read_pairs_tsv(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
-    """``source<TAB>target`` lines -> [(source, target)]; a header ``source<TAB>target`` skipped."""
+    """``source<TAB>target`` lines -> [(source, target)]; a header naming both columns (in
+    either order) sets which column is which."""
     path = Path(path)
     out = []
+    si, ti = 0, 1
     for i, raw in enumerate(read_text(path, encoding).splitlines(), start=1):
         if not raw.strip():
             continue
         fields = raw.split("\t")
-        if i == 1 and [f.strip().lower() for f in fields] == ["source", "target"]:
+        if i == 1 and (order := _header_order([(1, fields)], ("source", "target"))) is not None:
+            si, ti = order
             continue
         if len(fields) != 2:
             raise DataFileError(
                 path, f"expected 2 tab-separated fields, found {len(fields)}: {raw!r}", i
             )
-        src, tgt = fields[0].strip(), fields[1].strip()
+        src, tgt = fields[si].strip(), fields[ti].strip()
         if not src or not tgt:
             raise DataFileError(path, "empty source or target", i)
         out.append((src, tgt))

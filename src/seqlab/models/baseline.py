@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from seqlab.losses import sequence_cross_entropy, sequence_mse
 from seqlab.models._checks import check_choice, check_positive, check_tokens
 from seqlab.models.classifier import embed_or_check
+from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
 
@@ -66,6 +67,8 @@ class WindowMLP(nn.Module):
     def __init__(self, config: WindowConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("output_size", "window", "embed_size", "hidden_size"),
+                    ("vocab_size", "input_size"))  # fmt: skip
         check_positive("window", c.window)
         check_positive("output_size", c.output_size)
         check_choice("pooling", c.pooling, ("none", "last"))

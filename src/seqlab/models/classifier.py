@@ -52,6 +52,7 @@ from seqlab.models._checks import (
 )
 from seqlab.models.attention import masked_softmax
 from seqlab.models.encoders import RecurrentEncoder, top_hidden
+from seqlab.sizes import check_sizes
 from seqlab.transformer.sequence import SequenceEncoder
 from seqlab.validation import check_lengths
 
@@ -101,6 +102,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("num_classes", "embed_size", "hidden_size", "num_layers", "nhead",
+                        "max_len"), ("vocab_size", "input_size"))  # fmt: skip
         check_choice("pooling", c.pooling, POOLINGS)
         check_choice("head", c.head, HEADS)
         check_positive("num_classes", c.num_classes)

@@ -37,6 +37,7 @@ from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_choice, check_positive, check_tokens
 from seqlab.models.encoders import CellStack, State, select_batch
+from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
 FEEDBACKS = ("previous", "zeros")
@@ -78,6 +79,7 @@ class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("cond_size", "vocab_size", "embed_size", "hidden_size", "num_layers"))
         check_choice("feedback", c.feedback, FEEDBACKS)
         check_choice("condition", c.condition, CONDITIONS)
         check_positive("cond_size", c.cond_size)

@@ -32,6 +32,7 @@ from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_positive, check_tokens
 from seqlab.models.encoders import RecurrentEncoder, State, select_batch, zero_state
+from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
 _NO_STATE = object()  # sentinel: loss(batch) vs loss(batch, state=None)
@@ -68,6 +69,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("vocab_size", "embed_size", "hidden_size", "num_layers"))
         check_positive("vocab_size", c.vocab_size)
         if c.tie_weights and c.embed_size != c.hidden_size:
             raise ValueError(
@@ -117,6 +119,10 @@ class LanguageModel(nn.Module):
         if resets is None:
             out, state = self.rnn(x, lengths, state)
             return self.out(self.drop(out)), state
+        if not isinstance(resets, Tensor) or resets.dtype != torch.bool:
+            # ~ on an integer mask is a bitwise NOT (~1 == -2): it would scale, not reset.
+            kind = resets.dtype if isinstance(resets, Tensor) else type(resets).__name__
+            raise TypeError(f"resets must be a bool tensor (B, T), got {kind}")
         if resets.shape != (B, T):
             raise ValueError(f"resets must be (B, T) = {(B, T)}, got {tuple(resets.shape)}")
         if lengths is not None:

@@ -51,6 +51,7 @@ from seqlab.models.encoders import (
     top_hidden,
     zero_state,
 )
+from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
 BRIDGES = ("auto", "identity", "linear", "none")
@@ -103,6 +104,8 @@ class Seq2Seq(nn.Module):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("src_vocab", "tgt_vocab", "embed_size", "hidden_size", "encoder_layers",
+                        "decoder_layers"), ("decoder_hidden_size", "attention_size"))  # fmt: skip
         check_choice("encoder_cell", c.encoder_cell, CELLS)
         check_choice("decoder_cell", c.decoder_cell, CELLS)
         check_choice("attention", c.attention, ATTENTIONS)

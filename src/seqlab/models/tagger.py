@@ -29,6 +29,7 @@ from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_positive
 from seqlab.models.classifier import embed_or_check
 from seqlab.models.encoders import RecurrentEncoder, State
+from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
 
@@ -58,6 +59,8 @@ class SequenceTagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         c = self.config = config
+        check_sizes(c, ("num_tags", "embed_size", "hidden_size", "num_layers"),
+                    ("vocab_size", "input_size"))  # fmt: skip
         check_positive("num_tags", c.num_tags)
         if c.causal and c.bidirectional:
             raise ValueError("bidirectional=True reads the future; set causal=False to allow it")

@@ -20,7 +20,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqlab.tasks import MODEL_KINDS  # re-exported here; defined without torch
+from seqlab.tasks import (
+    MODEL_KINDS,  # re-exported here; defined without torch
+    fitsafe,
+)
+from seqlab.tasks.checks import check_config
 from seqlab.tasks.phases import phase
 from seqlab.tasks.rundir import RunDir
 from seqlab.tasks.threads import auto_threads
@@ -78,6 +82,7 @@ def fit(
     epochs: int = 0,
     tbptt: int | None = None,
     tokens: Callable[[Any], int] | None = None,
+    eval_at_start: bool = True,
 ) -> FitResult:
     """Train ``model`` with :class:`seqlab.training.Trainer` under the task settings ``cfg``.
 
@@ -88,6 +93,11 @@ def fit(
     ``on_best`` (the task saves its checkpoint with its vocabularies) when ``metric``
     improves. ``loss_fn(model, batch)``, or ``loss_fn(model, batch, state) -> (loss,
     state)`` with ``tbptt`` (a stream read in chunks, state carried across batches).
+
+    Crash safety (:mod:`seqlab.tasks.fitsafe`): the untrained model is evaluated and saved
+    first (``eval_at_start``), so a diverged run never replaces it as the best; the full
+    training state goes to ``run.last_checkpoint`` at every evaluation, at the end and on
+    SIGINT/SIGTERM; with ``run.resuming`` training continues from it exactly.
     """
     train_cfg = TrainConfig(
         epochs=epochs or None,
@@ -154,7 +164,7 @@ def fit(
                   "metric": metric, "higher_is_better": higher_is_better})  # fmt: skip
     with phase(progress, "training"):
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = trainer.fit()
+        out = fitsafe.run(trainer, run, train_data, metric, emit, on_best, eval_at_start)
     res = FitResult(out.steps, time.perf_counter() - start, time.process_time() - cpu_start)
     res.stopped_by = out.stopped
     sign = -1.0 if higher_is_better else 1.0
@@ -216,7 +226,9 @@ def resolve_config(
     for k, v in (options or {}).items():
         if v is not None:
             values[k] = _coerce(cls, k, v, f"--{k.replace('_', '-')}")
-    return cls(**values)
+    cfg = cls(**values)
+    check_config(cfg)  # ranges (batch_size >= 1, 0 < valid_fraction < 1, ...)
+    return cfg
 
 
 class Task:

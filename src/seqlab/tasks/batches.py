@@ -28,6 +28,10 @@ class ShuffledBatches:
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The next ``iter()`` yields epoch ``epoch`` (a resumed run's data order)."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[Any]:
         order = batch_indices(self.n, self.batch_size, True, self.seed, self.epoch)
         self.epoch += 1
@@ -46,9 +50,16 @@ class StreamChunks:
 
     def __init__(self, ids: Tensor, lanes: int, bptt: int, seed: int) -> None:
         self.data = stream_batches(ids, lanes)  # (lanes, N)
-        self.bptt, self.rng, self.epoch = bptt, random.Random(seed), 0
+        self.bptt, self.seed, self.rng, self.epoch = bptt, seed, random.Random(seed), 0
         if self.data.size(1) < 2:
             raise ValueError("training text is too short for the number of lanes")
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next ``iter()`` yields epoch ``epoch`` (same phase as in an unbroken run)."""
+        self.rng, self.epoch = random.Random(self.seed), 0
+        for _ in range(epoch):
+            self.rng.randrange(self.bptt)
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         self.epoch += 1

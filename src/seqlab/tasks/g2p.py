@@ -66,6 +66,8 @@ class G2PConfig(TaskConfig):
 
 def error_rates(hyps: list[list[str]], refs: list[list[list[str]]]) -> tuple[float, float]:
     """(PER, WER) with the closest reference of each item."""
+    if not hyps:
+        raise ValueError("error rates: no words to score (0 PER on no words would be a lie)")
     errors = length = wrong = 0
     for h, rs in zip(hyps, refs, strict=True):
         d, r = min(((edit_distance(r, h), r) for r in rs), key=lambda t: (t[0], len(t[1])))
@@ -173,6 +175,13 @@ class G2PTask(Task):
         self.setup(cfg)
         with phase(progress, "data", self.data_name(cfg)) as info:
             train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
+            if not (train_g and valid_g and test_g):
+                n = len(train_g) + len(valid_g) + len(test_g)
+                raise ValueError(
+                    f"data: {n} distinct source words split 90/5/5 leave train/validation/test "
+                    f"= {len(train_g)}/{len(valid_g)}/{len(test_g)} words; every split needs one "
+                    "(give at least 20 words)"
+                )
             pairs = [(s, t) for s, ts in train_g for t in ts]
             src_vocab = Vocab.build([s for s, _ in pairs])
             tgt_vocab = Vocab.build([t for _, t in pairs])

@@ -184,6 +184,12 @@ class SentimentTask(Task):
         self.setup(cfg)
         with phase(progress, "data", self.data_name(cfg)) as info:
             train_rows, valid_rows, test_rows = split_rows(load_rows(cfg), cfg.seed)
+            if not (train_rows and valid_rows and test_rows):
+                sizes = f"{len(train_rows)}/{len(valid_rows)}/{len(test_rows)}"
+                raise ValueError(
+                    f"data: the 80/10/10 split leaves train/validation/test = {sizes} rows; "
+                    "every split needs one (give at least 10 rows)"
+                )
             labels = sorted({y for _, y in train_rows})
             if len(labels) < 2:
                 raise ValueError(f"labels: expected at least 2 classes in training, got {labels}")

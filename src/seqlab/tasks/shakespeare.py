@@ -257,7 +257,7 @@ class ShakespeareTask(Task):
         with phase(progress, "sample", f"{cfg.sample_chars} chars"):
             sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
-        (run.path / "sample.txt").write_text(sample)
+        run.write_text("sample.txt", sample)
         run.write_summary(summary)
         with phase(progress, "plots"):
             plot_losses(

@@ -35,6 +35,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.checks import BadSetting
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_forecast, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -144,6 +145,16 @@ class SunspotsTask(Task):
         val_start, test_start = split_points(n)
         if val_start <= cfg.window + 1:
             raise ValueError(f"series of {n} values is too short for window={cfg.window}")
+        if val_start - cfg.ar_order <= cfg.ar_order + 1:  # least squares needs rows > unknowns
+            raise BadSetting(
+                f"setting 'ar_order': expected < {(val_start - 1) // 2} for a training period "
+                f"of {val_start} values, got {cfg.ar_order}"
+            )
+        if cfg.season > test_start:  # the naive forecast y[t - season] must exist (no wrap)
+            raise BadSetting(
+                f"setting 'season': expected <= {test_start} (the values before the test "
+                f"period), got {cfg.season}"
+            )
         y = torch.tensor(values, dtype=torch.float32)
         mean, std = float(y[:val_start].mean()), float(y[:val_start].std()) or 1.0
         return times, y, (y - mean) / std, mean, std, val_start, test_start
@@ -319,9 +330,12 @@ class SunspotsTask(Task):
             try:
                 history = [float(v) for v in inputs]
             except ValueError:
-                raise ValueError(
+                raise BadSetting(
                     f"inputs: expected numbers (the recent history), got {inputs}"
                 ) from None
+            bad = [v for v, x in zip(inputs, history, strict=True) if not math.isfinite(x)]
+            if bad:
+                raise BadSetting(f"inputs: expected finite numbers, got {bad}")
             if len(history) < cfg.window:
                 raise ValueError(
                     f"inputs: need at least window={cfg.window} values, got {len(history)}"

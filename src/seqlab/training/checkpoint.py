@@ -19,10 +19,12 @@ torch, Python ``random`` and NumPy generator states into tensors + JSON and back
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import re
 from collections import namedtuple
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,9 @@ from seqlab.functional.cells import LSTMState
 
 FORMAT = "seqlab-checkpoint"
 VERSION = 1
+
+
+_TMP = re.compile(r"\.tmp-(\d+)$")
 
 
 class CheckpointError(ValueError):
@@ -56,6 +61,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
     """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(path.parent)  # half-written checkpoints of killed processes
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta_json = json.dumps({"format": FORMAT, "version": VERSION, **meta}, sort_keys=True)
     header = {"seqlab": meta_json, "seqlab.sha256": _digest(flat, meta_json)}
@@ -71,6 +77,35 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove ``*.tmp-<pid>`` files in ``folder`` whose writer process is gone."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for f in folder.iterdir():
+        m = _TMP.search(f.name)
+        if m and f.is_file() and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(f)
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:

@@ -118,6 +118,7 @@ class Trainer:
         self._pending: list[float] = []
         self._rows = 0
         self._stop: str | None = None
+        self._final_eval = True
 
     # --- construction helpers -------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -167,12 +168,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         try:
             while self._stop is None:
+                if c.max_steps is not None and self.step >= c.max_steps:
+                    self._stop = "max_steps"  # e.g. resumed from the final checkpoint
+                    break
                 if c.epoch_limit() is not None and self.epoch >= c.epoch_limit():
                     self._stop = "epochs"
                     break
                 self._run_epoch()
             last_eval = self.evals[-1]["step"] if self.evals else None
-            if c.eval_at_end and self.val_data is not None and last_eval != self.step:
+            if (
+                c.eval_at_end
+                and self._final_eval
+                and self.val_data is not None
+                and last_eval != self.step
+            ):
                 self._evaluate_and_track()  # always finish with the last weights' metrics
         finally:
             self._bar.close()
@@ -188,6 +197,11 @@ class Trainer:
             str(self.best_path) if self.best_path and self.best_path.exists() else None,
             str(self.last_path) if self.last_path else None,
         )
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current optimiser step, without the final evaluation (e.g. a
+        callback reacting to Ctrl-C); ``fit()`` returns with ``stopped == reason``."""
+        self._stop, self._final_eval = reason, False
 
     def _restore_resume_rng(self) -> None:
         if self._resume_rng is not None:

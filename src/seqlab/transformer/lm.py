@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.attention.multihead import KVCache
+from seqlab.sizes import check_sizes
 
 from .embedding import TokenEmbedding, check_tokens
 from .loss import masked_cross_entropy
@@ -62,6 +63,8 @@ class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__()
         cfg = TransformerLMConfig(vocab_size=vocab_size, **kwargs)
+        check_sizes(cfg, ("vocab_size", "d_model", "nhead", "num_layers", "dim_feedforward",
+                          "max_len"))  # fmt: skip
         self.config = cfg
         self.embedding = TokenEmbedding(
             cfg.vocab_size, cfg.d_model, cfg.max_len, cfg.positional, cfg.dropout, cfg.pad_id
