@@ -171,17 +171,44 @@ class G2PTask(Task):
                 out.append(tgt_vocab.decode(row[:-1] if row and row[-1] == EOS else row))
         return out
 
+    # What a subclass (``translate``) changes: the items, the held-out scores, the labels.
+    unit = "word"  # what one source item is called in messages
+    plot_metric_label = "validation phoneme error rate"
+    plot_loss_label = "training cross-entropy (nats/phoneme)"
+
+    def _items(self, cfg: G2PConfig) -> tuple[list, list, list]:
+        """(train, validation, test) groups ``(source tokens, [target tokens, ...])``."""
+        train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
+        if not (train_g and valid_g and test_g):
+            n = len(train_g) + len(valid_g) + len(test_g)
+            raise ValueError(
+                f"data: {n} distinct source words split 90/5/5 leave train/validation/test "
+                f"= {len(train_g)}/{len(valid_g)}/{len(test_g)} words; every split needs one "
+                "(give at least 20 words)"
+            )
+        return train_g, valid_g, test_g
+
+    def _scores(self, hyps: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
+        """Held-out scores of ``hyps`` against all references, by name without prefix."""
+        per, wer = error_rates(hyps, refs)
+        return {"per": per, "wer": wer}
+
+    def _test(self, model, src_vocab, tgt_vocab, test_g, cfg: G2PConfig) -> dict[str, Any]:
+        """Test-split scores (``test_*``) and the hypotheses (``_hyps``)."""
+        srcs, refs = [s for s, _ in test_g], [r for _, r in test_g]
+        hyps = self.transcribe(model, src_vocab, tgt_vocab, srcs, cfg.max_len)
+        out: dict[str, Any] = {f"test_{k}": v for k, v in self._scores(hyps, refs).items()}
+        out["test_words"] = len(test_g)
+        out["_hyps"] = hyps
+        return out
+
+    def _example(self, src: list[str], hyp: list[str], cfg: G2PConfig) -> str:
+        return f"{''.join(src)} -> {' '.join(hyp)}"
+
     def train(self, cfg: G2PConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
         with phase(progress, "data", self.data_name(cfg)) as info:
-            train_g, valid_g, test_g = split_groups(load_groups(cfg), cfg.seed)
-            if not (train_g and valid_g and test_g):
-                n = len(train_g) + len(valid_g) + len(test_g)
-                raise ValueError(
-                    f"data: {n} distinct source words split 90/5/5 leave train/validation/test "
-                    f"= {len(train_g)}/{len(valid_g)}/{len(test_g)} words; every split needs one "
-                    "(give at least 20 words)"
-                )
+            train_g, valid_g, test_g = self._items(cfg)
             pairs = [(s, t) for s, ts in train_g for t in ts]
             src_vocab = Vocab.build([s for s, _ in pairs])
             tgt_vocab = Vocab.build([t for _, t in pairs])
@@ -201,8 +228,8 @@ class G2PTask(Task):
         run.log(
             kind="info",
             train_pairs=len(pairs),
-            valid_words=len(valid_g),
-            test_words=len(test_g),
+            valid_items=len(valid_g),
+            test_items=len(test_g),
             parameters=count_parameters(model),
         )
         eval_g = valid_g[: cfg.eval_words] if cfg.eval_words else valid_g
@@ -221,8 +248,7 @@ class G2PTask(Task):
 
         def evaluate():
             hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in eval_g], cfg.max_len)
-            per, wer = error_rates(hyps, [r for _, r in eval_g])
-            return {"val_per": per, "val_wer": wer}
+            return {f"val_{k}": v for k, v in self._scores(hyps, [r for _, r in eval_g]).items()}
 
         result = fit(
             model,
@@ -231,48 +257,43 @@ class G2PTask(Task):
             loss_fn,
             evaluate,
             self.metric,
-            False,
+            self.higher_is_better,
             run,
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
             epochs=cfg.epochs,
             tokens=lambda b: int(b[1].sum()) + int((b[3] != PAD).sum()),
         )
-        with phase(progress, "evaluation", f"{len(test_g):,} test words"):
+        with phase(progress, "evaluation", f"{len(test_g):,} test {self.unit}s"):
             model.load_state_dict(run.load_model_files()[0])
             model.eval()
-            words = [s for s, _ in test_g]
-            hyps = self.transcribe(model, src_vocab, tgt_vocab, words, cfg.max_len)
-            per, wer = error_rates(hyps, [r for _, r in test_g])
-        examples = [
-            f"{''.join(s)} -> {' '.join(h)}" for (s, _), h in zip(test_g[:8], hyps, strict=False)
-        ]
+            test = self._test(model, src_vocab, tgt_vocab, test_g, cfg)
+            hyps = test.pop("_hyps")
         summary = {
             "task": self.name,
             "model": cfg.model,
             "attention": cfg.attention,
-            "test_per": per,
-            "test_wer": wer,
-            "test_words": len(test_g),
-            "val_per": result.best.get("val_per"),
-            "val_wer": result.best.get("val_wer"),
+            **test,
+            **{k: v for k, v in result.best.items() if k.startswith("val_")},
             "steps": result.steps,
             "train_seconds": round(result.seconds, 1),
             "train_cpu_seconds": round(result.cpu_seconds, 1),
             "clock": cfg.clock,
             "stopped_by": result.stopped_by,
             "parameters": count_parameters(model),
-            "examples": examples,
+            "examples": [
+                self._example(s, h, cfg) for (s, _), h in zip(test_g[:8], hyps, strict=False)
+            ],
         }
         run.write_summary(summary)
         with phase(progress, "plots"):
             plot_losses(
                 run.events(),
-                "val_per",
+                self.metric,
                 run.path / "loss.png",
                 f"{self.name} ({cfg.model}, attention={cfg.attention}) on {self.data_name(cfg)}",
-                metric_label="validation phoneme error rate",
-                loss_label="training cross-entropy (nats/phoneme)",
+                metric_label=self.plot_metric_label,
+                loss_label=self.plot_loss_label,
             )
             if test_g and cfg.model != "transformer":
                 self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
@@ -329,10 +350,10 @@ class G2PTask(Task):
     def evaluate(self, run: RunDir, progress=None) -> dict[str, Any]:
         model, src_vocab, tgt_vocab, cfg = self.load(run)
         torch.set_num_threads(max(1, cfg.threads))
-        _, _, test_g = split_groups(load_groups(cfg), cfg.seed)
-        hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in test_g], cfg.max_len)
-        per, wer = error_rates(hyps, [r for _, r in test_g])
-        return {"test_per": per, "test_wer": wer, "test_words": len(test_g)}
+        _, _, test_g = self._items(cfg)
+        out = self._test(model, src_vocab, tgt_vocab, test_g, cfg)
+        out.pop("_hyps")
+        return out
 
     def predict(self, run: RunDir, inputs: list[str], beam: int = 1, **_: Any) -> list[str]:
         if not inputs:

@@ -18,15 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from seqlab.data import PAD, Vocab, pad_batch
+from seqlab.data import Vocab
 from seqlab.metrics import bleu
-from seqlab.tasks.base import config_dict, count_parameters, fit, load_config
-from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.base import load_config
 from seqlab.tasks.g2p import G2PConfig, G2PTask, _tokens, error_rates, load_groups, split_groups
-from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
 
 
@@ -58,6 +53,9 @@ class TranslateTask(G2PTask):
     Config = TranslateConfig
     metric = "val_bleu"
     higher_is_better = True
+    unit = "item"
+    plot_metric_label = "validation BLEU-4"
+    plot_loss_label = "training cross-entropy (nats/token)"
 
     def _items(self, cfg: TranslateConfig):
         if not cfg.data:
@@ -75,95 +73,16 @@ class TranslateTask(G2PTask):
             )
         return split_groups(items, cfg.seed)
 
-    def train(self, cfg: TranslateConfig, run: RunDir, progress=None) -> dict[str, Any]:
-        self.setup(cfg)
-        train_g, valid_g, test_g = self._items(cfg)
-        pairs = [(s, t) for s, ts in train_g for t in ts]
-        src_vocab = Vocab.build([s for s, _ in pairs])
-        tgt_vocab = Vocab.build([t for _, t in pairs])
-        xs = [src_vocab.encode(s) for s, _ in pairs]
-        ys = [tgt_vocab.encode(t, bos=True, eos=True) for _, t in pairs]
-        model = self.build(cfg, len(src_vocab), len(tgt_vocab))
-        meta = {
-            "task": self.name,
-            "src_vocab": src_vocab.to_list(),
-            "tgt_vocab": tgt_vocab.to_list(),
-            "config": config_dict(cfg),
-        }
-        run.log(
-            kind="info",
-            train_pairs=len(pairs),
-            valid_items=len(valid_g),
-            test_items=len(test_g),
-            parameters=count_parameters(model),
-        )
-        eval_g = valid_g[: cfg.eval_words] if cfg.eval_words else valid_g
+    def _scores(self, hyps: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
+        return scores(hyps, refs)
 
-        def collate(idx):
-            src, src_len = pad_batch([xs[i] for i in idx])
-            tgt, _ = pad_batch([ys[i] for i in idx])
-            return src, src_len, tgt[:, :-1], tgt[:, 1:]
-
-        def loss_fn(model, batch):
-            src, src_len, tgt_in, tgt_out = batch
-            logits = self.logits(model, src, src_len, tgt_in)
-            return F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), ignore_index=PAD
-            )
-
-        def evaluate():
-            hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in eval_g], cfg.max_len)
-            return {f"val_{k}": v for k, v in scores(hyps, [r for _, r in eval_g]).items()}
-
-        result = fit(
-            model,
-            cfg,
-            ShuffledBatches(len(xs), cfg.batch_size, cfg.seed, collate),
-            loss_fn,
-            evaluate,
-            self.metric,
-            True,
-            run,
-            on_best=lambda: run.save_model(model, meta),
-            progress=progress,
-            epochs=cfg.epochs,
-        )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        test = self._test(model, src_vocab, tgt_vocab, test_g, cfg)
-        hyps = test.pop("_hyps")
-        summary = {
-            "task": self.name,
-            "model": cfg.model,
-            "attention": cfg.attention,
-            **test,
-            "val_bleu": result.best.get("val_bleu"),
-            "steps": result.steps,
-            "train_seconds": round(result.seconds, 1),
-            "train_cpu_seconds": round(result.cpu_seconds, 1),
-            "clock": cfg.clock,
-            "stopped_by": result.stopped_by,
-            "parameters": count_parameters(model),
-            "examples": [
-                f"{_join(s, cfg.src_tokens)} -> {_join(h, cfg.tgt_tokens)}"
-                for (s, _), h in zip(test_g[:8], hyps, strict=False)
-            ],
-        }
-        run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_bleu",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}, attention={cfg.attention}): loss and BLEU",
-        )
-        if test_g and cfg.model != "transformer":
-            self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
-        return summary
+    def _example(self, src: list[str], hyp: list[str], cfg: TranslateConfig) -> str:
+        return f"{_join(src, cfg.src_tokens)} -> {_join(hyp, cfg.tgt_tokens)}"
 
     def _test(self, model, src_vocab, tgt_vocab, test_g, cfg: TranslateConfig) -> dict[str, Any]:
         srcs, refs = [s for s, _ in test_g], [r for _, r in test_g]
         hyps = self.transcribe(model, src_vocab, tgt_vocab, srcs, cfg.max_len, beam=cfg.beam)
-        out = {f"test_{k}": v for k, v in scores(hyps, refs).items()}
+        out: dict[str, Any] = {f"test_{k}": v for k, v in scores(hyps, refs).items()}
         out["test_items"] = len(test_g)
         out["beam"] = cfg.beam
         # Copying the source scores > 0 only where source and target share tokens.
@@ -180,14 +99,6 @@ class TranslateTask(G2PTask):
         model.load_state_dict(weights)
         model.eval()
         return model, src_vocab, tgt_vocab, cfg
-
-    def evaluate(self, run: RunDir, progress=None) -> dict[str, Any]:
-        model, src_vocab, tgt_vocab, cfg = self.load(run)
-        torch.set_num_threads(max(1, cfg.threads))
-        _, _, test_g = self._items(cfg)
-        out = self._test(model, src_vocab, tgt_vocab, test_g, cfg)
-        out.pop("_hyps")
-        return out
 
     def predict(self, run: RunDir, inputs: list[str], beam: int = 1, **_: Any) -> list[str]:
         if not inputs:
