@@ -23,16 +23,27 @@ argument           shape                                notes
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab import engine
-from seqlab.cells import check_sizes, make_parameters, parameters_of
+from seqlab.cells import make_parameters, parameters_of
 from seqlab.functional.spec import CellSpec, get_spec
 from seqlab.functional.trace import traced_run
 from seqlab.init import check_init, init_params
-from seqlab.validation import check_lengths, check_state, require_float, require_tensor
+from seqlab.validation import (
+    SeqlabInputError,
+    check_dropout,
+    check_flag,
+    check_lengths,
+    check_sizes,
+    check_state,
+    require_float,
+    require_tensor,
+)
 from seqlab.wrappers import run_stack
 
 
@@ -55,6 +66,9 @@ class RecurrentLayer(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         backend: str | None = None,
         init: str = "default",
@@ -63,14 +77,21 @@ class RecurrentLayer(nn.Module):
     ) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        check_flag("bias", bias)
+        check_flag("batch_first", batch_first)
+        dropout = check_dropout(dropout)
+        if dropout > 0 and num_layers == 1:  # torch.nn's warning, same condition
+            warnings.warn(
+                f"dropout={dropout} acts between layers, so with num_layers=1 it does nothing",
+                stacklevel=3,
+            )
         check_init(init)
         spec = get_spec(mode)
+        check_proj_size(proj_size, hidden_size, spec.name)
         self.mode = spec.name
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first = bias, batch_first
-        self.dropout, self.bidirectional = float(dropout), bidirectional
+        self.bias, self.batch_first, self.proj_size = bias, batch_first, proj_size or 0
+        self.dropout, self.bidirectional = dropout, bidirectional
         self.backend, self.init, self.forget_bias = backend, init, forget_bias
         self.num_directions = 2 if bidirectional else 1
         H = hidden_size
@@ -78,12 +99,19 @@ class RecurrentLayer(nn.Module):
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else H * self.num_directions
             for suffix in self._suffixes(layer):
-                make_parameters(self, spec, layer_in, H, bias, suffix)
+                make_parameters(self, spec, layer_in, H, bias, suffix, device, dtype)
                 self._attrs[suffix] = [p.attr + suffix for p in spec.params]
         self.learn_initial_state = learn_initial_state
         if learn_initial_state:
             self.initial_state_param = nn.Parameter(
-                torch.zeros(len(spec.state), num_layers * self.num_directions, 1, H)
+                torch.zeros(
+                    len(spec.state),
+                    num_layers * self.num_directions,
+                    1,
+                    H,
+                    device=device,
+                    dtype=dtype,
+                )
             )
         self.reset_parameters()
 
@@ -103,6 +131,33 @@ class RecurrentLayer(nn.Module):
         """``(w_ih, w_hh, b_ih, b_hh)`` of one layer/direction of a classic cell."""
         p = self.params(suffix)
         return p.get("w_ih"), p.get("w_hh"), p.get("b_ih"), p.get("b_hh")
+
+    # ---------------------------------------------------- torch.nn's weight views
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """Parameter names per (layer, direction), in torch.nn's order (absent biases left out)."""
+        return [
+            [name for name in self._attrs[suffix] if getattr(self, name) is not None]
+            for layer in range(self.num_layers)
+            for suffix in self._suffixes(layer)
+        ]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """All parameters in torch.nn's flat order (``weight_ih_l0, weight_hh_l0, ...``)."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters grouped per (layer, direction), as ``torch.nn.RNNBase.all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for torch.nn compatibility: seqlab keeps no cuDNN flat weight buffer."""
 
     def reset_parameters(self) -> None:
         for layer in range(self.num_layers):
@@ -155,7 +210,7 @@ class RecurrentLayer(nn.Module):
         unbatched = x.dim() == 2
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            raise ValueError(
+            raise SeqlabInputError(
                 f"input: expected shape {layout} with features={self.input_size} "
                 f"(or unbatched (time, {self.input_size})), got {tuple(x.shape)}"
             )
@@ -168,6 +223,11 @@ class RecurrentLayer(nn.Module):
         elif self.batch_first:
             x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
+        if T == 0:  # torch.nn raises RuntimeError("Expected sequence length to be larger than 0")
+            raise SeqlabInputError(
+                f"input: expected sequence length to be larger than 0 (as torch.nn), "
+                f"got shape {tuple(x.shape) if not unbatched else tuple(x.shape[::2])}"
+            )
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
         states = self._initial_state(state, x, B)
@@ -217,17 +277,54 @@ class RecurrentLayer(nn.Module):
         return out, stacked, (traces if trace else None)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        """torch.nn's repr (``LSTM(3, 4, num_layers=2)``), then seqlab's own options."""
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if getattr(self, "reset_after", True) is not True:
+            s += f", reset_after={self.reset_after}"
         for name, default in (
-            ("bias", True),
-            ("batch_first", False),
-            ("dropout", 0.0),
-            ("bidirectional", False),
             ("backend", None),
+            ("init", "default"),
+            ("forget_bias", None),
+            ("learn_initial_state", False),
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
+
+
+def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:
+    """torch.nn's rules for ``proj_size`` (None: not given); seqlab runs only 0 so far.
+
+    As torch.nn, only an LSTM takes the argument at all (``GRU(..., proj_size=0)`` is refused).
+    """
+    if proj_size is None:
+        return
+    if mode != "lstm":
+        raise ValueError(f"proj_size: only LSTM takes a projection, got proj_size={proj_size!r}")
+    if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+        raise ValueError(f"proj_size: expected an int >= 0 (0: no projection), got {proj_size!r}")
+    if proj_size == 0:
+        return
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size: expected less than hidden_size={hidden_size}, got {proj_size}"
+        )
+    raise NotImplementedError(
+        f"proj_size={proj_size}: LSTM projections (torch.nn's weight_hr_l{{k}}) are not "
+        "implemented yet; use proj_size=0"
+    )
 
 
 class RNN(RecurrentLayer):
@@ -269,7 +366,7 @@ class RNN(RecurrentLayer):
 class LSTM(RecurrentLayer):
     """LSTM stack, gates i, f, g, o (equations in :class:`seqlab.LSTMCell`).
 
-    Arguments as ``torch.nn.LSTM`` (no ``proj_size``); ``forget_bias`` sets the initial
+    Arguments as ``torch.nn.LSTM`` (``proj_size`` only 0 so far); ``forget_bias`` sets the initial
     forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
     """
 
@@ -284,6 +381,7 @@ class LSTM(RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         **options,
     ) -> None:
         super().__init__(
@@ -295,6 +393,7 @@ class LSTM(RecurrentLayer):
             batch_first,
             dropout,
             bidirectional,
+            proj_size,
             **options,
         )
 
