@@ -72,6 +72,13 @@ def test_time_distributed_refuses_a_non_float_input_by_name(dtype):
         seqlab.TimeDistributed(torch.nn.Linear(2, 3))(torch.ones(1, 2, 2, dtype=dtype))
 
 
+def test_time_distributed_refuses_a_wrong_feature_count_by_name():
+    with pytest.raises(RuntimeError):  # torch's own error, unnamed
+        torch.nn.Linear(2, 3)(torch.ones(2, 4))
+    with pytest.raises(ValueError, match="input: expected 2 features"):
+        seqlab.TimeDistributed(torch.nn.Linear(2, 3))(torch.ones(1, 2, 4))
+
+
 def test_time_distributed_keeps_token_ids_for_an_embedding():
     emb = torch.nn.Embedding(5, 3)
     ids = torch.tensor([[[1], [4]], [[0], [2]]])  # (T=2, B=2, 1)

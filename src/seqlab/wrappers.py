@@ -239,6 +239,14 @@ class TimeDistributed(nn.Module):
             raise SeqlabInputError(
                 f"input: expected (time, batch, ...) with 3+ dims, got {tuple(x.shape)}"
             )
+        # a feature count the module declares (nn.Linear, seqlab's cells) is checked here too
+        features = getattr(self.module, "in_features", getattr(self.module, "input_size", None))
+        if isinstance(features, int) and x.shape[-1] != features:
+            raise SeqlabInputError(
+                f"input: expected {features} features in the last dim (the module's "
+                f"{'in_features' if hasattr(self.module, 'in_features') else 'input_size'}), "
+                f"got shape {tuple(x.shape)}"
+            )
         A, B = x.shape[0], x.shape[1]
         y = self.module(x.reshape(A * B, *x.shape[2:]))
         return y.reshape(A, B, *y.shape[1:])
