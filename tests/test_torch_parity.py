@@ -46,6 +46,9 @@ LAYER_ARGS = [
     ((3, -1), {}),
     ((3, 4.0), {}),
     ((3, 4), {"proj_size": -1}),
+    ((3, 4), {"proj_size": 2}),
+    ((3, 4, 2), {"proj_size": 3, "bidirectional": True}),
+    ((3, 4), {"proj_size": 4}),
 ]
 
 
@@ -89,11 +92,9 @@ def test_dropout_one_is_accepted_and_warns_like_torch_with_one_layer():
     torch.testing.assert_close(ref_out, expect)
 
 
-def test_proj_size():
+def test_proj_size_arguments():
     assert seqlab.LSTM(3, 4, proj_size=0).proj_size == 0
     assert seqlab.GRU(3, 4).proj_size == 0
-    with pytest.raises(NotImplementedError, match="proj_size=2"):
-        seqlab.LSTM(3, 4, proj_size=2)
     for cls in (seqlab.GRU, seqlab.RNN):  # torch.nn refuses the argument itself, even 0
         for proj_size in (0, 2):
             with pytest.raises(ValueError, match="proj_size"):
@@ -223,3 +224,111 @@ def test_run_layer_refuses_bad_lengths(lengths, error, backend):
             lengths,
             backend=backend,
         )
+
+
+# ------------------------------------------------------------ packed sequences
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_packed_output_keeps_the_inputs_sorted_indices(enforce_sorted):
+    torch.manual_seed(0)
+    ours, ref = seqlab.GRU(3, 4), nn.GRU(3, 4)
+    ref.load_state_dict(ours.state_dict())
+    lengths = [5, 3, 2] if enforce_sorted else [2, 5, 3]
+    x = nn.utils.rnn.pack_padded_sequence(
+        torch.randn(5, 3, 3), lengths, enforce_sorted=enforce_sorted
+    )
+    (out, h), (r_out, r_h) = ours(x), ref(x)
+    assert (out.sorted_indices is None) == (r_out.sorted_indices is None) == enforce_sorted
+    if not enforce_sorted:
+        assert torch.equal(out.sorted_indices, r_out.sorted_indices)
+        assert torch.equal(out.unsorted_indices, r_out.unsorted_indices)
+    assert torch.equal(out.batch_sizes, r_out.batch_sizes)
+    torch.testing.assert_close(out.data, r_out.data)
+    torch.testing.assert_close(h, r_h)
+
+
+# ------------------------------------------------------------ proj_size (LSTMP)
+
+
+def _proj_pair(L, bidirectional, batch_first=False, bias=True):
+    ours = seqlab.LSTM(
+        3,
+        5,
+        L,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        proj_size=2,
+        dtype=torch.float64,
+    )
+    ref = nn.LSTM(
+        3,
+        5,
+        L,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        proj_size=2,
+        dtype=torch.float64,
+    )
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+@pytest.mark.parametrize("L", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_proj_size_matches_torch_outputs_states_and_gradients(L, bidirectional, bias):
+    torch.manual_seed(1)
+    ours, ref = _proj_pair(L, bidirectional, bias=bias)
+    assert repr(ours) == repr(ref)
+    assert ours._flat_weights_names == ref._flat_weights_names
+    D = 2 if bidirectional else 1
+    x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(L * D, 3, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(L * D, 3, 5, dtype=torch.float64, requires_grad=True)
+    out, (h, c) = ours(x, (h0, c0))
+    r_out, (r_h, r_c) = ref(x, (h0, c0))
+    assert out.shape == (4, 3, 2 * D)
+    torch.testing.assert_close(out, r_out)
+    torch.testing.assert_close(h, r_h)
+    torch.testing.assert_close(c, r_c)
+    loss = out.square().sum() + h.sum() + c.sum()
+    r_loss = r_out.square().sum() + r_h.sum() + r_c.sum()
+    ins = [x, h0, c0]
+    grads = torch.autograd.grad(loss, ins + list(ours.parameters()))
+    r_grads = torch.autograd.grad(r_loss, ins + list(ref.parameters()))
+    for a, b in zip(grads, r_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_proj_size_with_lengths_matches_packed_torch():
+    torch.manual_seed(2)
+    ours, ref = _proj_pair(2, True, batch_first=True)
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    lengths = torch.tensor([2, 5, 3])
+    out, (h, c) = ours(x, lengths=lengths)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    r_out, (r_h, r_c) = ref(packed)
+    r_out, _ = nn.utils.rnn.pad_packed_sequence(r_out, batch_first=True, total_length=5)
+    torch.testing.assert_close(out, r_out)
+    torch.testing.assert_close(h, r_h)
+    torch.testing.assert_close(c, r_c)
+
+
+def test_proj_size_state_shapes_are_checked_by_name():
+    ours = seqlab.LSTM(3, 5, proj_size=2)
+    x = torch.randn(4, 3, 3)
+    with pytest.raises(ValueError, match="state.h0"):
+        ours(x, (torch.zeros(1, 3, 5), torch.zeros(1, 3, 5)))
+    with pytest.raises(ValueError, match="state.c0"):
+        ours(x, (torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)))
+
+
+def test_proj_size_gradgradcheck():
+    torch.manual_seed(3)
+    ours = seqlab.LSTM(2, 3, proj_size=1, dtype=torch.float64)
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: ours(x)[0], (x,))

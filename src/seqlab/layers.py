@@ -31,6 +31,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from seqlab import engine
 from seqlab.cells import make_parameters, parameters_of
+from seqlab.functional.proj import lstm_proj_run
 from seqlab.functional.spec import CellSpec, get_spec
 from seqlab.functional.trace import traced_run
 from seqlab.init import check_init, init_params
@@ -94,14 +95,22 @@ class RecurrentLayer(nn.Module):
         self.dropout, self.bidirectional = dropout, bidirectional
         self.backend, self.init, self.forget_bias = backend, init, forget_bias
         self.num_directions = 2 if bidirectional else 1
-        H = hidden_size
+        H, P = hidden_size, self.proj_size
+        out_size = P or H  # the width of h and of each direction's output
         self._attrs: dict[str, list[str]] = {}  # suffix -> parameter attribute names
         for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else H * self.num_directions
+            layer_in = input_size if layer == 0 else out_size * self.num_directions
             for suffix in self._suffixes(layer):
                 make_parameters(self, spec, layer_in, H, bias, suffix, device, dtype)
                 self._attrs[suffix] = [p.attr + suffix for p in spec.params]
+                if P:  # torch.nn's LSTM projection: weight_hh (4H, P), weight_hr (P, H)
+                    for name, shape in (("weight_hh", (4 * H, P)), ("weight_hr", (P, H))):
+                        t = torch.empty(shape, device=device, dtype=dtype)
+                        setattr(self, name + suffix, nn.Parameter(t))
+                    self._attrs[suffix].append("weight_hr" + suffix)
         self.learn_initial_state = learn_initial_state
+        if learn_initial_state and P:
+            raise ValueError("learn_initial_state: not available with proj_size > 0")
         if learn_initial_state:
             self.initial_state_param = nn.Parameter(
                 torch.zeros(
@@ -165,6 +174,14 @@ class RecurrentLayer(nn.Module):
                 init_params(
                     self.spec, self.params(suffix), self.hidden_size, self.init, self.forget_bias
                 )
+                if self.proj_size:  # weight_hr: torch.nn's bound, or Xavier
+                    w_hr = getattr(self, "weight_hr" + suffix)
+                    with torch.no_grad():
+                        if self.init == "default":
+                            bound = 1.0 / self.hidden_size**0.5
+                            nn.init.uniform_(w_hr, -bound, bound)
+                        else:
+                            nn.init.xavier_uniform_(w_hr)
 
     # ------------------------------------------------------------------ checks
     def _state_parts(self) -> tuple[str, ...]:
@@ -172,6 +189,13 @@ class RecurrentLayer(nn.Module):
 
     def _initial_state(self, state, x: Tensor, batch: int) -> tuple[Tensor, ...]:
         LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if self.proj_size:  # h0 (L·D, B, P), c0 (L·D, B, H)
+            hc = (x.new_zeros(LD, batch, self.proj_size), x.new_zeros(LD, batch, H))
+            if state is None:
+                return hc
+            check_state(state, self._state_parts(), (LD, batch, H), hc[1], only=(1,))
+            check_state(state, self._state_parts(), hc[0].shape, hc[0], only=(0,))
+            return tuple(state)
         if state is None:
             n_parts = len(self.spec.state)
             if self.learn_initial_state:
@@ -201,12 +225,17 @@ class RecurrentLayer(nn.Module):
                 raise ValueError("lengths: must be None when the input is a PackedSequence")
             padded, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
             out, final, *rest = self.forward(padded, state, lengths, trace)
-            packed = pack_padded_sequence(
-                out, lengths, batch_first=self.batch_first, enforce_sorted=False
-            )
+            # packed in the input's own order, so sorted_indices are the input's (None if sorted)
+            if x.sorted_indices is not None:
+                out = out.index_select(0 if self.batch_first else 1, x.sorted_indices)
+                lengths = lengths[x.sorted_indices.cpu()]
+            p = pack_padded_sequence(out, lengths, batch_first=self.batch_first)
+            packed = PackedSequence(p.data, p.batch_sizes, x.sorted_indices, x.unsorted_indices)
             return (packed, final, *rest)
         require_tensor("input", x)
         require_float("input", x)
+        if trace and self.proj_size:
+            raise ValueError("trace: not available with proj_size > 0")
         unbatched = x.dim() == 2
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
@@ -250,7 +279,10 @@ class RecurrentLayer(nn.Module):
             def run(inp: Tensor, s0: list[tuple[Tensor, ...]]):
                 outputs, finals = [], []
                 for d, suffix in enumerate(self._suffixes(layer)):
-                    if trace:
+                    if self.proj_size:
+                        w = [getattr(self, name) for name in self._attrs[suffix]]
+                        y, sT = lstm_proj_run(inp, *s0[d], *w, lengths, d == 1)
+                    elif trace:
                         y, sT, tr = traced_run(
                             spec, inp, s0[d], self.params(suffix), lengths, d == 1
                         )
@@ -305,7 +337,7 @@ class RecurrentLayer(nn.Module):
 
 
 def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:
-    """torch.nn's rules for ``proj_size`` (None: not given); seqlab runs only 0 so far.
+    """torch.nn's rules for ``proj_size`` (None: not given; > 0 runs on the reference loop).
 
     As torch.nn, only an LSTM takes the argument at all (``GRU(..., proj_size=0)`` is refused).
     """
@@ -321,10 +353,6 @@ def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:
         raise ValueError(
             f"proj_size: expected less than hidden_size={hidden_size}, got {proj_size}"
         )
-    raise NotImplementedError(
-        f"proj_size={proj_size}: LSTM projections (torch.nn's weight_hr_l{{k}}) are not "
-        "implemented yet; use proj_size=0"
-    )
 
 
 class RNN(RecurrentLayer):
@@ -366,7 +394,9 @@ class RNN(RecurrentLayer):
 class LSTM(RecurrentLayer):
     """LSTM stack, gates i, f, g, o (equations in :class:`seqlab.LSTMCell`).
 
-    Arguments as ``torch.nn.LSTM`` (``proj_size`` only 0 so far); ``forget_bias`` sets the initial
+    Arguments as ``torch.nn.LSTM``; ``proj_size=P > 0`` (see :mod:`seqlab.functional.proj`)
+    gives h, the outputs and ``weight_hh`` P columns, adds ``weight_hr_l{k}`` (P, H) as
+    torch.nn does, and runs on the reference loop (no fast kernel). ``forget_bias`` sets the initial
     forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
     """
 

@@ -52,19 +52,26 @@ def require_like(name: str, value: Tensor, ref: Tensor, ref_name: str = "input")
 
 
 def check_state(
-    state: object, names: Sequence[str], shape: Sequence[int], like: Tensor
+    state: object,
+    names: Sequence[str],
+    shape: Sequence[int],
+    like: Tensor,
+    only: Sequence[int] | None = None,
 ) -> tuple[Tensor, ...]:
     """A recurrent state as its tuple of parts, each of ``shape`` and ``like``'s dtype/device.
 
     ``state`` is a Tensor (one part) or a tuple of Tensors named ``names`` (e.g. ``h, c``);
-    errors name the part: ``state.c: expected shape (2, 4), got (2, 5)``.
+    errors name the part: ``state.c: expected shape (2, 4), got (2, 5)``. ``only``: the
+    indices of the parts to check (all by default).
     """
     tensors = (state,) if isinstance(state, Tensor) else tuple(state)  # type: ignore[arg-type]
     if len(tensors) != len(names):
         raise SeqlabInputError(
             f"state: expected {len(names)} tensor(s) {tuple(names)}, got {len(tensors)}"
         )
-    for name, t in zip(names, tensors, strict=True):
+    for k, (name, t) in enumerate(zip(names, tensors, strict=True)):
+        if only is not None and k not in only:  # parts of other shapes, checked separately
+            continue
         require_tensor(f"state.{name}", t)
         require_shape(f"state.{name}", t, shape)
         require_like(f"state.{name}", t, like)
