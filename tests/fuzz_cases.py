@@ -268,6 +268,9 @@ def cell_case(draw) -> Case:
     bad: tuple[str, ...] = ()
     if mut in sizes:
         sizes[mut], bad = draw(st.sampled_from(BAD_SIZES)), (mut,)
+        if sizes[mut] == 0:  # torch.nn's cells take zero sizes, and so do seqlab's
+            bad = ()
+            I, H = sizes["input_size"], sizes["hidden_size"]
     dtype = _tensor_dtype(draw, mut)
     if mut in ("dtype", "features"):
         bad = ("input", "x")

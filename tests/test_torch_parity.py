@@ -332,3 +332,58 @@ def test_proj_size_gradgradcheck():
     ours = seqlab.LSTM(2, 3, proj_size=1, dtype=torch.float64)
     x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: ours(x)[0], (x,))
+
+
+# ------------------------------------------------------------ cells: zero sizes, unbatched
+
+
+def _cell_pair(mode, I, H):  # noqa: E741
+    ours = getattr(seqlab, mode)(I, H, dtype=torch.float64)
+    ref = getattr(nn, mode)(I, H, dtype=torch.float64)
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def _parts(result):
+    return tuple(result) if isinstance(result, tuple) else (result,)
+
+
+@pytest.mark.parametrize("mode", CELLS)
+@pytest.mark.parametrize("I,H", [(0, 3), (3, 0), (0, 0)])
+def test_cells_take_zero_sizes_as_torch(mode, I, H):  # noqa: E741
+    ours, ref = _cell_pair(mode, I, H)
+    x = torch.randn(2, I, dtype=torch.float64)
+    y, new = ours(x)
+    expect = _parts(ref(x))
+    assert y.shape == (2, H)
+    for a, b in zip(_parts(new), expect, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("mode", CELLS)
+@pytest.mark.parametrize("with_state", [False, True])
+def test_cells_take_unbatched_input_as_torch(mode, with_state):
+    torch.manual_seed(4)
+    ours, ref = _cell_pair(mode, 3, 4)
+    x = torch.randn(3, dtype=torch.float64)
+    state = None
+    if with_state:
+        h = torch.randn(4, dtype=torch.float64)
+        state = (h, torch.randn(4, dtype=torch.float64)) if mode == "LSTMCell" else h
+    y, new = ours(x, state)
+    expect = _parts(ref(x, state))
+    torch.testing.assert_close(y, expect[0])
+    for a, b in zip(_parts(new), expect, strict=True):
+        assert a.shape == (4,)
+        torch.testing.assert_close(a, b)
+
+
+def test_unbatched_cell_refuses_a_batched_state_by_name():
+    with pytest.raises(ValueError, match=r"state.h: expected shape \(4,\)"):
+        seqlab.GRUCell(3, 4)(torch.randn(3), torch.randn(1, 4))
+
+
+@pytest.mark.parametrize("size", [-1, True, 2.0])
+def test_cells_refuse_negative_bool_and_float_sizes(size):
+    with pytest.raises(ValueError, match="hidden_size"):
+        seqlab.LSTMCell(3, size)

@@ -93,7 +93,7 @@ class Cell(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        check_sizes(0, input_size=input_size, hidden_size=hidden_size)  # torch.nn allows 0
         check_flag("bias", bias)
         check_init(init)
         self.mode = get_spec(mode).name
@@ -137,10 +137,29 @@ class Cell(nn.Module):
         return self.check_state(state, x.shape[0], x)
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """``(y (B, H), new_state)``; unbatched as torch.nn: ``x`` (I,), state parts (H,)."""
+        unbatched = isinstance(x, Tensor) and x.dim() == 1
+        if unbatched:
+            x, state = x.unsqueeze(0), self._batch_state(state)
         parts = self._check(x, state)
         p = self.params()
         new, _ = self.spec.step(self.spec.project(x, p), parts, p)
+        if unbatched:
+            new = tuple(part.squeeze(0) for part in new)
         return new[0], self.spec.pack(new)
+
+    def _batch_state(self, state: Any) -> Any:
+        """An unbatched state (parts (H,)) as a batch of one; None stays None."""
+        if state is None:
+            return None
+        parts = self.spec.unpack(state)
+        for name, part in zip(self.spec.state, parts, strict=False):
+            if isinstance(part, Tensor) and part.dim() != 1:
+                raise SeqlabInputError(
+                    f"state.{name}: expected shape ({self.hidden_size},) for an unbatched "
+                    f"input, got {tuple(part.shape)}"
+                )
+        return tuple(part.unsqueeze(0) if isinstance(part, Tensor) else part for part in parts)
 
     def extra_repr(self) -> str:
         """torch.nn's cell repr (``LSTMCell(3, 4, bias=False)``), then seqlab's own options."""

@@ -137,13 +137,17 @@ def check_run_lengths(lengths: object, batch: int, steps: int) -> None:
         )
 
 
-def check_sizes(**sizes: object) -> None:
-    """Each size a positive int (bool refused: ``hidden_size=True`` is a mistake, not 1)."""
+def check_sizes(minimum: int = 1, **sizes: object) -> None:
+    """Each size an int >= ``minimum`` (bool refused: ``hidden_size=True`` is a mistake).
+
+    ``minimum=0`` for the cells, which torch.nn builds with zero sizes; layers need 1.
+    """
+    kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     for name, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool):
-            raise SeqlabTypeError(f"{name}: expected a positive int, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            raise SeqlabTypeError(f"{name}: expected {kind}, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{name}: expected {kind}, got {value!r}")
 
 
 def check_flag(name: str, value: object) -> None:
