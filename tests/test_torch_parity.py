@@ -387,3 +387,41 @@ def test_unbatched_cell_refuses_a_batched_state_by_name():
 def test_cells_refuse_negative_bool_and_float_sizes(size):
     with pytest.raises(ValueError, match="hidden_size"):
         seqlab.LSTMCell(3, size)
+
+
+# ------------------------------------------------------------ torch.nn utilities on the layers
+
+
+@pytest.mark.parametrize(
+    "apply",
+    [nn.utils.weight_norm, nn.utils.parametrizations.weight_norm],
+    ids=["weight_norm", "parametrizations.weight_norm"],
+)
+def test_weight_norm_matches_torch(apply):
+    torch.manual_seed(5)
+    ours, ref = seqlab.LSTM(3, 4, 2, dtype=torch.float64), nn.LSTM(3, 4, 2, dtype=torch.float64)
+    ref.load_state_dict(ours.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the old weight_norm's deprecation warning
+        ours, ref = apply(ours, "weight_hh_l0"), apply(ref, "weight_hh_l0")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, r_out = ours(x)[0], ref(x)[0]
+    torch.testing.assert_close(out, r_out)
+    grads = torch.autograd.grad(out.sum(), list(ours.parameters()))
+    r_grads = torch.autograd.grad(r_out.sum(), list(ref.parameters()))
+    for a, b in zip(grads, r_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_changing_dropout_after_construction_takes_effect_as_in_torch():
+    torch.manual_seed(6)
+    ours = seqlab.GRU(3, 4, 2, dropout=0.0).train()
+    x = torch.randn(5, 2, 3)
+    before = ours(x)[0]
+    torch.testing.assert_close(ours(x)[0], before)  # no dropout: deterministic
+    ours.dropout = 1.0  # as torch.nn's test_RNN_change_dropout does
+    after = ours(x)[0]
+    ref = nn.GRU(3, 4, 2, dropout=1.0).train()
+    ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(after, ref(x)[0])  # both: layer 2 sees zeros
+    assert not torch.allclose(after, before)
