@@ -60,6 +60,27 @@ def test_recurrent_with_zero_steps_returns_the_given_state():
     assert out.shape == (2, 0, 4) and torch.equal(h, h0) and torch.equal(c, c0)
 
 
+class _WideOutputCell(torch.nn.Module):
+    """A custom cell whose output (5 wide) is not its state (2 wide)."""
+
+    hidden_size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 5)
+
+    def initial_state(self, batch_size, dtype=None, device=None):
+        return torch.zeros(batch_size, 2, dtype=dtype, device=device)
+
+    def forward(self, x, state):
+        return self.lin(x), state + 1
+
+
+def test_recurrent_with_zero_steps_and_a_custom_cell_uses_its_output_width():
+    out, h = seqlab.Recurrent(_WideOutputCell())(torch.zeros(0, 4, 3))
+    assert out.shape == (0, 4, 5) and torch.equal(h, torch.zeros(4, 2))  # no step ran
+
+
 def test_bidirectional_with_zero_steps():
     f, b = seqlab.Recurrent(seqlab.RNNCell(2, 3)), seqlab.Recurrent(seqlab.RNNCell(2, 3))
     out, _ = seqlab.Bidirectional(f, b, merge="mean")(torch.zeros(0, 3, 2))

@@ -8,6 +8,9 @@ engine (the same as the layers); any other object with this contract (``forward(
 ``initial_state(batch_size, dtype=, device=)`` and ``hidden_size``) runs on the reference
 loop under :class:`seqlab.Recurrent`, :class:`seqlab.Bidirectional` and the training tools.
 
+As torch.nn's cells, seqlab's take zero sizes and unbatched input (``x`` (I,), state parts
+(H,)); the return stays ``(y, new_state)`` (torch.nn's returns ``new_state`` only).
+
 ==============  ==========  ==========================================
 parameter       shape       row blocks (each H rows)
 ==============  ==========  ==========================================

@@ -134,18 +134,20 @@ class Recurrent(nn.Module):
     def _empty(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """T = 0: outputs (0, B, O) and the initial state (given, or the cell's zeros).
 
-        No time step runs; the output width O is read from one step of the cell on zeros
-        (without grad), so it is right for any cell, not only those whose O is hidden_size.
+        No time step runs. For seqlab's own cells O = hidden_size; for any other cell O is
+        read from one step of the cell on zeros (without grad), as only the cell knows it.
         """
         B = x.shape[1]
         if state is None:
             state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
         fast = engine_cell(self.cell)
-        if fast is not None:
+        if fast is not None:  # seqlab's own cell: y is h, (B, H); nothing runs
             state = fast.spec.pack(fast.check_state(state, B, x))
-        with torch.no_grad():
-            y, _ = self.cell(x.new_zeros(x.shape[1:]), state)
-        out = y.new_zeros((0,) + tuple(y.shape))
+            out = x.new_zeros(0, B, fast.hidden_size)
+        else:
+            with torch.no_grad():
+                y, _ = self.cell(x.new_zeros(x.shape[1:]), state)
+            out = y.new_zeros((0,) + tuple(y.shape))
         return (out.transpose(0, 1) if self.batch_first else out), state
 
 
