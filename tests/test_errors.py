@@ -105,5 +105,5 @@ def test_constructor_errors():
         seqlab.GRU(7, 11, num_layers=-7)
     with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"):
         seqlab.RNN(7, 11, nonlinearity="sigmoid")
-    with pytest.raises(ValueError, match=r"dropout: expected a probability in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout: expected a probability in \[0, 1\], got 1.5"):
         seqlab.LSTM(7, 11, dropout=1.5)

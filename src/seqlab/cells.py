@@ -8,6 +8,9 @@ engine (the same as the layers); any other object with this contract (``forward(
 ``initial_state(batch_size, dtype=, device=)`` and ``hidden_size``) runs on the reference
 loop under :class:`seqlab.Recurrent`, :class:`seqlab.Bidirectional` and the training tools.
 
+As torch.nn's cells, seqlab's take zero sizes and unbatched input (``x`` (I,), state parts
+(H,)); the return stays ``(y, new_state)`` (torch.nn's returns ``new_state`` only).
+
 ==============  ==========  ==========================================
 parameter       shape       row blocks (each H rows)
 ==============  ==========  ==========================================
@@ -28,16 +31,33 @@ from torch import Tensor, nn
 from seqlab.functional.cells import LSTMState
 from seqlab.functional.spec import CellSpec, get_spec
 from seqlab.init import check_init, init_params
-from seqlab.validation import check_state, require_float, require_tensor
+from seqlab.validation import (
+    SeqlabInputError,
+    check_flag,
+    check_sizes,
+    check_state,
+    require_float,
+    require_tensor,
+)
+
+__all__ = ["Cell", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "check_sizes"]
 
 
 def make_parameters(
-    module: nn.Module, spec: CellSpec, input_size: int, hidden_size: int, bias: bool, suffix=""
+    module: nn.Module,
+    spec: CellSpec,
+    input_size: int,
+    hidden_size: int,
+    bias: bool,
+    suffix: str = "",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Register ``spec``'s parameters on ``module`` as ``attr + suffix`` (empty, uninitialised).
 
     The one place parameters are created, for cells (``suffix=""``) and layers
     (``"_l0"``, ``"_l0_reverse"``, ...). Absent biases are registered as None.
+    ``device``/``dtype`` are torch.nn's factory arguments.
     """
     for p in spec.params:
         name = p.attr + suffix
@@ -45,18 +65,14 @@ def make_parameters(
             module.register_parameter(name, None)
         else:
             shape = p.shape(spec.G, input_size, hidden_size)
-            module.register_parameter(name, nn.Parameter(torch.empty(shape)))
+            module.register_parameter(
+                name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+            )
 
 
 def parameters_of(module: nn.Module, spec: CellSpec, suffix: str = "") -> dict[str, Any]:
     """``{functional name: tensor or None}`` of one cell / layer direction."""
     return {p.name: getattr(module, p.attr + suffix, None) for p in spec.params}
-
-
-def check_sizes(**sizes: int) -> None:
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
 class Cell(nn.Module):
@@ -76,14 +92,17 @@ class Cell(nn.Module):
         bias: bool = True,
         init: str = "default",
         forget_bias: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        check_sizes(0, input_size=input_size, hidden_size=hidden_size)  # torch.nn allows 0
+        check_flag("bias", bias)
         check_init(init)
         self.mode = get_spec(mode).name
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.init, self.forget_bias = init, forget_bias
-        make_parameters(self, self.spec, input_size, hidden_size, bias)
+        make_parameters(self, self.spec, input_size, hidden_size, bias, "", device, dtype)
         self.reset_parameters()
 
     @property
@@ -115,19 +134,50 @@ class Cell(nn.Module):
         require_tensor("input", x)
         require_float("input", x)
         if x.dim() != 2 or x.shape[1] != self.input_size:
-            raise ValueError(
+            raise SeqlabInputError(
                 f"input: expected shape (batch, {self.input_size}), got {tuple(x.shape)}"
             )
         return self.check_state(state, x.shape[0], x)
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """``(y (B, H), new_state)``; unbatched as torch.nn: ``x`` (I,), state parts (H,)."""
+        unbatched = isinstance(x, Tensor) and x.dim() == 1
+        if unbatched:
+            x, state = x.unsqueeze(0), self._batch_state(state)
         parts = self._check(x, state)
         p = self.params()
         new, _ = self.spec.step(self.spec.project(x, p), parts, p)
+        if unbatched:
+            new = tuple(part.squeeze(0) for part in new)
         return new[0], self.spec.pack(new)
 
+    def _batch_state(self, state: Any) -> Any:
+        """An unbatched state (parts (H,)) as a batch of one; None stays None."""
+        if state is None:
+            return None
+        parts = self.spec.unpack(state)
+        for name, part in zip(self.spec.state, parts, strict=False):
+            if isinstance(part, Tensor) and part.dim() != 1:
+                raise SeqlabInputError(
+                    f"state.{name}: expected shape ({self.hidden_size},) for an unbatched "
+                    f"input, got {tuple(part.shape)}"
+                )
+        return tuple(part.unsqueeze(0) if isinstance(part, Tensor) else part for part in parts)
+
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+        """torch.nn's cell repr (``LSTMCell(3, 4, bias=False)``), then seqlab's own options."""
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        if getattr(self, "reset_after", True) is not True:
+            s += f", reset_after={self.reset_after}"
+        if self.init != "default":
+            s += f", init={self.init!r}"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias!r}"
+        return s
 
 
 class RNNCell(Cell):
@@ -145,11 +195,15 @@ class RNNCell(Cell):
         bias: bool = True,
         nonlinearity: str = "tanh",
         init: str = "default",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, init)
         self.nonlinearity = nonlinearity
+        super().__init__(
+            f"rnn_{nonlinearity}", input_size, hidden_size, bias, init, None, device, dtype
+        )
 
 
 class LSTMCell(Cell):
@@ -171,8 +225,10 @@ class LSTMCell(Cell):
         bias: bool = True,
         init: str = "default",
         forget_bias: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, init, forget_bias)
+        super().__init__("lstm", input_size, hidden_size, bias, init, forget_bias, device, dtype)
 
 
 class GRUCell(Cell):
@@ -197,13 +253,13 @@ class GRUCell(Cell):
         bias: bool = True,
         reset_after: bool = True,
         init: str = "default",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        mode = "gru" if reset_after else "gru_reset_before"
-        super().__init__(mode, input_size, hidden_size, bias, init)
+        check_flag("reset_after", reset_after)
         self.reset_after = reset_after
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", reset_after={self.reset_after}"
+        mode = "gru" if reset_after else "gru_reset_before"
+        super().__init__(mode, input_size, hidden_size, bias, init, None, device, dtype)
 
 
 def make_cell(mode: str | CellSpec, input_size: int, hidden_size: int, **kwargs: Any) -> Cell:

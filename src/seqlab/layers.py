@@ -23,16 +23,28 @@ argument           shape                                notes
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab import engine
-from seqlab.cells import check_sizes, make_parameters, parameters_of
+from seqlab.cells import make_parameters, parameters_of
+from seqlab.functional.proj import lstm_proj_run
 from seqlab.functional.spec import CellSpec, get_spec
 from seqlab.functional.trace import traced_run
 from seqlab.init import check_init, init_params
-from seqlab.validation import check_lengths, check_state, require_float, require_tensor
+from seqlab.validation import (
+    SeqlabInputError,
+    check_dropout,
+    check_flag,
+    check_lengths,
+    check_sizes,
+    check_state,
+    require_float,
+    require_tensor,
+)
 from seqlab.wrappers import run_stack
 
 
@@ -55,6 +67,9 @@ class RecurrentLayer(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         backend: str | None = None,
         init: str = "default",
@@ -63,27 +78,49 @@ class RecurrentLayer(nn.Module):
     ) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        check_flag("bias", bias)
+        check_flag("batch_first", batch_first)
+        dropout = check_dropout(dropout)
+        if dropout > 0 and num_layers == 1:  # torch.nn's warning, same condition
+            warnings.warn(
+                f"dropout={dropout} acts between layers, so with num_layers=1 it does nothing",
+                stacklevel=3,
+            )
         check_init(init)
         spec = get_spec(mode)
+        check_proj_size(proj_size, hidden_size, spec.name)
         self.mode = spec.name
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first = bias, batch_first
-        self.dropout, self.bidirectional = float(dropout), bidirectional
+        self.bias, self.batch_first, self.proj_size = bias, batch_first, proj_size or 0
+        self.dropout, self.bidirectional = dropout, bidirectional
         self.backend, self.init, self.forget_bias = backend, init, forget_bias
         self.num_directions = 2 if bidirectional else 1
-        H = hidden_size
+        H, P = hidden_size, self.proj_size
+        out_size = P or H  # the width of h and of each direction's output
         self._attrs: dict[str, list[str]] = {}  # suffix -> parameter attribute names
         for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else H * self.num_directions
+            layer_in = input_size if layer == 0 else out_size * self.num_directions
             for suffix in self._suffixes(layer):
-                make_parameters(self, spec, layer_in, H, bias, suffix)
+                make_parameters(self, spec, layer_in, H, bias, suffix, device, dtype)
                 self._attrs[suffix] = [p.attr + suffix for p in spec.params]
+                if P:  # torch.nn's LSTM projection: weight_hh (4H, P), weight_hr (P, H)
+                    for name, shape in (("weight_hh", (4 * H, P)), ("weight_hr", (P, H))):
+                        t = torch.empty(shape, device=device, dtype=dtype)
+                        setattr(self, name + suffix, nn.Parameter(t))
+                    self._attrs[suffix].append("weight_hr" + suffix)
         self.learn_initial_state = learn_initial_state
+        if learn_initial_state and P:
+            raise ValueError("learn_initial_state: not available with proj_size > 0")
         if learn_initial_state:
             self.initial_state_param = nn.Parameter(
-                torch.zeros(len(spec.state), num_layers * self.num_directions, 1, H)
+                torch.zeros(
+                    len(spec.state),
+                    num_layers * self.num_directions,
+                    1,
+                    H,
+                    device=device,
+                    dtype=dtype,
+                )
             )
         self.reset_parameters()
 
@@ -104,12 +141,47 @@ class RecurrentLayer(nn.Module):
         p = self.params(suffix)
         return p.get("w_ih"), p.get("w_hh"), p.get("b_ih"), p.get("b_hh")
 
+    # ---------------------------------------------------- torch.nn's weight views
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """Parameter names per (layer, direction), in torch.nn's order (absent biases left out)."""
+        return [
+            [name for name in self._attrs[suffix] if getattr(self, name) is not None]
+            for layer in range(self.num_layers)
+            for suffix in self._suffixes(layer)
+        ]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """All parameters in torch.nn's flat order (``weight_ih_l0, weight_hh_l0, ...``)."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters grouped per (layer, direction), as ``torch.nn.RNNBase.all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for torch.nn compatibility: seqlab keeps no cuDNN flat weight buffer."""
+
     def reset_parameters(self) -> None:
         for layer in range(self.num_layers):
             for suffix in self._suffixes(layer):
                 init_params(
                     self.spec, self.params(suffix), self.hidden_size, self.init, self.forget_bias
                 )
+                if self.proj_size:  # weight_hr: torch.nn's bound, or Xavier
+                    w_hr = getattr(self, "weight_hr" + suffix)
+                    with torch.no_grad():
+                        if self.init == "default":
+                            bound = 1.0 / self.hidden_size**0.5
+                            nn.init.uniform_(w_hr, -bound, bound)
+                        else:
+                            nn.init.xavier_uniform_(w_hr)
 
     # ------------------------------------------------------------------ checks
     def _state_parts(self) -> tuple[str, ...]:
@@ -117,6 +189,13 @@ class RecurrentLayer(nn.Module):
 
     def _initial_state(self, state, x: Tensor, batch: int) -> tuple[Tensor, ...]:
         LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if self.proj_size:  # h0 (L·D, B, P), c0 (L·D, B, H)
+            hc = (x.new_zeros(LD, batch, self.proj_size), x.new_zeros(LD, batch, H))
+            if state is None:
+                return hc
+            check_state(state, self._state_parts(), (LD, batch, H), hc[1], only=(1,))
+            check_state(state, self._state_parts(), hc[0].shape, hc[0], only=(0,))
+            return tuple(state)
         if state is None:
             n_parts = len(self.spec.state)
             if self.learn_initial_state:
@@ -146,16 +225,21 @@ class RecurrentLayer(nn.Module):
                 raise ValueError("lengths: must be None when the input is a PackedSequence")
             padded, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
             out, final, *rest = self.forward(padded, state, lengths, trace)
-            packed = pack_padded_sequence(
-                out, lengths, batch_first=self.batch_first, enforce_sorted=False
-            )
+            # packed in the input's own order, so sorted_indices are the input's (None if sorted)
+            if x.sorted_indices is not None:
+                out = out.index_select(0 if self.batch_first else 1, x.sorted_indices)
+                lengths = lengths[x.sorted_indices.cpu()]
+            p = pack_padded_sequence(out, lengths, batch_first=self.batch_first)
+            packed = PackedSequence(p.data, p.batch_sizes, x.sorted_indices, x.unsorted_indices)
             return (packed, final, *rest)
         require_tensor("input", x)
         require_float("input", x)
+        if trace and self.proj_size:
+            raise ValueError("trace: not available with proj_size > 0")
         unbatched = x.dim() == 2
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            raise ValueError(
+            raise SeqlabInputError(
                 f"input: expected shape {layout} with features={self.input_size} "
                 f"(or unbatched (time, {self.input_size})), got {tuple(x.shape)}"
             )
@@ -168,6 +252,11 @@ class RecurrentLayer(nn.Module):
         elif self.batch_first:
             x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
+        if T == 0:  # torch.nn raises RuntimeError("Expected sequence length to be larger than 0")
+            raise SeqlabInputError(
+                f"input: expected sequence length to be larger than 0 (as torch.nn), "
+                f"got shape {tuple(x.shape) if not unbatched else tuple(x.shape[::2])}"
+            )
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
         states = self._initial_state(state, x, B)
@@ -190,7 +279,10 @@ class RecurrentLayer(nn.Module):
             def run(inp: Tensor, s0: list[tuple[Tensor, ...]]):
                 outputs, finals = [], []
                 for d, suffix in enumerate(self._suffixes(layer)):
-                    if trace:
+                    if self.proj_size:
+                        w = [getattr(self, name) for name in self._attrs[suffix]]
+                        y, sT = lstm_proj_run(inp, *s0[d], *w, lengths, d == 1)
+                    elif trace:
                         y, sT, tr = traced_run(
                             spec, inp, s0[d], self.params(suffix), lengths, d == 1
                         )
@@ -217,17 +309,50 @@ class RecurrentLayer(nn.Module):
         return out, stacked, (traces if trace else None)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        """torch.nn's repr (``LSTM(3, 4, num_layers=2)``), then seqlab's own options."""
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if getattr(self, "reset_after", True) is not True:
+            s += f", reset_after={self.reset_after}"
         for name, default in (
-            ("bias", True),
-            ("batch_first", False),
-            ("dropout", 0.0),
-            ("bidirectional", False),
             ("backend", None),
+            ("init", "default"),
+            ("forget_bias", None),
+            ("learn_initial_state", False),
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
+
+
+def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:
+    """torch.nn's rules for ``proj_size`` (None: not given; > 0 runs on the reference loop).
+
+    As torch.nn, only an LSTM takes the argument at all (``GRU(..., proj_size=0)`` is refused).
+    """
+    if proj_size is None:
+        return
+    if mode != "lstm":
+        raise ValueError(f"proj_size: only LSTM takes a projection, got proj_size={proj_size!r}")
+    if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+        raise ValueError(f"proj_size: expected an int >= 0 (0: no projection), got {proj_size!r}")
+    if proj_size == 0:
+        return
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size: expected less than hidden_size={hidden_size}, got {proj_size}"
+        )
 
 
 class RNN(RecurrentLayer):
@@ -269,7 +394,9 @@ class RNN(RecurrentLayer):
 class LSTM(RecurrentLayer):
     """LSTM stack, gates i, f, g, o (equations in :class:`seqlab.LSTMCell`).
 
-    Arguments as ``torch.nn.LSTM`` (no ``proj_size``); ``forget_bias`` sets the initial
+    Arguments as ``torch.nn.LSTM``; ``proj_size=P > 0`` (see :mod:`seqlab.functional.proj`)
+    gives h, the outputs and ``weight_hh`` P columns, adds ``weight_hr_l{k}`` (P, H) as
+    torch.nn does, and runs on the reference loop (no fast kernel). ``forget_bias`` sets the initial
     forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
     """
 
@@ -284,6 +411,7 @@ class LSTM(RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         **options,
     ) -> None:
         super().__init__(
@@ -295,6 +423,7 @@ class LSTM(RecurrentLayer):
             batch_first,
             dropout,
             bidirectional,
+            proj_size,
             **options,
         )
 

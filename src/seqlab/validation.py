@@ -8,6 +8,21 @@ import torch
 from torch import Tensor
 
 
+class SeqlabInputError(ValueError, RuntimeError):
+    """A bad shape, size or length at the public boundary.
+
+    Both a ValueError (seqlab's documented error) and a RuntimeError (what torch.nn raises
+    for the same mistakes), so either ``except`` clause of a torch.nn user catches it.
+    """
+
+
+class SeqlabTypeError(TypeError, ValueError):
+    """A constructor size of the wrong type (e.g. ``hidden_size=4.0``).
+
+    torch.nn raises TypeError here; seqlab documented ValueError: this is both.
+    """
+
+
 def require_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
@@ -21,7 +36,9 @@ def require_float(name: str, value: Tensor) -> None:
 
 def require_shape(name: str, value: Tensor, expected: Sequence[int]) -> None:
     if tuple(value.shape) != tuple(expected):
-        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}")
+        raise SeqlabInputError(
+            f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}"
+        )
 
 
 def require_like(name: str, value: Tensor, ref: Tensor, ref_name: str = "input") -> None:
@@ -29,25 +46,32 @@ def require_like(name: str, value: Tensor, ref: Tensor, ref_name: str = "input")
     if value.dtype != ref.dtype:
         raise TypeError(f"{name}: expected dtype {ref.dtype} (as {ref_name}), got {value.dtype}")
     if value.device != ref.device:
-        raise ValueError(
+        raise SeqlabInputError(
             f"{name}: expected device {ref.device} (as {ref_name}), got {value.device}"
         )
 
 
 def check_state(
-    state: object, names: Sequence[str], shape: Sequence[int], like: Tensor
+    state: object,
+    names: Sequence[str],
+    shape: Sequence[int],
+    like: Tensor,
+    only: Sequence[int] | None = None,
 ) -> tuple[Tensor, ...]:
     """A recurrent state as its tuple of parts, each of ``shape`` and ``like``'s dtype/device.
 
     ``state`` is a Tensor (one part) or a tuple of Tensors named ``names`` (e.g. ``h, c``);
-    errors name the part: ``state.c: expected shape (2, 4), got (2, 5)``.
+    errors name the part: ``state.c: expected shape (2, 4), got (2, 5)``. ``only``: the
+    indices of the parts to check (all by default).
     """
     tensors = (state,) if isinstance(state, Tensor) else tuple(state)  # type: ignore[arg-type]
     if len(tensors) != len(names):
-        raise ValueError(
+        raise SeqlabInputError(
             f"state: expected {len(names)} tensor(s) {tuple(names)}, got {len(tensors)}"
         )
-    for name, t in zip(names, tensors, strict=True):
+    for k, (name, t) in enumerate(zip(names, tensors, strict=True)):
+        if only is not None and k not in only:  # parts of other shapes, checked separately
+            continue
         require_tensor(f"state.{name}", t)
         require_shape(f"state.{name}", t, shape)
         require_like(f"state.{name}", t, like)
@@ -79,12 +103,62 @@ def check_lengths(
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"{name}: expected an integer tensor, got dtype {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
+        raise SeqlabInputError(
             f"{name}: expected shape ({batch},) (one per batch row), got {tuple(lengths.shape)}"
         )
     if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-        raise ValueError(
+        raise SeqlabInputError(
             f"{name}: expected values in 1..{steps} (the number of time steps), "
             f"got min {int(lengths.min())}, max {int(lengths.max())}"
         )
     return lengths.to(device=device or lengths.device, dtype=torch.long)
+
+
+def check_run_lengths(lengths: object, batch: int, steps: int) -> None:
+    """Lengths given to :func:`seqlab.engine.run` / ``run_layer``: None or an integer
+    tensor of shape ``(batch,)`` with values in ``0..steps`` (0: the row has no steps).
+
+    Float lengths would be truncated (2.9 -> 2) and bool ones read as 0/1 by the kernels,
+    so both are refused by type, as negative values are by range.
+    """
+    if lengths is None:
+        return
+    require_tensor("lengths", lengths)
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+    if tuple(lengths.shape) != (batch,):
+        raise SeqlabInputError(
+            f"lengths: expected shape ({batch},) (one per batch row), got {tuple(lengths.shape)}"
+        )
+    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > steps):
+        raise SeqlabInputError(
+            f"lengths: expected values in 0..{steps} (the number of time steps), "
+            f"got min {int(lengths.min())}, max {int(lengths.max())}"
+        )
+
+
+def check_sizes(minimum: int = 1, **sizes: object) -> None:
+    """Each size an int >= ``minimum`` (bool refused: ``hidden_size=True`` is a mistake).
+
+    ``minimum=0`` for the cells, which torch.nn builds with zero sizes; layers need 1.
+    """
+    kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SeqlabTypeError(f"{name}: expected {kind}, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{name}: expected {kind}, got {value!r}")
+
+
+def check_flag(name: str, value: object) -> None:
+    """A bool argument; like torch.nn (``bias="False"`` is truthy), anything else is a TypeError."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+
+
+def check_dropout(dropout: object) -> float:
+    """A probability in [0, 1] (1 included, as torch.nn); returns it as a float."""
+    ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
+    if not ok or not 0.0 <= float(dropout) <= 1.0:  # type: ignore[arg-type]
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+    return float(dropout)  # type: ignore[arg-type]

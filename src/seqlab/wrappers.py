@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from seqlab import engine
 from seqlab.cells import Cell
 from seqlab.functional.scan import State, scan, tree_leaves
-from seqlab.validation import check_lengths, require_float, require_like, require_tensor
+from seqlab.validation import (
+    SeqlabInputError,
+    check_lengths,
+    require_float,
+    require_like,
+    require_tensor,
+)
 
 
 def run_stack(
@@ -91,12 +97,16 @@ class Recurrent(nn.Module):
         require_float("input", x)
         if x.dim() < 3:
             layout = "(batch, time, ...)" if self.batch_first else "(time, batch, ...)"
-            raise ValueError(f"input: expected shape {layout} with 3+ dims, got {tuple(x.shape)}")
+            raise SeqlabInputError(
+                f"input: expected shape {layout} with 3+ dims, got {tuple(x.shape)}"
+            )
         if self.batch_first:
             x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
+        if T == 0:
+            return self._empty(x, state)
         fast = engine_cell(self.cell)
         if fast is not None and x.dim() == 3 and x.shape[-1] == fast.input_size:
             parts = fast.check_state(state, B, x)
@@ -112,7 +122,7 @@ class Recurrent(nn.Module):
                 require_tensor(f"state[{k}]", leaf)
                 require_like(f"state[{k}]", leaf, x)
                 if leaf.shape[0] != B:
-                    raise ValueError(
+                    raise SeqlabInputError(
                         f"state[{k}]: expected batch size {B} in dim 0, "
                         f"got shape {tuple(leaf.shape)}"
                     )
@@ -120,6 +130,25 @@ class Recurrent(nn.Module):
         if self.batch_first:
             out = out.transpose(0, 1)
         return out, final
+
+    def _empty(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """T = 0: outputs (0, B, O) and the initial state (given, or the cell's zeros).
+
+        No time step runs. For seqlab's own cells O = hidden_size; for any other cell O is
+        read from one step of the cell on zeros (without grad), as only the cell knows it.
+        """
+        B = x.shape[1]
+        if state is None:
+            state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
+        fast = engine_cell(self.cell)
+        if fast is not None:  # seqlab's own cell: y is h, (B, H); nothing runs
+            state = fast.spec.pack(fast.check_state(state, B, x))
+            out = x.new_zeros(0, B, fast.hidden_size)
+        else:
+            with torch.no_grad():
+                y, _ = self.cell(x.new_zeros(x.shape[1:]), state)
+            out = y.new_zeros((0,) + tuple(y.shape))
+        return (out.transpose(0, 1) if self.batch_first else out), state
 
 
 MERGES = ("concat", "sum", "mean", "mul")
@@ -189,7 +218,8 @@ class TimeDistributed(nn.Module):
     """Apply ``module`` to every time step independently: (A, B, *F) -> (A, B, *F').
 
     The two leading axes (time and batch in either order) are merged into one batch axis
-    for the call, so one matrix product serves all steps.
+    for the call, so one matrix product serves all steps. ``x`` must be floating point, of
+    the module's parameter dtype (token ids for an ``nn.Embedding``).
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -198,9 +228,26 @@ class TimeDistributed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         require_tensor("input", x)
+        # checked here: the wrapped module's own error would not name the argument
+        if not isinstance(self.module, (nn.Embedding, nn.EmbeddingBag)):  # those take ids
+            require_float("input", x)
+            dtypes = {p.dtype for p in self.module.parameters() if p.is_floating_point()}
+            if dtypes and x.dtype not in dtypes:
+                raise TypeError(
+                    f"input: expected dtype {sorted(map(str, dtypes))[0]} (the module's "
+                    f"parameters), got {x.dtype}"
+                )
         if x.dim() < 3:
-            raise ValueError(
+            raise SeqlabInputError(
                 f"input: expected (time, batch, ...) with 3+ dims, got {tuple(x.shape)}"
+            )
+        # a feature count the module declares (nn.Linear, seqlab's cells) is checked here too
+        features = getattr(self.module, "in_features", getattr(self.module, "input_size", None))
+        if isinstance(features, int) and x.shape[-1] != features:
+            raise SeqlabInputError(
+                f"input: expected {features} features in the last dim (the module's "
+                f"{'in_features' if hasattr(self.module, 'in_features') else 'input_size'}), "
+                f"got shape {tuple(x.shape)}"
             )
         A, B = x.shape[0], x.shape[1]
         y = self.module(x.reshape(A * B, *x.shape[2:]))

@@ -40,6 +40,7 @@ from seqlab.engine import fused, native
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
+from seqlab.validation import check_run_lengths
 
 __all__ = [
     "BACKENDS",
@@ -128,8 +129,7 @@ def _check(spec: CellSpec, x, state, params, lengths) -> None:
                 raise ValueError(f"{p.name}: expected a tensor of shape {p.shape(G, I, H)}")
             continue
         _check_tensor(p.name, t, p.shape(G, I, H), dtype, device)
-    if lengths is not None and lengths.shape != (B,):
-        raise ValueError(f"lengths: expected shape ({B},), got {tuple(lengths.shape)}")
+    check_run_lengths(lengths, B, T)
 
 
 def _check_tensor(name: str, t: Tensor, shape: tuple[int, ...], dtype, device) -> None:

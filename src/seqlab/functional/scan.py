@@ -108,7 +108,12 @@ def scan(
             y = _where_rows(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
         state = new_state
         outputs.append(y)
-    out = torch.stack(outputs) if outputs else inputs.new_zeros((0,) + inputs.shape[1:])
+    if outputs:
+        out = torch.stack(outputs)
+    else:  # T = 0: the output width is the step's (e.g. H, not the projected G·H input)
+        with torch.no_grad():
+            y, _ = step(inputs.new_zeros(inputs.shape[1:]), state)
+        out = y.new_zeros((0,) + tuple(y.shape))
     if reverse:
         out = reverse_padded(out, lengths)
     return out, state
