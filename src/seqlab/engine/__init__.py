@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqlab.engine import fused, native
+from seqlab.engine import compiled, fused, native
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
@@ -218,13 +218,24 @@ def run(
     lengths_cpu = None
     if lengths is not None:
         lengths_cpu = lengths.to(device=x.device, dtype=torch.int64).contiguous()
-        if lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
+        # compiling for native: the C++ op checks the values (a Python check would break
+        # the graph on a data-dependent branch)
+        traced = kernel.name == "native" and torch.compiler.is_compiling()
+        if not traced and lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
             raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
     x = x.contiguous()
     state = tuple([s.contiguous() for s in state])
     params = tuple([None if p is None else p.contiguous() for p in params])
     needs_grad = x.requires_grad or any([s.requires_grad for s in state])
     needs_grad = needs_grad or any([p is not None and p.requires_grad for p in params])
+    if kernel.name == "native" and torch.compiler.is_compiling():
+        # traceable custom ops with fake shapes and a registered gradient (see .compiled)
+        c0 = state[1] if len(state) == 2 else None
+        save = needs_grad and torch.is_grad_enabled()
+        y, h_n, c_n, *_ = compiled.recurrence(
+            spec.kernel, x, state[0], c0, *params, lengths_cpu, reverse, save
+        )
+        return y, ((h_n, c_n) if len(state) == 2 else (h_n,))
     if needs_grad and torch.is_grad_enabled():
         y, *final = RecurrenceFunction.apply(
             kernel, spec, lengths_cpu, reverse, len(state), x, *state, *params
