@@ -49,14 +49,16 @@ def test_compile_forward_backward_equal_eager(case):
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = CASES[case]()
-    x = torch.randn(5, 3, 3)
-    lengths = torch.tensor([5, 2, 4])
-    y_eager, g_eager = _run(model, x, lengths)
-    y_comp, g_comp = _run(torch.compile(model), x, lengths)
-    torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
-    assert len(g_comp) == len(g_eager)
-    for a, b in zip(g_comp, g_eager, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    compiled = torch.compile(model)
+    # a second shape: the compiled graph is reused with symbolic sizes, or recompiled
+    for lengths in (torch.tensor([5, 2, 4]), torch.tensor([3, 7])):
+        x = torch.randn(int(lengths.max()), len(lengths), 3)
+        y_eager, g_eager = _run(model, x, lengths)
+        y_comp, g_comp = _run(compiled, x, lengths)
+        torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
+        assert len(g_comp) == len(g_eager)
+        for a, b in zip(g_comp, g_eager, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_compiled_graph_calls_the_native_op():
