@@ -75,11 +75,11 @@ def run(
     out = packed._replace(data=data)
     y, _ = pad_packed_sequence(out, total_length=T)
     final = [f.index_select(1, packed.unsorted_indices).squeeze(0) for f in final]
-    empty = lengths == 0
-    if bool(empty.any()):  # rows of length 0 ran one step above: undo it
-        keep = empty.view(1, -1, 1)
-        y = y.masked_fill(keep, 0.0)
-        final = [torch.where(empty.view(-1, 1), s, f) for s, f in zip(state, final, strict=True)]
+    # rows of length 0 ran one step above (clamped to 1): undo it. Applied unconditionally,
+    # so that no device-to-host sync asks whether any row is empty
+    empty = (lengths == 0).view(-1, 1)
+    y = y.masked_fill(empty.unsqueeze(0), 0.0)
+    final = [torch.where(empty, s, f) for s, f in zip(state, final, strict=True)]
     if reverse:
         y = reverse_padded(y, lengths)
     return y, tuple(final)
