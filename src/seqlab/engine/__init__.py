@@ -246,7 +246,7 @@ def run(
     params = tuple([None if p is None else p.contiguous() for p in params])
     needs_grad = x.requires_grad or any([s.requires_grad for s in state])
     needs_grad = needs_grad or any([p is not None and p.requires_grad for p in params])
-    if kernel.name == "native" and torch.compiler.is_compiling():
+    if traced:
         # traceable custom ops with fake shapes and a registered gradient (see .compiled)
         c0 = state[1] if len(state) == 2 else None
         save = needs_grad and torch.is_grad_enabled()
