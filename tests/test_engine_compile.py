@@ -19,6 +19,7 @@ CASES = {
     "lstm-2-bi": lambda: seqlab.LSTM(3, 4, num_layers=2, bidirectional=True, backend="native"),
     "gru-before": lambda: seqlab.GRU(3, 4, reset_after=False, backend="native"),
     "rnn-relu-2": lambda: seqlab.RNN(3, 4, num_layers=2, nonlinearity="relu", backend="native"),
+    "lstm-bi-torch": lambda: seqlab.LSTM(3, 4, bidirectional=True, backend="torch"),
 }
 
 
@@ -43,6 +44,7 @@ def _run(model, x, lengths):
         pytest.param("lstm-2-bi", marks=pytest.mark.slow),
         pytest.param("gru-before", marks=pytest.mark.slow),
         pytest.param("rnn-relu-2", marks=pytest.mark.slow),
+        pytest.param("lstm-bi-torch", marks=pytest.mark.slow),  # the torch backend too
     ],
 )
 def test_compile_forward_backward_equal_eager(case):

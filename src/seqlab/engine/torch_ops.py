@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.functional.scan import reverse_padded
 
@@ -72,7 +72,7 @@ def run(
     data, *final = op(
         packed.data, packed.batch_sizes, hx_arg, weights, has_bias, 1, 0.0, False, False
     )
-    out = packed._replace(data=data)
+    out = PackedSequence(data, packed.batch_sizes, order, packed.unsorted_indices)
     y, _ = pad_packed_sequence(out, total_length=T)
     final = [f.index_select(1, packed.unsorted_indices).squeeze(0) for f in final]
     # rows of length 0 ran one step above (clamped to 1): undo it. Applied unconditionally,
