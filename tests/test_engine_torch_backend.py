@@ -125,3 +125,18 @@ def test_env_selects_torch_backend():
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+@pytest.mark.parametrize(("I", "H"), [(4, 0), (0, 3)])
+def test_zero_sizes_equal_reference(I, H):  # noqa: E741
+    x = torch.randn(3, 2, I, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(2, H, dtype=torch.float64),) * 2
+    w = (torch.randn(4 * H, I), torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H))
+    w = tuple(t.double() for t in w)
+    lens = torch.tensor([3, 1])
+    got = engine.run_layer("lstm", x, state, *w, lens, backend="torch")
+    want = reference_layer("lstm", x, state, *w, lens)
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
+        torch.testing.assert_close(a, b)
+    (gx,) = torch.autograd.grad(got[0].sum(), x, allow_unused=True, materialize_grads=True)
+    assert gx.shape == x.shape and not gx.any()
