@@ -4,6 +4,10 @@ compiled graphs call the native kernels through the traceable ``seqlab::recurren
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -95,3 +99,24 @@ def test_export_inference_equals_eager(grad):
     with torch.no_grad():
         for got, want in zip(program.module()(x2), model(x2), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_fullgraph_without_lengths():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = seqlab.GRU(3, 4, bidirectional=True, backend="native")
+    x = torch.randn(5, 2, 3)
+    y_eager, g_eager = _run(model, x, None)
+    y_comp, g_comp = _run(torch.compile(model, fullgraph=True), x, None)
+    torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_comp, g_eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_engine_import_does_not_load_dynamo():
+    # the compile support must not make `import seqlab.engine` pay for torch._dynamo
+    code = "import sys, seqlab.engine; assert 'torch._dynamo' not in sys.modules"
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
