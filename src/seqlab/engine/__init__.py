@@ -8,12 +8,16 @@ Backends (all compute exactly what :func:`seqlab.functional.scan.reference_layer
               kernel or MKL), fused vectorised pointwise passes; built on first use and
               cached (see :mod:`.native`)
 ``fused``     the same algorithm as eager torch ops driven from Python (always available)
+``torch``     PyTorch's own fused RNN kernels (``torch._VF``, what torch.nn calls; cuDNN on
+              CUDA) with the same weights, for RNN tanh/relu, LSTM and the reset-after GRU;
+              other kinds run on ``fused`` (see :mod:`.torch_ops`)
 ``reference`` the plain autograd reference loop (the oracle)
 ============  ==========================================================================
 
 Choice: the ``backend`` argument, else ``SEQLAB_BACKEND``, else automatic (native when it
-builds and covers the call — CPU, float32/float64 — otherwise fused). ``SEQLAB_NATIVE=0``
-simulates a machine without a compiler. :func:`backends` reports what is in use and why.
+builds and covers the call — CPU, float32/float64 —, torch on CUDA, otherwise fused).
+``SEQLAB_NATIVE=0`` simulates a machine without a compiler. :func:`backends` reports what
+is in use and why.
 
 Which cell kinds a backend covers is read from their descriptions
 (:mod:`seqlab.functional.spec`): a kind with a kernel id runs on the fused and (if
@@ -36,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqlab.engine import fused, native
+from seqlab.engine import compiled, fused, native, torch_ops
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
@@ -53,7 +57,7 @@ __all__ = [
     "run_layer",
 ]
 
-BACKENDS = ("native", "fused", "reference")
+BACKENDS = ("native", "fused", "torch", "reference")
 
 
 def _requested(backend: str | None) -> str | None:
@@ -70,8 +74,10 @@ def _native_covers(x: Tensor) -> bool:
 def resolve_backend(backend: str | None = None, x: Tensor | None = None) -> str:
     """The backend a call would use. A forced ``native`` that cannot run raises RuntimeError."""
     choice = _requested(backend)
-    if choice in ("fused", "reference"):
+    if choice in ("fused", "torch", "reference"):
         return choice
+    if choice is None and x is not None and x.device.type == "cuda":
+        return "torch"  # cuDNN's kernels; kinds torch lacks run on fused
     ops = native.load()
     covered = x is None or _native_covers(x)
     if ops is not None and covered:
@@ -83,7 +89,8 @@ def resolve_backend(backend: str | None = None, x: Tensor | None = None) -> str:
 
 
 def backends() -> dict[str, Any]:
-    """Report: available backends, the default and why, and the native build directory."""
+    """Report: available backends, the default (CPU) and why, the default on CUDA tensors, and
+    the native build status."""
     st = native.status() if native.disabled_reason() else (native.load(), native.status())[1]
     default = resolve_backend(None)
     if default == "native":
@@ -92,9 +99,11 @@ def backends() -> dict[str, Any]:
         why = f"forced by SEQLAB_BACKEND={os.environ.get('SEQLAB_BACKEND')}"
     else:
         why = f"native unavailable ({st['reason']})"
+    forced = _requested(None)
     return {
         "default": default,
         "why": why,
+        "default_cuda": forced if forced in ("fused", "torch", "reference") else "torch",
         "available": [b for b in BACKENDS if b != "native" or st["available"]],
         "native": st,
         "torch": torch.__version__,
@@ -178,6 +187,17 @@ def _kernel(name: str):
 _NATIVE: dict[str, Any] = {}
 
 
+def _lengths(lengths: Tensor | None, x: Tensor, check: bool) -> Tensor | None:
+    """``lengths`` as contiguous int64 on ``x``'s device, values checked in [0, T]."""
+    if lengths is None:
+        return None
+    T = x.shape[0]
+    out = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+    if check and out.numel() and (out.min() < 0 or out.max() > T):
+        raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
+    return out
+
+
 def run(
     mode: str | CellSpec,
     x: Tensor,
@@ -208,6 +228,9 @@ def run(
     _check(spec, x, state, params, lengths)
     name = resolve_backend(backend, x)
     T, B = x.shape[0], x.shape[1]
+    # zero-size inputs or states (packing rejects them) run on the kernels below
+    if name == "torch" and x.numel() and state[0].numel() and torch_ops.covers(spec.name):
+        return torch_ops.run(spec.name, x, state, params, _lengths(lengths, x, True), reverse)
     kernel = None if name == "reference" or T == 0 or B == 0 else _kernel(name)
     if kernel is not None and not kernel.covers(spec):
         kernels = [fused.KERNEL, *EXTRA_KERNELS]
@@ -215,16 +238,23 @@ def run(
     if kernel is None:
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
         return reference_run(spec, x, state, named, lengths, reverse)
-    lengths_cpu = None
-    if lengths is not None:
-        lengths_cpu = lengths.to(device=x.device, dtype=torch.int64).contiguous()
-        if lengths_cpu.numel() and (lengths_cpu.min() < 0 or lengths_cpu.max() > T):
-            raise ValueError(f"lengths: expected values in [0, {T}], got {lengths.tolist()}")
+    # compiling for native: the C++ op checks the values (a Python check would break the
+    # graph on a data-dependent branch)
+    traced = kernel.name == "native" and torch.compiler.is_compiling()
+    lengths_cpu = _lengths(lengths, x, not traced)
     x = x.contiguous()
     state = tuple([s.contiguous() for s in state])
     params = tuple([None if p is None else p.contiguous() for p in params])
     needs_grad = x.requires_grad or any([s.requires_grad for s in state])
     needs_grad = needs_grad or any([p is not None and p.requires_grad for p in params])
+    if traced:
+        # traceable custom ops with fake shapes and a registered gradient (see .compiled)
+        c0 = state[1] if len(state) == 2 else None
+        save = needs_grad and torch.is_grad_enabled()
+        y, h_n, c_n, *_ = compiled.recurrence(
+            spec.kernel, x, state[0], c0, *params, lengths_cpu, reverse, save
+        )
+        return y, ((h_n, c_n) if len(state) == 2 else (h_n,))
     if needs_grad and torch.is_grad_enabled():
         y, *final = RecurrenceFunction.apply(
             kernel, spec, lengths_cpu, reverse, len(state), x, *state, *params

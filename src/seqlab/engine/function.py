@@ -111,8 +111,11 @@ class ClassicKernel:
 class RecurrenceFunction(torch.autograd.Function):
     """``(x, *state, *params) -> (y, *final_state)`` with the kernel's hand-written backward.
 
-    Double backward is not implemented: with ``create_graph=True`` the returned gradients
-    carry a node that raises :data:`DOUBLE_BACKWARD` when differentiated.
+    Double backward: when the backward runs with grad mode on (``create_graph=True``), the
+    gradients are computed instead by differentiable ops — the reference loop
+    (:func:`seqlab.functional.scan.reference_run`) is re-run on the saved inputs under
+    autograd and differentiated with ``create_graph=True`` — so they can be differentiated
+    again (exactly: the reference loop is the oracle every kernel matches).
     """
 
     @staticmethod
@@ -132,47 +135,58 @@ class RecurrenceFunction(torch.autograd.Function):
         ctx.n_state = n_state
         present = [p for p in params if p is not None]
         ctx.present = tuple([p is not None for p in params])
-        ctx.save_for_backward(x, *present, *saved)
+        # the initial state is saved only for a double backward's recomputation ((B, H) each)
+        ctx.save_for_backward(x, *state, *present, *saved)
         return (y, *final)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor, *gstate: Tensor) -> tuple[Tensor | None, ...]:
-        with torch.no_grad():
-            grads = RecurrenceFunction._backward(ctx, gy, gstate)
-        if not torch.is_grad_enabled():
-            return grads
-        # create_graph=True: make differentiating these gradients raise a clear error
-        # (an input that requires grad is attached so the outputs get a grad_fn)
-        inputs = ctx.saved_tensors[: 1 + sum(ctx.present)]
-        anchors = [t for t in inputs if t.requires_grad][:1]
-        tensors = [g for g in grads if g is not None] + anchors
-        wrapped = iter(_delayed_error(len(tensors))(*tensors))
-        return tuple(None if g is None else next(wrapped) for g in grads)
+        if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
+            return RecurrenceFunction._differentiable_backward(ctx, gy, gstate)
+        return RecurrenceFunction._backward(ctx, gy, gstate)
+
+    @staticmethod
+    def _inputs(ctx: Any) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor | None, ...], Saved]:
+        saved = ctx.saved_tensors
+        x, k = saved[0], 1 + ctx.n_state
+        state = tuple(saved[1:k])
+        n = sum(ctx.present)
+        present = iter(saved[k : k + n])
+        params = tuple([next(present) if has else None for has in ctx.present])
+        return x, state, params, tuple(saved[k + n :])
 
     @staticmethod
     def _backward(ctx: Any, gy: Tensor, gstate: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        x, n = saved[0], sum(ctx.present)
-        present = iter(saved[1 : 1 + n])
-        params = tuple([next(present) if has else None for has in ctx.present])
+        x, _, params, buffers = RecurrenceFunction._inputs(ctx)
         dx, dstate, dparams = ctx.kernel.backward(
-            ctx.spec, x, params, ctx.lengths, ctx.reverse, saved[1 + n :], gy, gstate
+            ctx.spec, x, params, ctx.lengths, ctx.reverse, buffers, gy, gstate
         )
         return (None,) * 5 + (dx, *dstate, *dparams)
 
+    @staticmethod
+    def _differentiable_backward(
+        ctx: Any, gy: Tensor, gstate: Sequence[Tensor]
+    ) -> tuple[Tensor | None, ...]:
+        from seqlab.functional.scan import reference_run  # scan imports the spec table only
 
-DOUBLE_BACKWARD = (
-    "seqlab engine: double backward (differentiating a gradient) is not supported by the "
-    "'native'/'fused' recurrence backends; use backend='reference' for higher-order gradients"
-)
-
-
-def _delayed_error(n: int) -> Any:
-    try:
-        return torch._C._functions.DelayedError(DOUBLE_BACKWARD, n)
-    except (AttributeError, TypeError):  # private API moved: fail early instead of silently
-
-        def fail(*_: Tensor) -> tuple[Tensor, ...]:
-            raise RuntimeError(DOUBLE_BACKWARD)
-
-        return fail
+        x, state, params, _ = RecurrenceFunction._inputs(ctx)
+        inputs = (x, *state, *params)
+        wanted = [
+            i
+            for i, (t, need) in enumerate(zip(inputs, ctx.needs_input_grad[5:], strict=True))
+            if need and t is not None
+        ]
+        grads: list[Tensor | None] = [None] * len(inputs)
+        if wanted:
+            named = {p.name: t for p, t in zip(ctx.spec.params, params, strict=True)}
+            y, final = reference_run(ctx.spec, x, state, named, ctx.lengths, ctx.reverse)
+            got = torch.autograd.grad(
+                (y, *final),
+                [inputs[i] for i in wanted],
+                (gy, *gstate),
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, got, strict=True):
+                grads[i] = torch.zeros_like(inputs[i]) if g is None else g
+        return (None,) * 5 + tuple(grads)

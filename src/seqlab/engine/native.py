@@ -317,8 +317,14 @@ def load() -> Any | None:
     reason = disabled_reason()
     if reason is not None:
         return None
-    if _state["tried"]:
+    if _state["tried"]:  # the only path a compiled model traces once the library is loaded
         return _state["ops"]
+    if torch.compiler.is_compiling():  # a build/load (locks, files) runs eagerly, untraced
+        return torch.compiler.disable(_load_once)()  # (imports torch._dynamo: only here)
+    return _load_once()
+
+
+def _load_once() -> Any | None:
     with _lock:
         if _state["tried"]:
             return _state["ops"]
