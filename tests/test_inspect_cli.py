@@ -196,3 +196,21 @@ def test_compare_refuses_runs_of_different_tasks(tmp_path):
         (d / "summary.json").write_text(json.dumps({"task": task}))
     r = cli("compare", a, b, ok=False)
     assert r.exit_code == 1 and "one task" in r.output
+
+
+def test_train_with_a_list_of_models_is_a_sweep(tmp_path):
+    """`seqlab train TASK --model rnn,gru` trains one run per kind with the same settings and
+    seed, and writes the compare page (issue 15: the sweep through the train command)."""
+    root = tmp_path / "runs"
+    tiny = ["--set", "hidden=8", "--set", "eval_every=3", "--max-steps", 3, "--threads", 1]
+    out = cli("train", "forecast", "--model", "rnn,gru", *tiny, "-q", "--runs-dir", root).output
+    page = Path(out.strip().splitlines()[-1])
+    assert page.name == "compare.html" and page.is_file()
+    runs = sorted(p for p in root.iterdir() if (p / "config.toml").is_file())
+    cfgs = [(p / "config.toml").read_text() for p in runs]
+    assert sorted(re.search(r'model = "(\w+)"', c).group(1) for c in cfgs) == ["gru", "rnn"]
+    assert re.sub(r'model = "\w+"', "", cfgs[0]) == re.sub(r'model = "\w+"', "", cfgs[1])
+    bad = cli("train", "forecast", "--model", "rnn,rnn", "--runs-dir", root, ok=False)
+    assert bad.exit_code == 2 and "distinct" in bad.output
+    bad = cli("train", "forecast", "--model", "rnn,lstmx", "--runs-dir", root, ok=False)
+    assert bad.exit_code == 2 and "'rnn,lstmx'" in bad.output

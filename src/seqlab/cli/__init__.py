@@ -160,9 +160,11 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
 @click.argument("task", type=click.Choice([*TASK_NAMES, *ALIASES]), metavar="TASK", required=False)
 @click.option(
     "--model",
-    type=click.Choice(MODEL_KINDS),
     default=None,
-    help="Network kind (default: the task's recipe, lstm).",
+    callback=lambda _ctx, _param, value: _model_kinds(value),
+    help="Network kind: " + " | ".join(MODEL_KINDS) + " (default: the task's recipe). "
+    "A comma-separated list (rnn,gru,lstm) trains one run per kind with the same settings, "
+    "budget and seed, then compares them (as seqlab sweep).",
 )
 @click.option(
     "--config",
@@ -265,10 +267,35 @@ def train(
         "seed": seed,
         "threads": threads,
     }
+    if model is not None and "," in model:
+        if resume_dir or name:
+            raise validate.BadOption(
+                "--model: a list of kinds cannot be combined with --resume/--name"
+            )
+        from seqlab.cli.inspect_cmd import run_sweep
+
+        options["seed"] = 0 if seed is None else seed
+        run_sweep(task, model.split(","), config_file, overrides, options, runs_dir, quiet)
+        return
     run, summary = run_training(
         task, config_file, overrides, options, runs_dir, quiet, name, resume=resume_dir
     )
     _print_summary(run, summary)
+
+
+def _model_kinds(value: str | None) -> str | None:
+    """``--model``: one kind, or a comma-separated list of distinct kinds (a sweep)."""
+    if value is None:
+        return None
+    kinds = [k.strip() for k in value.split(",")]
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if bad or len(set(kinds)) != len(kinds):
+        raise click.BadParameter(
+            f"expected one of {', '.join(MODEL_KINDS)} or a list of distinct ones "
+            f"(rnn,gru,lstm), got {value!r}",
+            param_hint="--model",
+        )
+    return ",".join(kinds)
 
 
 @main.command()

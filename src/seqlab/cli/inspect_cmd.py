@@ -114,26 +114,31 @@ def compare_cmd(run_dirs, out_dir, text):
 def sweep_cmd(task, models, config_file, overrides, minutes, max_steps, limit, seed, threads,
               runs_dir, quiet):  # fmt: skip
     """Train TASK once per model kind with the same settings, budget and seed, then compare
-    the runs (seqlab compare)."""
+    the runs (seqlab compare). Also ``seqlab train TASK --model rnn,gru,lstm``."""
+    options = {"minutes": minutes, "max_steps": max_steps, "limit": limit,
+               "seed": 0 if seed is None else seed, "threads": threads}  # fmt: skip
+    run_sweep(task, models.split(","), config_file, overrides, options, runs_dir, quiet)
+
+
+def run_sweep(task, kinds, config_file, overrides, options, runs_dir, quiet) -> Path:
+    """One run per model kind in ``kinds`` (same settings and seed), then the compare page;
+    prints one line per run and the page's path, and returns the path."""
     from seqlab.cli import run_training  # the train command's own path
     from seqlab.inspection.compare import compare_runs
-
-    kinds = [m.strip() for m in models.split(",") if m.strip()]
-    if not kinds:
-        raise ValueError(f"--models: expected a comma-separated list, got {models!r}")
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"--models: each kind once, got {models!r}")
     from seqlab.tasks import get_task
 
+    kinds = [m.strip() for m in kinds if m.strip()]
+    if not kinds:
+        raise ValueError("--models: expected a comma-separated list of model kinds, got none")
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"--models: each kind once, got {','.join(kinds)!r}")
     allowed = get_task(task).models
     bad = [m for m in kinds if m not in allowed]
     if bad:
         raise ValueError(f"--models: unknown {bad}; expected some of: {', '.join(allowed)}")
-    options = {"minutes": minutes, "max_steps": max_steps, "limit": limit,
-               "seed": 0 if seed is None else seed, "threads": threads}  # fmt: skip
     runs: list[Path] = []
     for kind in kinds:
-        run, summary = run_training(
+        run, _summary = run_training(
             task, config_file, overrides, {**options, "model": kind}, runs_dir, quiet
         )
         runs.append(run.path)
@@ -142,3 +147,4 @@ def sweep_cmd(task, models, config_file, overrides, minutes, max_steps, limit, s
     for r in rows:
         click.echo("  ".join(f"{h}={_fmt(v)}" for h, v in zip(header[:8], r, strict=False)))
     click.echo(str(page))
+    return page
