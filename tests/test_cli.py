@@ -124,6 +124,25 @@ def test_shakespeare_train_evaluate_generate(tmp_path):
     assert old["val_nats"] == pytest.approx(summary["val_nats"], rel=1e-5)
 
 
+def test_charlm_measures_memory_span_at_each_evaluation(tmp_path):
+    """Issue 15: the memory span is measured while training (at every evaluation), logged to
+    metrics.jsonl, shown on the status line, summarised and plotted."""
+    run = train(tmp_path, "charlm", "--set", "eval_every=2", steps=4)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    spans = [e for e in events if e["kind"] == "memory"]
+    assert [e["step"] for e in spans] == [2, 4]
+    T = 200  # the probe: the first <= 200 held-out characters
+    assert all(0 <= e["memory_span"] <= T and e["grad_ratio"] >= 0 for e in spans)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["memory_span"]["step"] == 4
+    assert summary["memory_span"]["memory_span"] == spans[-1]["memory_span"]
+    assert (run / "memory_span.png").is_file()
+    off = tmp_path / "off"
+    run_off = train(off, "charlm", "--set", "eval_every=2", "--set", "memory_span=false")
+    assert not (run_off / "memory_span.png").exists()
+    assert "memory" not in (run_off / "metrics.jsonl").read_text()
+
+
 def test_sentiment_train_and_predict(tmp_path):
     run = train(tmp_path, "sentiment")
     summary = assert_run_folder(run, "test_acc")

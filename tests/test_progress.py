@@ -180,3 +180,24 @@ def test_the_command_starts_without_torch():
         "assert seen == [(False, 'startup')], seen\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_memory_span_on_the_status_line_and_a_warning_line():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from seqlab.cli.progress import RunDisplay
+
+    buf = StringIO()
+    display = RunDisplay(Console(file=buf, width=300, force_terminal=False), every_s=0.0)
+    display({"kind": "start", "max_steps": 10, "budget_s": 60, "metric": "val_nats"})
+    display({"kind": "memory", "step": 2, "memory_span": 17, "grad_ratio": 1e-3, "warning": None})
+    display({"kind": "train", "step": 2, "loss": 1.5, "grad_norm": 1.0, "lr": 1e-3, "elapsed": 1})
+    display({"kind": "memory", "step": 4, "memory_span": 3, "grad_ratio": 1e-9,
+             "warning": "vanishing"})  # fmt: skip
+    display({"kind": "train", "step": 4, "loss": 1.4, "grad_norm": 1.0, "lr": 1e-3, "elapsed": 2})
+    display.close()
+    out = buf.getvalue()
+    assert "memory span 17" in out and "memory span 3 (vanishing)" in out
+    assert "warning: gradients vanishing through time at step 4" in out

@@ -69,6 +69,7 @@ class TrainingStatus:
         self.last: float | None = None  # last evaluation's metric
         self.best: tuple[float, int] | None = None  # (value, step)
         self._prev: tuple[float, float] | None = None  # (elapsed, tokens or steps)
+        self.span: tuple[int, str | None] | None = None  # (memory span in steps, warning)
 
     def update(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
@@ -90,6 +91,8 @@ class TrainingStatus:
             elif self.elapsed > 0:
                 self.rate = count / self.elapsed
             self._prev = (self.elapsed, count)
+        elif kind == "memory":
+            self.span = (int(event["memory_span"]), event.get("warning"))
         elif kind == "eval" and self.metric in event:
             self.step = event.get("step", self.step)
             self.elapsed = float(event.get("elapsed", self.elapsed))
@@ -137,6 +140,9 @@ class TrainingStatus:
             parts.append(f"{self.metric} {self.last:.4g}")
         if self.best is not None:
             parts.append(f"best {self.best[0]:.4g} @{self.best[1]}")
+        if self.span is not None:
+            steps, warning = self.span
+            parts.append(f"memory span {steps}" + (f" ({warning})" if warning else ""))
         if self.baseline is not None and self.best is not None:
             name, value = self.baseline
             delta = self.best[0] - value
@@ -200,6 +206,12 @@ class RunDisplay:
             elif self.clock() - self._last_line >= self.every_s:
                 self._last_line = self.clock()
                 self.print(f"  {self.status.line()}", markup=False)
+        elif kind == "memory" and event.get("warning"):
+            self.print(
+                f"  warning: gradients {event['warning']} through time at step "
+                f"{event.get('step')} (‖∂L/∂h_0‖ / ‖∂L/∂h_last‖ = {event['grad_ratio']:.3g})",
+                markup=False,
+            )
         elif kind == "eval":
             vals = "  ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -83,6 +83,7 @@ def fit(
     tbptt: int | None = None,
     tokens: Callable[[Any], int] | None = None,
     eval_at_start: bool = True,
+    callbacks: list[Callable] | None = None,
 ) -> FitResult:
     """Train ``model`` with :class:`seqlab.training.Trainer` under the task settings ``cfg``.
 
@@ -156,7 +157,7 @@ def fit(
         loss_fn,
         val_data=(),
         metric_fn=lambda _model, _data: evaluate(),
-        callbacks=[on_step],
+        callbacks=[on_step, *(callbacks or ())],
         on_eval=[on_eval],
     )
     if progress is not None:

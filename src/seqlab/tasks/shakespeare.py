@@ -57,6 +57,7 @@ class ShakespeareConfig(TaskConfig):
     clip: float = 1.0  # max global gradient norm (0: off)
     minutes: float = 15.0  # training budget in minutes
     eval_every: int = 250  # steps between evaluations
+    memory_span: bool = True  # measure how far back ‖∂L/∂h_t‖ reaches at each evaluation
     eval_chars: int = 100_000  # periodic evaluations read this many validation chars (0: all)
     valid_fraction: float = 0.1  # share of each play (or of your text) held out at its end
     baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
@@ -220,6 +221,7 @@ class ShakespeareTask(Task):
             nats = nats_per_char(model, eval_ids, cfg.bptt)
             return {"val_nats": nats, "val_bpc": nats / math.log(2), "epoch": chunks.epoch - 1}
 
+        span = self._memory_span(model, valid_ids, cfg, run, progress)
         result = fit(
             model,
             cfg,
@@ -233,6 +235,7 @@ class ShakespeareTask(Task):
             progress=progress,
             tbptt=cfg.bptt,
             tokens=lambda batch: batch["inputs"].numel(),
+            callbacks=[span] if span is not None else None,
         )
         # Reload the best weights and measure on the full held-out text.
         with phase(progress, "evaluation", f"{len(valid_ids):,} held-out chars"):
@@ -254,6 +257,10 @@ class ShakespeareTask(Task):
         }
         if baseline_nats is not None:
             summary[f"baseline_{cfg.baseline_order}gram_nats"] = baseline_nats
+        if span is not None and span.history:
+            last = span.history[-1]
+            summary["memory_span"] = {k: last[k] for k in ("step", "memory_span", "grad_ratio")}
+            summary["memory_span"]["warning"] = last["warning"]
         with phase(progress, "sample", f"{cfg.sample_chars} chars"):
             sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
@@ -271,6 +278,9 @@ class ShakespeareTask(Task):
                 metric_label="validation nats/char",
                 loss_label="training cross-entropy (nats/char)",
             )
+            if span is not None and span.history:
+                fig = span.figure(f"{cfg.model}: memory span while training")
+                fig.savefig(run.path / "memory_span.png", dpi=110)
             if diag_before:
                 curves = {
                     "at initialisation": diag_before,
@@ -284,6 +294,28 @@ class ShakespeareTask(Task):
                 summary["grad_through_time"] = curves
                 run.write_summary(summary)
         return summary
+
+    def _memory_span(self, model, ids: torch.Tensor, cfg: ShakespeareConfig, run, progress):
+        """A Trainer callback measuring, at every evaluation, how far back ‖∂ℓ_T/∂h_t‖ reaches
+        over the first ≤ 200 validation characters (:class:`seqlab.inspection.MemorySpan`);
+        each reading goes to metrics.jsonl and the progress line."""
+        if not cfg.memory_span or cfg.model == "transformer":
+            return None
+        from seqlab.inspection.memory import MemorySpan
+
+        T = min(200, ids.numel() - 1)
+        x, y = ids[:T][None], ids[1 : T + 1][None]
+
+        def emit(event: dict[str, Any]) -> None:
+            event = {k: v for k, v in event.items() if k != "grad_norms"}
+            run.log(**event)
+            if progress is not None:
+                progress(event)
+
+        def last_char_loss(logits, _state):
+            return F.cross_entropy(logits[:, -1], y[:, -1])
+
+        return MemorySpan((x,), last_char_loss, every=cfg.eval_every, emit=emit)
 
     def _grad_diag(self, model: nn.Module, ids: torch.Tensor, cfg: ShakespeareConfig):
         """‖∂ℓ_T/∂h_t‖ of the top recurrent layer over the first ≤ 200 validation characters,
