@@ -234,9 +234,9 @@ def test_unknown_task_and_model_list_choices(tmp_path):
 
 def test_unknown_setting_lists_valid_ones(tmp_path):
     r = cli("train", "sunspots", "--set", "hiden=8", "--runs-dir", tmp_path, ok=False)
-    assert r.exit_code == 1 and "unknown setting 'hiden'" in r.output and "hidden" in r.output
+    assert r.exit_code == 2 and "unknown setting 'hiden'" in r.output and "hidden" in r.output
     r = cli("train", "sunspots", "--set", "hidden=big", "--runs-dir", tmp_path, ok=False)
-    assert "expects int" in r.output
+    assert r.exit_code == 2 and "expects int" in r.output
 
 
 def test_malformed_rows_report_file_and_line(tmp_path):

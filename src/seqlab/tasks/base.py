@@ -24,7 +24,7 @@ from seqlab.tasks import (
     MODEL_KINDS,  # re-exported here; defined without torch
     fitsafe,
 )
-from seqlab.tasks.checks import check_config
+from seqlab.tasks.checks import BadSetting, check_config
 from seqlab.tasks.phases import phase
 from seqlab.tasks.rundir import RunDir
 from seqlab.tasks.threads import auto_threads
@@ -178,7 +178,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` with a TOML literal value (``lr=3e-4``, ``model="gru"``); a value that is
     not valid TOML is taken as a bare string (``model=gru``)."""
     if "=" not in item:
-        raise ValueError(f"--set: expected key=value, got {item!r}")
+        raise BadSetting(f"--set: expected key=value, got {item!r}")
     key, raw = (s.strip() for s in item.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -190,7 +190,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
     types = {f.name: f.type for f in fields(cls)}
     if key not in types:
-        raise ValueError(
+        raise BadSetting(
             f"{where}: unknown setting {key!r}; valid settings: {', '.join(sorted(types))}"
         )
     default = getattr(cls(), key)
@@ -198,7 +198,7 @@ def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(
+        raise BadSetting(
             f"{where}: setting {key!r} expects {kind.__name__}, got {type(value).__name__} "
             f"{value!r}"
         )
@@ -218,7 +218,7 @@ def resolve_config(
         try:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: invalid TOML: {e}") from None
+            raise BadSetting(f"{path}: invalid TOML: {e}") from None
         for k, v in table.items():
             values[k] = _coerce(cls, k, v, str(path))
     for item in overrides:
