@@ -144,11 +144,41 @@ def _call_ours(cls: type, module: nn.Module, args, kwargs):
 @pytest.mark.parametrize(("cls", "index"), CASES)
 def test_forward_backward_equal_torch(cls: type, index: int) -> None:
     """Outputs, states and the gradients of every input and parameter equal torch.nn's."""
-    sample = _samples(cls)[index]
+    _compare(cls, _samples(cls)[index])
+
+
+@pytest.mark.parametrize(("cls", "index"), CASES)
+def test_non_contiguous_inputs_eval_mode_equal_torch(cls: type, index: int) -> None:
+    """As above with every input tensor a strided view (torch's test_non_contiguous_tensors)
+    and both modules in eval mode (module_db marks these classes train_and_eval_differ)."""
+    _compare(cls, _samples(cls)[index], non_contiguous=True, train=False)
+
+
+def _strided(obj):
+    """``obj`` with each tensor replaced by an equal non-contiguous leaf view (every other
+    element of a doubled last dimension), as torch's test_non_contiguous_tensors does."""
+    if isinstance(obj, PackedSequence):
+        data = _strided(obj.data)
+        return PackedSequence(data, obj.batch_sizes, obj.sorted_indices, obj.unsorted_indices)
+    if isinstance(obj, torch.Tensor):
+        wide = torch.repeat_interleave(obj.detach(), 2, dim=-1)[..., ::2]
+        assert not wide.is_contiguous() and torch.equal(wide, obj)
+        return wide.requires_grad_(obj.requires_grad)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_strided(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _strided(v) for k, v in obj.items()}
+    return obj
+
+
+def _compare(cls: type, sample, *, non_contiguous: bool = False, train: bool = True) -> None:
     ref, ours = _build(cls, sample.constructor_input)
+    ref.train(train)
+    ours.train(train)
     fi = sample.forward_input
-    r_args, r_kwargs = _copy(fi.args), _copy(fi.kwargs)
-    o_args, o_kwargs = _copy(fi.args), _copy(fi.kwargs)
+    prep = _strided if non_contiguous else _copy
+    r_args, r_kwargs = prep(fi.args), prep(fi.kwargs)
+    o_args, o_kwargs = prep(fi.args), prep(fi.kwargs)
 
     r_out = _flat(ref(*r_args, **r_kwargs))
     o_out = _flat(_call_ours(cls, ours, o_args, o_kwargs))
@@ -258,6 +288,27 @@ def test_gradcheck_and_gradgradcheck(cls: type, index: int) -> None:
     fn, inputs = _gradcheck_fn(cls, ours, _copy(fi.args), _copy(fi.kwargs))
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize(("cls", "index"), CASES)
+def test_repr_and_factory_kwargs_as_torch(cls: type, index: int) -> None:
+    """Same repr as torch.nn's module, and ``dtype=``/``device=`` build float64 parameters."""
+    sample = _samples(cls)[index]
+    ref, ours = _build(cls, sample.constructor_input)
+    assert repr(ours) == repr(ref)
+    args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
+    made = PAIRS[cls](*args, **kwargs, dtype=DTYPE, device="cpu")
+    assert [(n, p.shape) for n, p in made.named_parameters()] == [
+        (n, p.shape) for n, p in ref.named_parameters()
+    ]
+    assert all(p.dtype == DTYPE and p.device.type == "cpu" for p in made.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cls", "index"), CASES)
+def test_gradcheck_and_gradgradcheck_every_sample(cls: type, index: int) -> None:
+    """gradcheck and gradgradcheck on every module_db sample (slow: ~135 samples)."""
+    test_gradcheck_and_gradgradcheck(cls, index)
 
 
 def test_every_sample_counted() -> None:
