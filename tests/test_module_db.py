@@ -244,18 +244,8 @@ def test_error_inputs_rejected_by_both(cls: type, index: int) -> None:
     _seqlab_error(cls, _error_samples(cls)[index])
 
 
-DTYPE_MISMATCH = (
-    "a float32 input to a float64 layer: seqlab raises TypeError naming w_ih, torch.nn "
-    "ValueError (issue 14 item 4: exception classes torch.nn users catch)"
-)
-
-
 def _class_case(cls: type, index: int):
-    err = _error_samples(cls)[index]
-    marks = ()
-    if err.error_regex.startswith("RNN input dtype"):
-        marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=DTYPE_MISMATCH)
-    return pytest.param(cls, index, id=f"{cls.__name__}-err{index}", marks=marks)
+    return pytest.param(cls, index, id=f"{cls.__name__}-err{index}")
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ class SeqlabInputError(ValueError, RuntimeError):
 
 
 class SeqlabTypeError(TypeError, ValueError):
-    """A constructor size of the wrong type (e.g. ``hidden_size=4.0``).
-
-    torch.nn raises TypeError here; seqlab documented ValueError: this is both.
+    """A value of the wrong type where torch.nn and seqlab disagree on the class: a constructor
+    size like ``hidden_size=4.0`` (torch: TypeError, seqlab documented ValueError), or an input
+    whose dtype differs from the layer's (torch: ValueError, seqlab documented TypeError).
+    This is both, so either side's ``except`` clause catches it.
     """
 
 
@@ -44,7 +45,9 @@ def require_shape(name: str, value: Tensor, expected: Sequence[int]) -> None:
 def require_like(name: str, value: Tensor, ref: Tensor, ref_name: str = "input") -> None:
     """``value`` must share ``ref``'s dtype and device."""
     if value.dtype != ref.dtype:
-        raise TypeError(f"{name}: expected dtype {ref.dtype} (as {ref_name}), got {value.dtype}")
+        raise SeqlabTypeError(
+            f"{name}: expected dtype {ref.dtype} (as {ref_name}), got {value.dtype}"
+        )
     if value.device != ref.device:
         raise SeqlabInputError(
             f"{name}: expected device {ref.device} (as {ref_name}), got {value.device}"

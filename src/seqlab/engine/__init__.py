@@ -44,7 +44,7 @@ from seqlab.engine import compiled, fused, native, torch_ops
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
-from seqlab.validation import check_run_lengths
+from seqlab.validation import SeqlabTypeError, check_run_lengths
 
 __all__ = [
     "BACKENDS",
@@ -145,7 +145,7 @@ def _check_tensor(name: str, t: Tensor, shape: tuple[int, ...], dtype, device) -
     if t.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
     if t.dtype != dtype or t.device != device:
-        raise TypeError(
+        raise SeqlabTypeError(
             f"{name}: expected dtype {dtype} on {device} (like x), got {t.dtype} on {t.device}"
         )
 
