@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from seqlab import engine
 from seqlab.cells import Cell
 from seqlab.functional.scan import State, scan, tree_leaves
+from seqlab.functional.trace import traced_run
 from seqlab.validation import (
     SeqlabInputError,
     check_lengths,
@@ -79,6 +80,12 @@ class Recurrent(nn.Module):
     (T, B, I), or (B, T, I) with ``batch_first``. With ``lengths``, padded outputs are zero
     and the final state is each row's state at its last valid step. ``reverse=True`` reads
     each row's valid prefix backwards (outputs stay in input order).
+
+    ``trace=True`` adds a third result, every step's internals in the caller's layout
+    ((T, B, ·), or (B, T, ·) with ``batch_first``), zero at padded steps, in input order:
+    for seqlab's own cells the layer's trace (gates, ``c``, ``h``; see
+    :mod:`seqlab.functional.trace`), for any other cell ``y`` and each 2-D state leaf (by
+    field name for a NamedTuple state, else ``state0``, ``state1``, ...).
     """
 
     def __init__(self, cell: nn.Module, batch_first: bool = False, reverse: bool = False) -> None:
@@ -91,8 +98,12 @@ class Recurrent(nn.Module):
         self.cell, self.batch_first, self.reverse = cell, batch_first, reverse
 
     def forward(
-        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State]:
+        self,
+        x: Tensor,
+        state: State | None = None,
+        lengths: Tensor | None = None,
+        trace: bool = False,
+    ) -> tuple[Tensor, State] | tuple[Tensor, State, dict[str, Tensor]]:
         require_tensor("input", x)
         require_float("input", x)
         if x.dim() < 3:
@@ -106,8 +117,16 @@ class Recurrent(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
         if T == 0:
+            if trace:
+                raise SeqlabInputError("trace: expected at least one time step, got T = 0")
             return self._empty(x, state)
         fast = engine_cell(self.cell)
+        if trace:
+            out, final, traces = self._traced(x, state, lengths, fast)
+            if self.batch_first:
+                out = out.transpose(0, 1)
+                traces = {k: v.transpose(0, 1) for k, v in traces.items()}
+            return out, final, traces
         if fast is not None and x.dim() == 3 and x.shape[-1] == fast.input_size:
             parts = fast.check_state(state, B, x)
             out, final = engine.run(fast.spec, x, parts, fast.params(), lengths, self.reverse)
@@ -130,6 +149,36 @@ class Recurrent(nn.Module):
         if self.batch_first:
             out = out.transpose(0, 1)
         return out, final
+
+    def _traced(self, x: Tensor, state: State | None, lengths: Tensor | None, fast: Cell | None):
+        """Time-major ``(outputs, final_state, traces)`` on the reference loop."""
+        B = x.shape[1]
+        if fast is not None and x.dim() == 3:
+            parts = fast.check_state(state, B, x)
+            out, final, traces = traced_run(
+                fast.spec, x, parts, fast.params(), lengths, self.reverse
+            )
+            return out, fast.spec.pack(final), dict(traces)
+        if state is None:
+            state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
+        leaves = tree_leaves(state)
+        names = list(getattr(state, "_fields", [])) or [f"state{k}" for k in range(len(leaves))]
+        recorded = [(n, leaf.shape[-1]) for n, leaf in zip(names, leaves, strict=False)
+                    if leaf.dim() == 2]  # fmt: skip
+        widths: list[int] = []
+
+        def step(x_t: Tensor, s: State):
+            y, new = self.cell(x_t, s)
+            if not widths:
+                widths.append(y.shape[-1])
+            keep = [leaf for leaf in tree_leaves(new) if leaf.dim() == 2]
+            return torch.cat([y, *keep], dim=-1), new
+
+        packed, final = scan(step, x, state, lengths, self.reverse)
+        sizes = [widths[0]] + [w for _, w in recorded]
+        chunks = packed.split(sizes, dim=-1)
+        traces = {"y": chunks[0], **{n: c for (n, _), c in zip(recorded, chunks[1:], strict=True)}}
+        return chunks[0], final, traces
 
     def _empty(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """T = 0: outputs (0, B, O) and the initial state (given, or the cell's zeros).
@@ -173,11 +222,21 @@ class Bidirectional(nn.Module):
         self.batch_first = forward.batch_first
 
     def forward(
-        self, x: Tensor, state: tuple[State, State] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, tuple[State, State]]:
+        self,
+        x: Tensor,
+        state: tuple[State, State] | None = None,
+        lengths: Tensor | None = None,
+        trace: bool = False,
+    ):
+        """``(outputs, (final_fwd, final_bwd))``; with ``trace=True`` also
+        ``{"forward": traces, "backward": traces}`` (see :class:`Recurrent`)."""
         s_f, s_b = (None, None) if state is None else state
-        y_f, f_f = self.fwd(x, s_f, lengths)
-        y_b, f_b = self.bwd(x, s_b, lengths)
+        if trace:
+            y_f, f_f, t_f = self.fwd(x, s_f, lengths, trace=True)
+            y_b, f_b, t_b = self.bwd(x, s_b, lengths, trace=True)
+        else:
+            y_f, f_f = self.fwd(x, s_f, lengths)
+            y_b, f_b = self.bwd(x, s_b, lengths)
         if self.merge == "concat":
             y = torch.cat([y_f, y_b], dim=-1)
         elif self.merge == "sum":
@@ -186,6 +245,8 @@ class Bidirectional(nn.Module):
             y = (y_f + y_b) / 2
         else:
             y = y_f * y_b
+        if trace:
+            return y, (f_f, f_b), {"forward": t_f, "backward": t_b}
         return y, (f_f, f_b)
 
 
@@ -203,15 +264,36 @@ class Stacked(nn.Module):
         self.layers, self.dropout = nn.ModuleList(layers), float(dropout)
 
     def forward(
-        self, x: Tensor, state: Sequence[State] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[State]]:
+        self,
+        x: Tensor,
+        state: Sequence[State] | None = None,
+        lengths: Tensor | None = None,
+        trace: bool = False,
+    ):
+        """``(outputs, finals)``; with ``trace=True`` also a list with each layer's traces
+        (see :class:`Recurrent` and :class:`Bidirectional`)."""
         if state is not None and len(state) != len(self.layers):
             raise ValueError(
                 f"state: expected {len(self.layers)} entries (one per layer), got {len(state)}"
             )
         states = [None] * len(self.layers) if state is None else state
-        layers = [lambda x, s, layer=layer: layer(x, s, lengths) for layer in self.layers]
-        return run_stack(layers, x, states, self.dropout, self.training)
+        if not trace:
+            layers = [lambda x, s, layer=layer: layer(x, s, lengths) for layer in self.layers]
+            return run_stack(layers, x, states, self.dropout, self.training)
+        traces: list[Any] = []
+
+        def traced(layer: nn.Module):
+            def run(x: Tensor, s: State):
+                y, final, tr = layer(x, s, lengths, trace=True)
+                traces.append(tr)
+                return y, final
+
+            return run
+
+        out, finals = run_stack(
+            [traced(layer) for layer in self.layers], x, states, self.dropout, self.training
+        )
+        return out, finals, traces
 
 
 class TimeDistributed(nn.Module):
