@@ -40,7 +40,8 @@ def init_params(
     Roles (:class:`seqlab.functional.Param`): ``input``/``recurrent``/``bias`` as in the
     module docstring (orthogonal/Xavier per gate block of H rows); ``diagonal`` (a vector
     of recurrent weights, e.g. IndRNN's ``u``): the default bound, or ones under
-    ``"orthogonal"``; ``gain``: ones; ``forget_bias`` needs a gate named ``f``.
+    ``"orthogonal"``; ``gain``: ones; ``shift`` (a normalisation's β): zeros;
+    ``forget_bias`` needs a gate named ``f``.
     """
     check_init(init)
     H = hidden_size
@@ -51,6 +52,8 @@ def init_params(
             continue
         if p.role == "gain":
             t.fill_(1.0)
+        elif p.role == "shift":
+            t.zero_()
         elif init == "default":
             nn.init.uniform_(t, -bound, bound)
         elif p.role == "bias":

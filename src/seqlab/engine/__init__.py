@@ -233,8 +233,10 @@ def run(
         return torch_ops.run(spec.name, x, state, params, _lengths(lengths, x, True), reverse)
     kernel = None if name == "reference" or T == 0 or B == 0 else _kernel(name)
     if kernel is not None and not kernel.covers(spec):
-        kernels = [fused.KERNEL, *EXTRA_KERNELS]
-        kernel = next((k for k in kernels if k.covers(spec)), None)
+        # a registered kernel named like the chosen backend first, then any that covers
+        kernels = [k for k in (fused.KERNEL, *EXTRA_KERNELS) if k.covers(spec)]
+        named = [k for k in kernels if getattr(k, "name", None) == name]
+        kernel = (named or kernels or [None])[0]
     if kernel is None:
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
         return reference_run(spec, x, state, named, lengths, reverse)

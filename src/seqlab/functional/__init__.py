@@ -1,5 +1,6 @@
 """Pure functions: one-step cell math and the reference time loop."""
 
+from seqlab.functional import layernorm  # noqa: F401  (registers lnlstm, lngru)
 from seqlab.functional.cells import (
     LSTMState,
     gru_cell,

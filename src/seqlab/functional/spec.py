@@ -51,7 +51,7 @@ Params = Mapping[str, Tensor | None]
 Step = Callable[[Tensor, tuple[Tensor, ...], Params], tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
 
 #: init roles a :class:`Param` may have (see :func:`seqlab.init.init_params`)
-ROLES = ("input", "recurrent", "bias", "diagonal", "gain")
+ROLES = ("input", "recurrent", "bias", "diagonal", "gain", "shift")
 
 
 @dataclass(frozen=True)
