@@ -385,3 +385,6 @@ class NativeKernel(ClassicKernel):
 
     def covers(self, spec: CellSpec) -> bool:
         return spec.native and super().covers(spec)
+
+    def covers_h_mask(self, spec: CellSpec) -> bool:
+        return False  # recurrent dropout runs on the fused kernel
