@@ -114,6 +114,35 @@ def test_masked_kernel_two_threads(kind):
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_masked_native_chunks(threads):
+    """The native loop forms dW_hh from h_prev ⊙ m a chunk of steps at a time: with B=64
+    a chunk is 8 steps, so T=9 crosses a chunk boundary (both directions, lengths)."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for kind in ("lstm", "gru"):
+            T, B, I, H = 9, 64, 24, 320  # noqa: E741
+            x, state, params, h_mask = engine_inputs(kind, T, B, I, H, torch.float32, seed=5)
+            with torch.no_grad():
+                params[1].mul_(0.2)  # keep the 320-unit recurrence well scaled
+            leaves = [x, *state, *params]
+            lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(5))
+            named = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), params, strict=True))
+            for reverse in (False, True):
+                want = reference_run(kind, x, state, named, lengths, reverse, h_mask)
+                want_g = torch.autograd.grad(loss_of(*want), leaves)
+                got = engine.run(kind, x, state, params, lengths, reverse, "native", h_mask=h_mask)
+                got_g = torch.autograd.grad(loss_of(*got), leaves)
+                assert_close(got[0], want[0], torch.float32, "outputs")
+                for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
+                    assert_close(a, b, torch.float32, f"{kind} reverse={reverse} gradient {k}")
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_reset_before"])
 def test_masked_kernel_gradcheck(backend, kind):
@@ -393,3 +422,27 @@ def test_models_take_the_regularisers():
     assert torch.equal(lm(tokens)[0], plain.eval()(tokens)[0])
     with pytest.raises(ValueError, match="impl: 'torch' has no recurrent_dropout"):
         make_recurrent("lstm", 3, 4, impl="torch", recurrent_dropout=0.1)
+
+
+# ------------------------------------------------------------------- native ops
+def test_native_team_loop_takes_the_mask():
+    """The native kernel itself (not a fallback) runs masked RNN/LSTM/GRU calls; its masked
+    ops check their mask like every other argument."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    kernel = engine._kernel("native")
+    for kind in KINDS:
+        assert kernel.covers_h_mask(SPECS[kind]) == (kind != "gru_reset_before")
+    ops = native.load()
+    x, state, params, h_mask = engine_inputs("lstm", 4, 2, 3, 5, F64)
+    with torch.no_grad():
+        args = (x, state[0], state[1], *params, None, False, False)
+        y = ops.forward_masked(2, *args, h_mask)[0]
+        named = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), params, strict=True))
+        want, _ = reference_run("lstm", x, state, named, None, False, h_mask)
+        assert_close(y, want, F64, "forward_masked")
+        with pytest.raises(RuntimeError, match=r"forward_masked: h_mask: expected shape \(2, 5\)"):
+            ops.forward_masked(2, *args, h_mask[:, :4].contiguous())
+        with pytest.raises(RuntimeError, match="gru_reset_before takes no h_mask"):
+            ops.forward_masked(4, x, state[0], None, *engine_inputs("gru", 4, 2, 3, 5, F64)[2],
+                               None, False, False, h_mask)  # fmt: skip

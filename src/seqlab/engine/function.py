@@ -78,8 +78,17 @@ class ClassicKernel:
     Covers the cell kinds with a kernel id, the classic parameters and 1 or 2 state parts.
     """
 
-    def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable) -> None:
+    def __init__(
+        self,
+        name: str,
+        forward_fn: Callable,
+        backward_fn: Callable,
+        masked: tuple[Callable, Callable] | None = None,
+    ) -> None:
+        """``masked``: the ``(forward, backward)`` pair that takes ``h_mask`` as one more
+        (last) argument; by default ``forward_fn``/``backward_fn`` themselves do."""
         self.name, self.forward_fn, self.backward_fn = name, forward_fn, backward_fn
+        self.masked_forward_fn, self.masked_backward_fn = masked or (forward_fn, backward_fn)
 
     def covers(self, spec: CellSpec) -> bool:
         return spec.kernel is not None and spec.params == CLASSIC and len(spec.state) <= 2
@@ -94,7 +103,7 @@ class ClassicKernel:
         if h_mask is None:
             y, h_n, c_n, *saved = self.forward_fn(*args)
         else:
-            y, h_n, c_n, *saved = self.forward_fn(*args, h_mask)
+            y, h_n, c_n, *saved = self.masked_forward_fn(*args, h_mask)
         return y, ((h_n, c_n) if len(state) == 2 else (h_n,)), tuple(saved)
 
     def backward(self, spec, x, params, lengths, reverse, saved, gy, gstate, h_mask=None):
@@ -117,7 +126,7 @@ class ClassicKernel:
         if h_mask is None:
             dx, dh0, dc0, *dparams = self.backward_fn(*args)
         else:
-            dx, dh0, dc0, *dparams = self.backward_fn(*args, h_mask)
+            dx, dh0, dc0, *dparams = self.masked_backward_fn(*args, h_mask)
         dstate = (dh0, dc0) if len(gstate) == 2 else (dh0,)
         pairs = zip(dparams, params, strict=True)
         return dx, dstate, tuple([d if p is not None else None for d, p in pairs])
