@@ -446,3 +446,106 @@ def test_native_team_loop_takes_the_mask():
         with pytest.raises(RuntimeError, match="gru_reset_before takes no h_mask"):
             ops.forward_masked(4, x, state[0], None, *engine_inputs("gru", 4, 2, 3, 5, F64)[2],
                                None, False, False, h_mask)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compiled_layer_with_masks_equals_eager():
+    """torch.compile of a regularised native layer (masked calls trace through fused)."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = seqlab.LSTM(3, 4, num_layers=2, bidirectional=True, backend="native", **REGS)
+    masks = layer.sample_masks(2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 2, 3)
+    results = []
+    for model in (layer, torch.compile(layer)):
+        layer.zero_grad()
+        y, state = model(x, masks=masks)
+        loss_of(y, state).backward()
+        results.append((y.detach(), [p.grad.clone() for p in layer.parameters()]))
+    assert_close(results[1][0], results[0][0], torch.float32, "outputs")
+    for a, b in zip(results[1][1], results[0][1], strict=True):
+        assert_close(a, b, torch.float32, "gradient")
+
+
+# ------------------------------------------------------------------ Recurrent(cell)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_recurrent_cell_matches_hand_loop(kind, batch_first):
+    """Recurrent(seqlab cell, regularisers) with given masks == the hand loop, values and
+    every gradient; trace=True gives the same outputs; a training call draws what
+    sample_masks draws."""
+    from seqlab.cells import make_cell
+
+    torch.manual_seed(0)
+    T, B, I, H = 5, 3, 4, 6  # noqa: E741
+    cell = make_cell(kind, I, H).to(F64)
+    rec = seqlab.Recurrent(cell, batch_first=batch_first, **REGS)
+    masks = rec.sample_masks(B, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    xin = x.transpose(0, 1) if batch_first else x
+    y, final = rec(xin, masks=masks)
+    y = y.transpose(0, 1) if batch_first else y
+    leaves = [x, *cell.parameters()]
+    got = torch.autograd.grad(loss_of(y, final), leaves)
+    zero = torch.zeros(B, H, dtype=F64)
+    p = cell.params()
+    ys, hT, cT = hand_layer(kind, x, zero, zero, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], *masks)
+    want = torch.autograd.grad(loss_of(ys, (hT, cT) if kind == "lstm" else hT), leaves)
+    assert_close(y, ys, F64, "outputs")
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert_close(a, b, F64, f"gradient {k}")
+    y_tr, _, traces = rec(xin, masks=masks, trace=True)
+    assert_close(y_tr, rec(xin, masks=masks)[0], F64, "traced outputs")
+    torch.manual_seed(5)
+    y_train, _ = rec(xin)
+    torch.manual_seed(5)
+    again = rec.sample_masks(B, (I,))
+    assert torch.equal(y_train, rec(xin, masks=again)[0])
+    assert torch.equal(rec.eval()(xin)[0], seqlab.Recurrent(cell, batch_first)(xin)[0])
+
+
+def test_recurrent_any_cell_input_dropout_only():
+    """A cell of one's own: input dropout works (the reference loop on x ⊙ m); the two
+    engine-side regularisers are refused with the reason."""
+
+    class Halver(torch.nn.Module):
+        hidden_size = 3
+
+        def initial_state(self, batch_size, dtype=None, device=None):
+            return torch.zeros(batch_size, 3, dtype=dtype, device=device)
+
+        def forward(self, x, h):
+            h = 0.5 * h + x
+            return h, h
+
+    rec = seqlab.Recurrent(Halver(), input_dropout=0.5)
+    x = torch.randn(6, 2, 3)
+    m = rec.sample_masks(2, (3,), generator=torch.Generator().manual_seed(0))
+    y, _ = rec(x, masks=m)
+    h, want = torch.zeros(2, 3), []
+    for t in range(6):
+        h = 0.5 * h + x[t] * m.input
+        want.append(h)
+    assert_close(y, torch.stack(want), torch.float32, "outputs")
+    with pytest.raises(ValueError, match="recurrent_dropout: needs one of seqlab's cells"):
+        seqlab.Recurrent(Halver(), recurrent_dropout=0.2)
+    from seqlab.cells import make_cell
+
+    with pytest.raises(ValueError, match="weight_dropout: cell kind 'indrnn'"):
+        seqlab.Recurrent(make_cell("indrnn", 3, 4), weight_dropout=0.2)
+    with pytest.raises(ValueError, match=r"masks.input: expected shape \(2, 3\)"):
+        rec(x, masks=DropoutMasks(torch.ones(2, 4)))
+
+
+def test_classifier_and_tagger_configs():
+    from seqlab.models import ClassifierConfig, SequenceClassifier, SequenceTagger, TaggerConfig
+
+    clf = SequenceClassifier(ClassifierConfig(3, vocab_size=10, **REGS))
+    tag = SequenceTagger(TaggerConfig(4, vocab_size=10, **REGS))
+    for model in (clf, tag):
+        assert model.encoder.rnn.weight_dropout == 0.5
+        assert model.encoder.rnn.input_dropout == 0.3
+    with pytest.raises(ValueError, match="input_dropout: not applicable to cell='transformer'"):
+        SequenceClassifier(ClassifierConfig(3, vocab_size=10, cell="transformer", **REGS))

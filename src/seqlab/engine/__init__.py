@@ -251,8 +251,10 @@ def run(
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
         return reference_run(spec, x, state, named, lengths, reverse, h_mask)
     # compiling for native: the C++ op checks the values (a Python check would break the
-    # graph on a data-dependent branch); masked calls use the direct path
-    traced = kernel.name == "native" and h_mask is None and torch.compiler.is_compiling()
+    # graph on a data-dependent branch)
+    traced = kernel.name == "native" and torch.compiler.is_compiling()
+    if traced and h_mask is not None:  # the masked ops have no traceable twin: fused traces
+        kernel, traced = fused.KERNEL, False
     lengths_cpu = _lengths(lengths, x, not traced)
     x = x.contiguous()
     state = tuple([s.contiguous() for s in state])
