@@ -221,6 +221,43 @@ def test_layer_matches_hand_loop(kind, backend):
     assert_close(y, ys, F64, "outputs")
     for k, (a, b) in enumerate(zip(got, want, strict=True)):
         assert_close(a, b, F64, f"gradient {k}")
+    y_tr, _, traces = layer(x, state_in, trace=True, masks=masks)  # the traced loop too
+    assert_close(y_tr, ys, F64, "traced outputs")
+    assert_close(traces[0]["h"], ys, F64, "traced h")
+
+
+def test_kernel_without_mask_support_falls_back_to_reference():
+    """A registered kernel that does not declare covers_h_mask is never handed a mask: the
+    masked call runs on the reference loop (the unmasked call still uses the kernel)."""
+    calls = []
+
+    class Plain:
+        name = "plain"
+
+        def covers(self, spec):
+            return spec.name == "lnlstm"
+
+        def forward(self, spec, x, state, params, lengths, reverse, save):
+            calls.append("forward")
+            named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
+            y, final = reference_run(spec, x, state, named, lengths, reverse)
+            return y, final, ()
+
+    layer = make_layer("lnlstm", 3, 4, recurrent_dropout=0.5).to(F64)
+    masks = layer.sample_masks(2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 2, 3, dtype=F64)
+    with torch.no_grad():
+        want, _ = layer(x, masks=masks)  # before registering: the reference loop
+    engine.EXTRA_KERNELS.insert(0, Plain())
+    try:
+        with torch.no_grad():
+            got, _ = layer(x, masks=masks)
+            assert calls == []
+            layer.eval()(x)
+            assert calls == ["forward"]
+    finally:
+        engine.EXTRA_KERNELS.pop(0)
+    assert torch.equal(got, want)
 
 
 def test_training_forward_draws_what_sample_masks_draws():
