@@ -11,8 +11,7 @@ Layer-norm backward of ``x̂ = (q − μ)·ρ`` (``ρ = 1/√(σ² + ε)``, per 
 
     ∂L/∂q = ρ ⊙ (dx̂ − mean(dx̂) − x̂ ⊙ mean(dx̂ ⊙ x̂))
 
-Per step both means come from one batched product ``dx̂ @ [1, x̂]`` and the subtraction
-from a second (``baddbmm``), and ``ρ`` scales rows, so it moves past the GEMM:
+``ρ`` scales rows, so per step it moves past the GEMM:
 ``dh_{t−1} = ρ ⊙ ((∂L/∂q)/ρ @ W_hh)``, ``dW_hh = Σ_t ((∂L/∂q_t)/ρ_t)ᵀ (ρ_t ⊙ h_{t−1})``.
 Every factor that depends only on saved forward values (gate derivatives, LN gains, the
 length mask) is computed for all steps at once before the loop.
@@ -59,23 +58,20 @@ def _ln(q: Tensor, weight: Tensor | None = None, bias: Tensor | None = None):
     return torch.native_layer_norm(q, q.shape[-1:], weight, bias, LN_EPS)
 
 
-def _aug(xhat: Tensor) -> Tensor:
-    """``[1, x̂]`` as ``(..., N, 2)``: one bmm with it gives ``Σ dx̂`` and ``Σ dx̂ ⊙ x̂``."""
-    return torch.stack((torch.ones_like(xhat), xhat), -1)
-
-
-def _ln_back_step(dxh: Tensor, aug: Tensor) -> Tensor:
+def _ln_back_step(dxh: Tensor, xhat: Tensor) -> Tensor:
     """``dx̂ − mean(dx̂) − x̂ ⊙ mean(dx̂ ⊙ x̂)`` for ``(B, N)`` rows (the caller scales by ρ)."""
-    sums = torch.bmm(dxh.unsqueeze(1), aug)  # (B, 1, 2)
-    out = torch.baddbmm(dxh.unsqueeze(2), aug, sums.transpose(1, 2), alpha=-1.0 / dxh.shape[1])
-    return out.squeeze(2)
+    n = dxh.shape[1]
+    dot = torch.linalg.vecdot(dxh, xhat).unsqueeze(1)
+    return torch.addcmul(
+        dxh.sub(dxh.sum(1, keepdim=True), alpha=1.0 / n), xhat, dot, value=-1.0 / n
+    )
 
 
-def _ln_back(dxh: Tensor, xhat: Tensor, rstd: Tensor) -> Tensor:
-    """The layer-norm backward for many rows at once (after the loop)."""
+def _ln_back_(dxh: Tensor, xhat: Tensor, rstd: Tensor) -> Tensor:
+    """The layer-norm backward for many rows at once (after the loop), in place on ``dxh``."""
     mean_d = dxh.mean(-1, keepdim=True)
-    mean_dx = (dxh * xhat).mean(-1, keepdim=True)
-    return (dxh - mean_d - xhat * mean_dx) * rstd
+    mean_dx = torch.linalg.vecdot(dxh, xhat).unsqueeze(-1).div_(dxh.shape[-1])
+    return dxh.sub_(mean_d).addcmul_(xhat, mean_dx, value=-1).mul_(rstd)
 
 
 def _sum_rows(t: Tensor) -> Tensor:
@@ -98,7 +94,7 @@ def _input_grads(x, w_ih, g_ih, xhat, rstd_in, dxw):
     """``(dX, dW_ih, dg_ih)`` from ``dxw = ∂L/∂(LN(x W_ihᵀ; g_ih) + b)``."""
     T, B, N = dxw.shape
     dg_ih = _sum_rows(dxw * xhat)
-    dp = _ln_back(dxw * g_ih, xhat, rstd_in).view(T * B, N)
+    dp = _ln_back_(dxw * g_ih, xhat, rstd_in).view(T * B, N)
     return (dp @ w_ih).view(T, B, -1), dp.t() @ x.reshape(T * B, -1), dg_ih
 
 
@@ -118,19 +114,26 @@ def _lstm_forward(x, state, params, mask, reverse, save):
     xw, xhat, rstd_in = _project(x, w_ih, g_ih, LNLSTM.projection_bias(b_ih, b_hh, H))
     hs, cs, qs, rs, mcs, rcs, tns = [h], [c], [], [], [], [], []
     w_t = w_hh.t()
+    # per-step views made once (a Python-side slice per step costs as much as a small op)
+    a_, i_, f_, g_, o_ = (
+        v.unbind(0)
+        for v in (xw, xw[..., :H], xw[..., H : 2 * H], xw[..., 2 * H : 3 * H], xw[..., 3 * H :])
+    )
+    ifo_ = xw[..., : 2 * H].unbind(0)
+    m_ = None if mask is None else mask.unbind(0)
     for t in range(T - 1, -1, -1) if reverse else range(T):
         q, _, r = _ln(torch.mm(h, w_t))
-        a = xw[t].addcmul_(q, g_hh)  # the gates overwrite xw[t] (kept for the backward)
-        a[:, : 2 * H].sigmoid_()
-        a[:, 2 * H : 3 * H].tanh_()
-        a[:, 3 * H :].sigmoid_()
-        c_new = (a[:, H : 2 * H] * c).addcmul_(a[:, :H], a[:, 2 * H : 3 * H])
+        a_[t].addcmul_(q, g_hh)  # the gates overwrite xw[t] (kept for the backward)
+        ifo_[t].sigmoid_()
+        g_[t].tanh_()
+        o_[t].sigmoid_()
+        c_new = (f_[t] * c).addcmul_(i_[t], g_[t])
         tn, mc, rc = _ln(c_new, g_c, b_c)
         tn = tn.tanh_()
-        h_new = a[:, 3 * H :] * tn
-        if mask is not None:
-            h_new = torch.where(mask[t], h_new, h)
-            c_new = torch.where(mask[t], c_new, c)
+        h_new = o_[t] * tn
+        if m_ is not None:
+            h_new = torch.where(m_[t], h_new, h)
+            c_new = torch.where(m_[t], c_new, c)
         h, c = h_new, c_new
         hs.append(h)
         cs.append(c)
@@ -161,35 +164,42 @@ def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
     else:
         c_prev, c_cur, h_prev = cbuf[:-1], cbuf[1:], hbuf[:-1]
     # factors of the saved forward values, all steps at once (masked: padding adds nothing)
-    k_n = o * (1 - tn * tn)  # dn = dh ⊙ k_n
-    k_a = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tn * o * (1 - o)], 2)
+    k_n = torch.mul(tn, tn).neg_().add_(1).mul_(o)  # dn = dh ⊙ k_n
+    k_a = torch.empty_like(gates)  # da = [dc, dc, dc, dh] ⊙ k_a
+    torch.addcmul(i, i, i, value=-1, out=k_a[..., :H]).mul_(g)
+    torch.addcmul(f, f, f, value=-1, out=k_a[..., H : 2 * H]).mul_(c_prev)
+    torch.mul(g, g, out=k_a[..., 2 * H : 3 * H]).neg_().add_(1).mul_(i)
+    torch.addcmul(o, o, o, value=-1, out=k_a[..., 3 * H :]).mul_(tn)
     if mask is not None:
-        k_n, k_a, gy = k_n * mask, k_a * mask, gy * mask
-    k_c = k_n * g_c
-    k_q = k_a * g_hh
-    chat = (c_cur - mean_c) * rstd_c
-    aug_c, aug_q = _aug(chat), _aug(qhat)
+        k_n.mul_(mask)
+        k_a.mul_(mask)
+        gy = gy * mask
+    chat = torch.sub(c_cur, mean_c).mul_(rstd_c)
+    kc_, kq_, ch_, qh_, rc_, r_, f_, gy_ = (
+        v.unbind(0) for v in (k_n * g_c, k_a * g_hh, chat, qhat, rstd_c, rstd, f, gy)
+    )
+    m_ = None if mask is None else mask.unbind(0)
     dh, dc = gstate[0].clone(), gstate[1].clone()
     ss, dqs, dhs = [], [], []
     w = w_hh
     for t in range(T) if reverse else range(T - 1, -1, -1):
-        dh = dh + gy[t]
-        dc = torch.addcmul(dc, _ln_back_step(dh * k_c[t], aug_c[t]), rstd_c[t])
+        dh = dh + gy_[t]
+        dc = torch.addcmul(dc, _ln_back_step(dh * kc_[t], ch_[t]), rc_[t])
         s = torch.cat((dc, dc, dc, dh), 1)
-        dq = _ln_back_step(s * k_q[t], aug_q[t])  # ∂L/∂q_t divided by ρ_t
-        dh_new = torch.mm(dq, w).mul_(rstd[t])
-        dc_new = dc * f[t]
+        dq = _ln_back_step(s * kq_[t], qh_[t])  # ∂L/∂q_t divided by ρ_t
+        dh_new = torch.mm(dq, w).mul_(r_[t])
+        dc_new = dc * f_[t]
         dhs.append(dh)
         ss.append(s)
         dqs.append(dq)
-        if mask is not None:
-            dh_new = torch.where(mask[t], dh_new, dh)
-            dc_new = torch.where(mask[t], dc_new, dc)  # dc gained 0 here (masked k_c)
+        if m_ is not None:
+            dh_new = torch.where(m_[t], dh_new, dh)
+            dc_new = torch.where(m_[t], dc_new, dc)  # dc gained 0 here (masked k_c)
         dh, dc = dh_new, dc_new
     back = not reverse
-    da = _time_order(ss, back) * k_a  # ∂L/∂a_t, a = xw + LN(q)·g_hh (+ b_hh folded in xw)
+    da = _time_order(ss, back).mul_(k_a)  # ∂L/∂a, a = xw + LN(q)·g_hh (+ b_hh folded in xw)
     dq_all = _time_order(dqs, back).view(T * B, N)
-    dn = _time_order(dhs, back) * k_n
+    dn = _time_order(dhs, back).mul_(k_n)
     dx, dw_ih, dg_ih = _input_grads(x, w_ih, g_ih, xhat, rstd_in, da)
     dw_hh = dq_all.t() @ (h_prev * rstd).reshape(T * B, H)
     db = _sum_rows(da) if b_ih is not None or b_hh is not None else None
@@ -217,16 +227,20 @@ def _gru_forward(x, state, params, mask, reverse, save):
     g_rz, g_n = g_hh[: 2 * H], g_hh[2 * H :]
     hs, qs, rs, hns = [h], [], [], []
     w_t = w_hh.t()
+    # the gates r, z, n overwrite xw (kept for the backward); per-step views made once
+    rz_, r_, z_, n_ = (
+        v.unbind(0) for v in (xw[..., : 2 * H], xw[..., :H], xw[..., H : 2 * H], xw[..., 2 * H :])
+    )
+    m_ = None if mask is None else mask.unbind(0)
     for t in range(T - 1, -1, -1) if reverse else range(T):
         q, _, r = _ln(torch.mm(h, w_t))
-        a = xw[t]  # the gates r, z, n overwrite xw[t] (kept for the backward)
-        rz = a[:, : 2 * H].addcmul_(q[:, : 2 * H], g_rz).sigmoid_()
+        rz_[t].addcmul_(q[:, : 2 * H], g_rz).sigmoid_()
         q_n = q[:, 2 * H :]
         hn = q_n * g_n if b_hn is None else torch.addcmul(b_hn, q_n, g_n)
-        n = a[:, 2 * H :].addcmul_(rz[:, :H], hn).tanh_()
-        h_new = torch.addcmul(n, rz[:, H:], h - n)
-        if mask is not None:
-            h_new = torch.where(mask[t], h_new, h)
+        n = n_[t].addcmul_(r_[t], hn).tanh_()
+        h_new = torch.addcmul(n, z_[t], h - n)
+        if m_ is not None:
+            h_new = torch.where(m_[t], h_new, h)
         h = h_new
         hs.append(h)
         if save:
@@ -249,31 +263,36 @@ def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
     H = N // 3
     r, z, n = gates.chunk(3, 2)
     h_prev = hbuf[1:] if reverse else hbuf[:-1]
-    k_n = (1 - z) * (1 - n * n)  # dn' = dh ⊙ k_n
-    k_z = (h_prev - n) * z * (1 - z)
+    k_n = torch.mul(n, n).neg_().add_(1).mul_(1 - z)  # dn' = dh ⊙ k_n
+    k_hw = torch.empty_like(gates)  # dhw = S ⊙ k_hw, S = [dn', dh, dn']
+    torch.addcmul(r, r, r, value=-1, out=k_hw[..., :H]).mul_(hn)
+    torch.addcmul(z, z, z, value=-1, out=k_hw[..., H : 2 * H]).mul_(h_prev - n)
+    k_hw[..., 2 * H :] = r
     if mask is not None:
-        k_n, k_z, gy = k_n * mask, k_z * mask, gy * mask
-    k_hw = torch.cat([hn * r * (1 - r), k_z, r], 2)  # dhw = S ⊙ k_hw, S = [dn', dh, dn']
-    k_q = k_hw * g_hh
-    aug_q = _aug(qhat)
+        k_n.mul_(mask)
+        k_hw.mul_(mask)
+        gy = gy * mask
+    kn_, kq_, qh_, r_, z_, gy_ = (v.unbind(0) for v in (k_n, k_hw * g_hh, qhat, rstd, z, gy))
+    m_ = None if mask is None else mask.unbind(0)
     dh = gstate[0].clone()
     ss, dqs = [], []
     w = w_hh
     for t in range(T) if reverse else range(T - 1, -1, -1):
-        dh = dh + gy[t]
-        dn = dh * k_n[t]
+        dh = dh + gy_[t]
+        dn = dh * kn_[t]
         s = torch.cat((dn, dh, dn), 1)
-        dq = _ln_back_step(s * k_q[t], aug_q[t])  # ∂L/∂q_t divided by ρ_t
-        dh_new = torch.addcmul(dh * z[t], torch.mm(dq, w), rstd[t])
+        dq = _ln_back_step(s * kq_[t], qh_[t])  # ∂L/∂q_t divided by ρ_t
+        dh_new = torch.addcmul(dh * z_[t], torch.mm(dq, w), r_[t])
         ss.append(s)
         dqs.append(dq)
-        if mask is not None:
-            dh_new = torch.where(mask[t], dh_new, dh)
+        if m_ is not None:
+            dh_new = torch.where(m_[t], dh_new, dh)
         dh = dh_new
     back = not reverse
     s_all = _time_order(ss, back)
     dhw = s_all * k_hw  # ∂L/∂(LN(q)·g_hh + b_hh)
-    dxw = torch.cat([dhw[..., : 2 * H], s_all[..., 2 * H :]], 2)  # n: dn' (outside r ⊙ ·)
+    dxw = s_all  # ∂L/∂xw: r, z as dhw; n: dn' (outside r ⊙ ·)
+    dxw[..., : 2 * H] = dhw[..., : 2 * H]
     dq_all = _time_order(dqs, back).view(T * B, N)
     dx, dw_ih, dg_ih = _input_grads(x, w_ih, g_ih, xhat, rstd_in, dxw)
     dparams = (
