@@ -23,10 +23,17 @@ MODES = ("lnlstm", "lngru")
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts of the fused LayerNorm kernel's forward and backward calls."""
-    seen = {"forward": 0, "backward": 0}
+    """Counts of the fused LayerNorm kernel's forward and backward calls, and of the
+    engine's fallback to the reference loop (``reference``)."""
+    seen = {"forward": 0, "backward": 0, "reference": 0}
+
+    def reference(*args, _original=engine.reference_run):
+        seen["reference"] += 1
+        return _original(*args)
+
+    monkeypatch.setattr(engine, "reference_run", reference)
     cls = fused_ln.LayerNormKernel
-    for name in seen:
+    for name in ("forward", "backward"):
         original = getattr(cls, name)
 
         def spy(self, *args, _original=original, _name=name):
@@ -35,6 +42,15 @@ def calls(monkeypatch):
 
         monkeypatch.setattr(cls, name, spy)
     return seen
+
+
+def fused_by_default(mode: str) -> bool:
+    """Whether the default backend runs this kind on the fused kernel (a kernel registered
+    under the default backend's name, e.g. a native one, is preferred by the engine)."""
+    name = engine.resolve_backend(None, torch.empty(0))
+    spec = get_spec(mode)
+    named = [k for k in engine.EXTRA_KERNELS if k.covers(spec) and k.name == name]
+    return name != "reference" and (named or [fused_ln.KERNEL])[0] is fused_ln.KERNEL
 
 
 def random_params(spec, I, H, bias, dtype):  # noqa: E741
@@ -75,12 +91,14 @@ def test_fused_and_default_equal_reference(mode, dtype, bias, lengths, reverse, 
     # a full row, two cut rows and an empty one (the engine runs 0 as "no steps")
     lens = None if lengths is None else torch.tensor([6, 3, 1, 0])
     want_out, want_grads = run_and_grads(mode, "reference", x, state, params, lens, reverse)
-    assert calls["forward"] == 0
+    assert calls["forward"] == 0 and calls["reference"] == 1
     for backend in ("fused", None):
         before = dict(calls)
         out, grads = run_and_grads(mode, backend, x, state, params, lens, reverse)
-        assert calls["forward"] == before["forward"] + 1, backend
-        assert calls["backward"] == before["backward"] + 1, backend
+        runs = 1 if backend == "fused" or fused_by_default(mode) else 0
+        assert calls["forward"] == before["forward"] + runs, backend
+        assert calls["backward"] == before["backward"] + runs, backend
+        assert calls["reference"] == 1, backend  # a kernel ran, not the reference loop
         names = ["y", *spec.state, "x", *(f"d{n}" for n in spec.state)]
         names += [f"d{n}" for n, p in params.items() if p is not None]
         for name, a, b in zip(names, out + grads, want_out + want_grads, strict=True):
@@ -158,15 +176,18 @@ def test_layers_equal_reference(mode, num_layers, bidirectional, dtype, threads,
                     assert_close(a, b, dtype, f"{backend}, lengths {lengths}: tensor {k}")
     finally:
         torch.set_num_threads(old)
-    runs = 2 * 2 * num_layers * (2 if bidirectional else 1)  # lengths × backends × passes
+    passes = num_layers * (2 if bidirectional else 1)
+    runs = 2 * passes * (2 if fused_by_default(mode) else 1)  # lengths × passes × backends
     assert calls["forward"] == runs and calls["backward"] == runs
+    assert calls["reference"] == 2 * passes
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_cell_recurrent_and_compositions_use_the_kernel(mode, calls):
     """``Recurrent(Cell(mode))`` (forward and reverse), ``Bidirectional`` and ``Stacked`` of
-    them run the fused kernel and equal the layer on the reference loop with the same
-    weights; one ``Cell`` step equals the layer's first step."""
+    them run a kernel (the fused one unless the default backend has its own) and equal the
+    layer on the reference loop with the same weights; one ``Cell`` step equals the layer's
+    first step."""
     torch.manual_seed(5)
     ref = seqlab.RecurrentLayer(mode, 3, 4, num_layers=2, bidirectional=True, backend="reference")
     ref = ref.double()
@@ -207,7 +228,9 @@ def test_cell_recurrent_and_compositions_use_the_kernel(mode, calls):
         for p in cell.spec.params:
             got, expected = getattr(cell, p.attr).grad, getattr(ref, p.attr + suffix).grad
             assert_close(got, expected, F64, f"d{p.attr}{suffix}")
-    assert calls["forward"] == 4 and calls["backward"] == 4
+    used = 4 if fused_by_default(mode) else 0
+    assert calls["forward"] == used and calls["backward"] == used
+    assert calls["reference"] == 4  # the layer on the reference backend, two layers × two ways
 
     single = seqlab.RecurrentLayer(mode, 3, 4, backend="reference").double()
     cell = cell_of("_l0", 3)
@@ -218,4 +241,5 @@ def test_cell_recurrent_and_compositions_use_the_kernel(mode, calls):
     assert_close(y_cell, y_ref, F64, "Recurrent(Cell)")
     y1, _ = cell(x[0])
     assert_close(y1, y_ref[0], F64, "one Cell step")
-    assert calls["forward"] == 5
+    assert calls["forward"] == used + used // 4
+    assert calls["reference"] == 5
