@@ -243,3 +243,18 @@ def test_cell_recurrent_and_compositions_use_the_kernel(mode, calls):
     assert_close(y1, y_ref[0], F64, "one Cell step")
     assert calls["forward"] == used + used // 4
     assert calls["reference"] == 5
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("I,H", [(3, 0), (0, 3)])  # noqa: E741
+def test_zero_sizes_as_the_reference(mode, I, H, calls):  # noqa: E741
+    """Cells take zero sizes (as torch.nn's); the kernel agrees with the reference loop."""
+    cell = Cell(mode, I, H).double()
+    x = torch.randn(4, 2, I, dtype=F64, requires_grad=True)
+    state = [torch.randn(2, H, dtype=F64, requires_grad=True) for _ in cell.spec.state]
+    params = cell.params()
+    got = run_and_grads(mode, "fused", x, state, params, torch.tensor([4, 2]), False)
+    want = run_and_grads(mode, "reference", x, state, params, torch.tensor([4, 2]), False)
+    for k, (a, b) in enumerate(zip(got[0] + got[1], want[0] + want[1], strict=True)):
+        assert_close(a, b, F64, f"tensor {k}")
+    assert calls["forward"] == 1

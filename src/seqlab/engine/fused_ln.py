@@ -60,7 +60,7 @@ def _ln(q: Tensor, weight: Tensor | None = None, bias: Tensor | None = None):
 
 def _ln_back_step(dxh: Tensor, xhat: Tensor) -> Tensor:
     """``dx̂ − mean(dx̂) − x̂ ⊙ mean(dx̂ ⊙ x̂)`` for ``(B, N)`` rows (the caller scales by ρ)."""
-    n = dxh.shape[1]
+    n = max(dxh.shape[1], 1)  # H = 0 (as torch.nn, cells take zero sizes): empty rows
     dot = torch.linalg.vecdot(dxh, xhat).unsqueeze(1)
     return torch.addcmul(
         dxh.sub(dxh.sum(1, keepdim=True), alpha=1.0 / n), xhat, dot, value=-1.0 / n
@@ -70,7 +70,7 @@ def _ln_back_step(dxh: Tensor, xhat: Tensor) -> Tensor:
 def _ln_back_(dxh: Tensor, xhat: Tensor, rstd: Tensor) -> Tensor:
     """The layer-norm backward for many rows at once (after the loop), in place on ``dxh``."""
     mean_d = dxh.mean(-1, keepdim=True)
-    mean_dx = torch.linalg.vecdot(dxh, xhat).unsqueeze(-1).div_(dxh.shape[-1])
+    mean_dx = torch.linalg.vecdot(dxh, xhat).unsqueeze(-1).div_(max(dxh.shape[-1], 1))
     return dxh.sub_(mean_d).addcmul_(xhat, mean_dx, value=-1).mul_(rstd)
 
 
