@@ -67,13 +67,6 @@ def _ln_back_step(dxh: Tensor, xhat: Tensor) -> Tensor:
     )
 
 
-def _ln_back_(dxh: Tensor, xhat: Tensor, rstd: Tensor) -> Tensor:
-    """The layer-norm backward for many rows at once (after the loop), in place on ``dxh``."""
-    mean_d = dxh.mean(-1, keepdim=True)
-    mean_dx = torch.linalg.vecdot(dxh, xhat).unsqueeze(-1).div_(max(dxh.shape[-1], 1))
-    return dxh.sub_(mean_d).addcmul_(xhat, mean_dx, value=-1).mul_(rstd)
-
-
 def _sum_rows(t: Tensor) -> Tensor:
     return t.sum((0, 1))
 
@@ -90,12 +83,11 @@ def _project(x: Tensor, w_ih: Tensor, g_ih: Tensor, bias: Tensor | None):
     return xw, xhat, rstd
 
 
-def _input_grads(x, w_ih, g_ih, xhat, rstd_in, dxw):
-    """``(dX, dW_ih, dg_ih)`` from ``dxw = ∂L/∂(LN(x W_ihᵀ; g_ih) + b)``."""
-    T, B, N = dxw.shape
-    dg_ih = _sum_rows(dxw * xhat)
-    dp = _ln_back_(dxw * g_ih, xhat, rstd_in).view(T * B, N)
-    return (dp @ w_ih).view(T, B, -1), dp.t() @ x.reshape(T * B, -1), dg_ih
+def _input_gemms(x: Tensor, w_ih: Tensor, dp: Tensor) -> tuple[Tensor, Tensor]:
+    """``(dX, dW_ih)`` from ``dP = ∂L/∂(X W_ihᵀ)`` (T, B, N): two GEMMs over all rows."""
+    T, B, N = dp.shape
+    rows = dp.view(T * B, N)
+    return (rows @ w_ih).view(T, B, -1), rows.t() @ x.reshape(T * B, -1)
 
 
 def _states(hs: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -175,41 +167,45 @@ def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
         k_a.mul_(mask)
         gy = gy * mask
     chat = torch.sub(c_cur, mean_c).mul_(rstd_c)
-    kc_, kq_, ch_, qh_, rc_, r_, f_, gy_ = (
-        v.unbind(0) for v in (k_n * g_c, k_a * g_hh, chat, qhat, rstd_c, rstd, f, gy)
+    # per step, on cache-resident rows: dq (scaled by ρ) and the input-side LN backward dP
+    # go to buffers for the weight GEMMs after the loop; the gain/bias sums accumulate
+    dqbuf, dpbuf, dhbuf = torch.empty_like(gates), torch.empty_like(gates), torch.empty_like(tn)
+    acc_ih, acc_hh = gates.new_zeros(B, N), gates.new_zeros(B, N)
+    acc_b = None if b_ih is None and b_hh is None else gates.new_zeros(B, N)
+    kc_, ka_, ch_, qh_, rc_, r_, f_, gy_, xh_, ri_, dq_, dp_, dh_ = (
+        v.unbind(0)
+        for v in (k_n * g_c, k_a, chat, qhat, rstd_c, rstd, f, gy, xhat, rstd_in)
+        + (dqbuf, dpbuf, dhbuf)
     )
     m_ = None if mask is None else mask.unbind(0)
     dh, dc = gstate[0].clone(), gstate[1].clone()
-    ss, dqs, dhs = [], [], []
     w = w_hh
     for t in range(T) if reverse else range(T - 1, -1, -1):
-        dh = dh + gy_[t]
+        dh = torch.add(dh, gy_[t], out=dh_[t])
         dc = torch.addcmul(dc, _ln_back_step(dh * kc_[t], ch_[t]), rc_[t])
-        s = torch.cat((dc, dc, dc, dh), 1)
-        dq = _ln_back_step(s * kq_[t], qh_[t])  # ∂L/∂q_t divided by ρ_t
-        dh_new = torch.mm(dq, w).mul_(r_[t])
+        da = torch.cat((dc, dc, dc, dh), 1).mul_(ka_[t])  # ∂L/∂a_t, a = xw + LN(q)·g_hh + b_hh
+        dq = torch.mul(_ln_back_step(da * g_hh, qh_[t]), r_[t], out=dq_[t])  # ∂L/∂q_t
+        dh_new = torch.mm(dq, w)
+        torch.mul(_ln_back_step(da * g_ih, xh_[t]), ri_[t], out=dp_[t])  # ∂L/∂(x_t W_ihᵀ)
+        acc_ih.addcmul_(da, xh_[t])
+        acc_hh.addcmul_(da, qh_[t])
+        if acc_b is not None:
+            acc_b.add_(da)
         dc_new = dc * f_[t]
-        dhs.append(dh)
-        ss.append(s)
-        dqs.append(dq)
         if m_ is not None:
             dh_new = torch.where(m_[t], dh_new, dh)
             dc_new = torch.where(m_[t], dc_new, dc)  # dc gained 0 here (masked k_c)
         dh, dc = dh_new, dc_new
-    back = not reverse
-    da = _time_order(ss, back).mul_(k_a)  # ∂L/∂a, a = xw + LN(q)·g_hh (+ b_hh folded in xw)
-    dq_all = _time_order(dqs, back).view(T * B, N)
-    dn = _time_order(dhs, back).mul_(k_n)
-    dx, dw_ih, dg_ih = _input_grads(x, w_ih, g_ih, xhat, rstd_in, da)
-    dw_hh = dq_all.t() @ (h_prev * rstd).reshape(T * B, H)
-    db = _sum_rows(da) if b_ih is not None or b_hh is not None else None
+    dn = dhbuf.mul_(k_n)
+    dx, dw_ih = _input_gemms(x, w_ih, dpbuf)
+    db = None if acc_b is None else acc_b.sum(0)
     dparams = (
         dw_ih,
-        dw_hh,
+        dqbuf.view(T * B, N).t() @ h_prev.reshape(T * B, H),
         None if b_ih is None else db,
         None if b_hh is None else db,
-        dg_ih,
-        _sum_rows(da * qhat),
+        acc_ih.sum(0),
+        acc_hh.sum(0),
         _sum_rows(dn * chat),
         None if b_c is None else _sum_rows(dn),
     )
@@ -272,36 +268,41 @@ def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
         k_n.mul_(mask)
         k_hw.mul_(mask)
         gy = gy * mask
-    kn_, kq_, qh_, r_, z_, gy_ = (v.unbind(0) for v in (k_n, k_hw * g_hh, qhat, rstd, z, gy))
+    dqbuf, dpbuf = torch.empty_like(gates), torch.empty_like(gates)
+    acc_ih, acc_hh = gates.new_zeros(B, N), gates.new_zeros(B, N)
+    acc_bih = None if b_ih is None else gates.new_zeros(B, N)
+    acc_bhh = None if b_hh is None else gates.new_zeros(B, N)
+    kn_, kh_, qh_, r_, z_, gy_, xh_, ri_, dq_, dp_ = (
+        v.unbind(0) for v in (k_n, k_hw, qhat, rstd, z, gy, xhat, rstd_in, dqbuf, dpbuf)
+    )
     m_ = None if mask is None else mask.unbind(0)
     dh = gstate[0].clone()
-    ss, dqs = [], []
     w = w_hh
     for t in range(T) if reverse else range(T - 1, -1, -1):
         dh = dh + gy_[t]
         dn = dh * kn_[t]
-        s = torch.cat((dn, dh, dn), 1)
-        dq = _ln_back_step(s * kq_[t], qh_[t])  # ∂L/∂q_t divided by ρ_t
-        dh_new = torch.addcmul(dh * z_[t], torch.mm(dq, w), r_[t])
-        ss.append(s)
-        dqs.append(dq)
+        dhw = torch.cat((dn, dh, dn), 1).mul_(kh_[t])  # ∂L/∂(LN(q)·g_hh + b_hh)
+        dxw = torch.cat((dhw[:, : 2 * H], dn), 1)  # ∂L/∂xw: n is outside r ⊙ (·)
+        dq = torch.mul(_ln_back_step(dhw * g_hh, qh_[t]), r_[t], out=dq_[t])  # ∂L/∂q_t
+        dh_new = torch.addcmul(torch.mm(dq, w), dh, z_[t])
+        torch.mul(_ln_back_step(dxw * g_ih, xh_[t]), ri_[t], out=dp_[t])  # ∂L/∂(x_t W_ihᵀ)
+        acc_ih.addcmul_(dxw, xh_[t])
+        acc_hh.addcmul_(dhw, qh_[t])
+        if acc_bih is not None:
+            acc_bih.add_(dxw)
+        if acc_bhh is not None:
+            acc_bhh.add_(dhw)
         if m_ is not None:
             dh_new = torch.where(m_[t], dh_new, dh)
         dh = dh_new
-    back = not reverse
-    s_all = _time_order(ss, back)
-    dhw = s_all * k_hw  # ∂L/∂(LN(q)·g_hh + b_hh)
-    dxw = s_all  # ∂L/∂xw: r, z as dhw; n: dn' (outside r ⊙ ·)
-    dxw[..., : 2 * H] = dhw[..., : 2 * H]
-    dq_all = _time_order(dqs, back).view(T * B, N)
-    dx, dw_ih, dg_ih = _input_grads(x, w_ih, g_ih, xhat, rstd_in, dxw)
+    dx, dw_ih = _input_gemms(x, w_ih, dpbuf)
     dparams = (
         dw_ih,
-        dq_all.t() @ (h_prev * rstd).reshape(T * B, H),
-        None if b_ih is None else _sum_rows(dxw),
-        None if b_hh is None else _sum_rows(dhw),
-        dg_ih,
-        _sum_rows(dhw * qhat),
+        dqbuf.view(T * B, N).t() @ h_prev.reshape(T * B, H),
+        None if acc_bih is None else acc_bih.sum(0),
+        None if acc_bhh is None else acc_bhh.sum(0),
+        acc_ih.sum(0),
+        acc_hh.sum(0),
     )
     return dx, (dh,), dparams
 
