@@ -90,12 +90,18 @@ def _input_gemms(x: Tensor, w_ih: Tensor, dp: Tensor) -> tuple[Tensor, Tensor]:
     return (rows @ w_ih).view(T, B, -1), rows.t() @ x.reshape(T * B, -1)
 
 
-def _states(hs: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``(buf, y_raw, prev)``: all states in the classic layout (forward: ``buf[0]`` is the
-    initial state and step t writes ``buf[t+1]``; reverse: ``buf[T]`` initial, step t
-    writes ``buf[t]``), the states after each step and before each step (T, B, H)."""
-    buf = torch.stack(hs[::-1] if reverse else hs)
-    return (buf, buf[:-1], buf[1:]) if reverse else (buf, buf[1:], buf[:-1])
+def _state_buffer(s0: Tensor, T: int, reverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``(buf (T+1, B, H), its rows)`` in the classic layout: forward, ``buf[0] = s0`` and
+    step t writes ``buf[t+1]``; reverse, ``buf[T] = s0`` and step t writes ``buf[t]``."""
+    buf = s0.new_empty((T + 1, *s0.shape))
+    buf[T if reverse else 0] = s0
+    return buf, buf.unbind(0)
+
+
+def _outputs(hbuf: Tensor, mask: Tensor | None, reverse: bool) -> Tensor:
+    """``y`` (T, B, H): the state after each step (a view of ``hbuf``), 0 at padding."""
+    y = hbuf[:-1] if reverse else hbuf[1:]
+    return y if mask is None else y * mask
 
 
 # ------------------------------------------------------------------ LayerNorm LSTM
@@ -104,7 +110,11 @@ def _lstm_forward(x, state, params, mask, reverse, save):
     h, c = state
     T, H = x.shape[0], h.shape[1]
     xw, xhat, rstd_in = _project(x, w_ih, g_ih, LNLSTM.projection_bias(b_ih, b_hh, H))
-    hs, cs, qs, rs, mcs, rcs, tns = [h], [c], [], [], [], [], []
+    hbuf, hb_ = _state_buffer(h, T, reverse)
+    cbuf, cb_ = _state_buffer(c, T, reverse)
+    tnbuf = x.new_empty(T, *h.shape) if save else None
+    tnb_ = tnbuf.unbind(0) if save else None
+    qs, rs, mcs, rcs = [], [], [], []
     w_t = w_hh.t()
     # per-step views made once (a Python-side slice per step costs as much as a small op)
     a_, i_, f_, g_, o_ = (
@@ -119,30 +129,29 @@ def _lstm_forward(x, state, params, mask, reverse, save):
         ifo_[t].sigmoid_()
         g_[t].tanh_()
         o_[t].sigmoid_()
-        c_new = (f_[t] * c).addcmul_(i_[t], g_[t])
+        cur = t if reverse else t + 1  # the state buffers' row written by step t
+        if m_ is None:
+            c_new = torch.mul(f_[t], c, out=cb_[cur]).addcmul_(i_[t], g_[t])
+        else:
+            c_new = (f_[t] * c).addcmul_(i_[t], g_[t])
         tn, mc, rc = _ln(c_new, g_c, b_c)
-        tn = tn.tanh_()
-        h_new = o_[t] * tn
-        if m_ is not None:
-            h_new = torch.where(m_[t], h_new, h)
-            c_new = torch.where(m_[t], c_new, c)
-        h, c = h_new, c_new
-        hs.append(h)
-        cs.append(c)
+        tn = tn.tanh_() if tnb_ is None else torch.tanh(tn, out=tnb_[t])
+        if m_ is None:
+            h = torch.mul(o_[t], tn, out=hb_[cur])
+            c = c_new
+        else:
+            h = torch.where(m_[t], o_[t] * tn, h, out=hb_[cur])
+            c = torch.where(m_[t], c_new, c, out=cb_[cur])
         if save:
             qs.append(q)
             rs.append(r)
             mcs.append(mc)
             rcs.append(rc)
-            tns.append(tn)
-    hbuf, y, _ = _states(hs, reverse)
-    if mask is not None:
-        y = y * mask
+    y, final = _outputs(hbuf, mask, reverse), (h.clone(), c.clone())
     if not save:
-        return y, (h, c), ()
-    cbuf = torch.stack(cs[::-1] if reverse else cs)
-    order = [_time_order(v, reverse) for v in (qs, rs, mcs, rcs, tns)]
-    return y, (h, c), (xhat, rstd_in, xw, hbuf, cbuf, *order)
+        return y, final, ()
+    order = [_time_order(v, reverse) for v in (qs, rs, mcs, rcs)]
+    return y, final, (xhat, rstd_in, xw, hbuf, cbuf, *order, tnbuf)
 
 
 def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
@@ -221,7 +230,8 @@ def _gru_forward(x, state, params, mask, reverse, save):
     xw, xhat, rstd_in = _project(x, w_ih, g_ih, LNGRU.projection_bias(b_ih, b_hh, H))
     b_hn = None if b_hh is None else b_hh[2 * H :]
     g_rz, g_n = g_hh[: 2 * H], g_hh[2 * H :]
-    hs, qs, rs, hns = [h], [], [], []
+    hbuf, hb_ = _state_buffer(h, T, reverse)
+    qs, rs, hns = [], [], []
     w_t = w_hh.t()
     # the gates r, z, n overwrite xw (kept for the backward); per-step views made once
     rz_, r_, z_, n_ = (
@@ -234,22 +244,20 @@ def _gru_forward(x, state, params, mask, reverse, save):
         q_n = q[:, 2 * H :]
         hn = q_n * g_n if b_hn is None else torch.addcmul(b_hn, q_n, g_n)
         n = n_[t].addcmul_(r_[t], hn).tanh_()
-        h_new = torch.addcmul(n, z_[t], h - n)
-        if m_ is not None:
-            h_new = torch.where(m_[t], h_new, h)
-        h = h_new
-        hs.append(h)
+        cur = t if reverse else t + 1  # the state buffer's row written by step t
+        if m_ is None:
+            h = torch.addcmul(n, z_[t], h - n, out=hb_[cur])
+        else:
+            h = torch.where(m_[t], torch.addcmul(n, z_[t], h - n), h, out=hb_[cur])
         if save:
             qs.append(q)
             rs.append(r)
             hns.append(hn)
-    hbuf, y, _ = _states(hs, reverse)
-    if mask is not None:
-        y = y * mask
+    y, final = _outputs(hbuf, mask, reverse), (h.clone(),)
     if not save:
-        return y, (h,), ()
+        return y, final, ()
     order = [_time_order(v, reverse) for v in (qs, rs, hns)]
-    return y, (h,), (xhat, rstd_in, xw, hbuf, *order)
+    return y, final, (xhat, rstd_in, xw, hbuf, *order)
 
 
 def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
