@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqlab.engine import compiled, fused, native, torch_ops
+from seqlab.engine import compiled, fused, fused_ln, native, torch_ops
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import CellSpec, get_spec
@@ -173,6 +173,9 @@ def register_kernel(kernel: Kernel) -> Kernel:
     """
     EXTRA_KERNELS.append(kernel)
     return kernel
+
+
+register_kernel(fused_ln.KERNEL)  # LayerNorm LSTM/GRU (hand-derived BPTT, eager ops)
 
 
 def _kernel(name: str):
