@@ -267,8 +267,7 @@ class Probe:
             if k == 0:
                 part.inputs.append(x)
             part.cell_steps.setdefault(k, []).append((record, new))
-            h = new[0]
-            return (h, LSTMState(*new)) if mode == "lstm" else (h, h)
+            return LSTMState(*new) if mode == "lstm" else new[0]  # torch.nn's cell return
 
         return forward
 
