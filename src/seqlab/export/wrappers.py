@@ -30,7 +30,7 @@ from seqlab.export.graph import FLOAT, INT64, Graph
 from seqlab.export.recurrent import _GATES, Weights, cell_step, emit_layer, lengths_mask, scan_loop
 from seqlab.functional.scan import tree_leaves, tree_map
 from seqlab.layers import RecurrentLayer
-from seqlab.wrappers import Bidirectional, Recurrent, Stacked
+from seqlab.wrappers import Bidirectional, Recurrent, Stacked, engine_cell
 
 _BUILTIN = (RNNCell, LSTMCell, GRUCell)
 
@@ -128,7 +128,7 @@ def emit_recurrent(
     template, init = _initial_state(g, cell, g.dim(x, 1))
     shapes = [["B", *leaf.shape[1:]] for leaf in tree_leaves(template)]
     mask = lengths_mask(g, lengths, x) if lengths is not None else None
-    if isinstance(cell, _BUILTIN):
+    if isinstance(cell, _BUILTIN) and engine_cell(cell) is not None:  # no override, no hook
         w = Weights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
         lstm = cell.mode == "lstm"
         xs = g.matmul_t(x, w.w_ih, w.bias("ih"))  # every step's projection at once
