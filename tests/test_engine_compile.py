@@ -142,3 +142,19 @@ def test_fullgraph_with_lengths():
     for bad in (torch.tensor([5, 0, 4]), torch.tensor([5, 6, 4])):
         with pytest.raises(RuntimeError, match=r"lengths: expected values in 1\.\.T"):
             compiled(x, lengths=bad)
+
+
+def test_export_with_lengths_equals_eager():
+    """torch.export with ``lengths`` (the range check is in the exported graph)."""
+    torch.manual_seed(0)
+    model = seqlab.GRU(3, 4, bidirectional=True, backend="native").eval()
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([5, 2, 4])
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), {"lengths": lengths})
+        x2, lengths2 = torch.randn(5, 3, 3), torch.tensor([3, 5, 1])  # same shapes
+        for got, want in zip(
+            program.module()(x2, lengths=lengths2), model(x2, lengths=lengths2), strict=True
+        ):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        with pytest.raises(RuntimeError, match=r"lengths: expected values in 1\.\.T"):
+            program.module()(x2, lengths=torch.tensor([5, 0, 4]))
