@@ -1,14 +1,16 @@
 """Composition: run any cell over time, in both directions, stacked, or per step.
 
-The cell contract (see :mod:`seqlab.cells`)::
+The cell contract (see :mod:`seqlab.cells`): composition steps a cell with
+:func:`seqlab.cells.cell_step`::
 
-    cell(x_t (B, I), state) -> (y_t (B, O), new_state)
+    cell.step(x_t (B, I), state) -> (y_t (B, O), new_state)   # or, with no step method,
+    cell(x_t (B, I), state) -> (y_t (B, O), new_state)        # the older contract
     cell.initial_state(batch_size, dtype=..., device=...) -> state
 
 ``state`` is a Tensor or a (named) tuple of Tensors whose first dimension is the batch.
 
 :class:`Recurrent` runs seqlab's own cells (:class:`seqlab.cells.Cell` and its subclasses,
-whose ``forward`` is the description's step) on the same engine as the layers
+whose ``step`` is the description's step) on the same engine as the layers
 (:func:`seqlab.engine.run`, fast kernels where the cell kind has one); any other cell runs
 on the reference loop :func:`seqlab.functional.scan`. :func:`run_stack` is the one stacking
 mechanism: the layers, :class:`Stacked` and the models' cell stacks all use it.
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab import engine
-from seqlab.cells import Cell
+from seqlab.cells import Cell, cell_step
 from seqlab.functional.regularisers import DropoutMasks, check_probability, dropout_mask
 from seqlab.functional.scan import State, scan, tree_leaves
 from seqlab.functional.trace import traced_run
@@ -61,13 +63,15 @@ def run_stack(
 def engine_cell(cell: nn.Module) -> Cell | None:
     """``cell`` if it is one of seqlab's own cells whose step the engine may run, else None.
 
-    A subclass that overrides ``forward``, an instance whose ``forward`` was replaced (as
-    :class:`seqlab.inspection.Probe` does), or a cell with forward hooks is not: its
-    ``forward`` is what must run, so it gets the reference loop.
+    A subclass that overrides ``forward`` or ``step``, an instance whose ``forward`` or
+    ``step`` was replaced (as :class:`seqlab.inspection.Probe` does), or a cell with forward
+    hooks is not: its own code is what must run, so it gets the reference loop.
     """
-    if not isinstance(cell, Cell) or type(cell).forward is not Cell.forward:
+    if not isinstance(cell, Cell):
         return None
-    if "forward" in vars(cell):
+    if type(cell).forward is not Cell.forward or type(cell).step is not Cell.step:
+        return None
+    if "forward" in vars(cell) or "step" in vars(cell):
         return None
     if cell._forward_hooks or cell._forward_pre_hooks:
         return None
@@ -75,7 +79,10 @@ def engine_cell(cell: nn.Module) -> Cell | None:
 
 
 class Recurrent(nn.Module):
-    """Run ``cell`` over a sequence: ``y_t, s_t = cell(x_t, s_{t−1})`` for t = 1..T.
+    """Run ``cell`` over a sequence: ``y_t, s_t = step(x_t, s_{t−1})`` for t = 1..T.
+
+    ``step`` is ``cell.step`` (seqlab's cells) or, for a cell without one, ``cell`` itself
+    (see :func:`seqlab.cells.cell_step`).
 
     ``forward(x, state=None, lengths=None) -> (outputs, final_state)``; ``x`` is
     (T, B, I), or (B, T, I) with ``batch_first``. With ``lengths``, padded outputs are zero
@@ -245,7 +252,7 @@ class Recurrent(nn.Module):
                         f"state[{k}]: expected batch size {B} in dim 0, "
                         f"got shape {tuple(leaf.shape)}"
                     )
-        return scan(self.cell, x, state, lengths, self.reverse)
+        return scan(cell_step(self.cell), x, state, lengths, self.reverse)
 
     def _check_masks(self, masks: object, x: Tensor) -> DropoutMasks:
         if not isinstance(masks, tuple) or len(masks) != 3:
@@ -282,9 +289,10 @@ class Recurrent(nn.Module):
         recorded = [(n, leaf.shape[-1]) for n, leaf in zip(names, leaves, strict=False)
                     if leaf.dim() == 2]  # fmt: skip
         widths: list[int] = []
+        cell = cell_step(self.cell)
 
         def step(x_t: Tensor, s: State):
-            y, new = self.cell(x_t, s)
+            y, new = cell(x_t, s)
             if not widths:
                 widths.append(y.shape[-1])
             keep = [leaf for leaf in tree_leaves(new) if leaf.dim() == 2]
@@ -311,7 +319,7 @@ class Recurrent(nn.Module):
             out = x.new_zeros(0, B, fast.hidden_size)
         else:
             with torch.no_grad():
-                y, _ = self.cell(x.new_zeros(x.shape[1:]), state)
+                y, _ = cell_step(self.cell)(x.new_zeros(x.shape[1:]), state)
             out = y.new_zeros((0,) + tuple(y.shape))
         return out, state
 

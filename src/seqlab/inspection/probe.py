@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.cells import Cell
 from seqlab.functional.cells import LSTMState, gru_gates, lstm_gates, rnn_preactivation
 from seqlab.functional.scan import reverse_padded, step_mask
 from seqlab.functional.trace import TRACE_NAMES
@@ -53,7 +54,13 @@ def _is_layer(m: nn.Module) -> bool:
 
 
 def _is_cell(m: nn.Module) -> bool:
-    return not hasattr(m, "num_layers") and hasattr(m, "weight_hh") and _mode(m) is not None
+    """A seqlab cell running its kind's own step: a subclass overriding ``forward`` or
+    ``step`` is left alone (its code, not the kind's step math, is what the model runs)."""
+    if hasattr(m, "num_layers") or not hasattr(m, "weight_hh") or _mode(m) is None:
+        return False
+    return not isinstance(m, Cell) or (
+        type(m).forward is Cell.forward and type(m).step is Cell.step
+    )
 
 
 def step(mode: str, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None):
@@ -267,8 +274,7 @@ class Probe:
             if k == 0:
                 part.inputs.append(x)
             part.cell_steps.setdefault(k, []).append((record, new))
-            h = new[0]
-            return (h, LSTMState(*new)) if mode == "lstm" else (h, h)
+            return LSTMState(*new) if mode == "lstm" else new[0]  # torch.nn's cell return
 
         return forward
 

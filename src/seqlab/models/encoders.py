@@ -228,7 +228,7 @@ class CellStack(nn.Module):
 
         def layer_fn(cell: nn.Module):
             def run(inp: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-                y, new = cell(inp, spec.pack(s))
+                y, new = cell.step(inp, spec.pack(s))
                 return y, spec.unpack(new)
 
             return run
