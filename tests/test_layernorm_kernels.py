@@ -239,7 +239,7 @@ def test_cell_recurrent_and_compositions_use_the_kernel(mode, calls):
     y_cell, _ = seqlab.Recurrent(cell)(x)
     y_ref, _ = single(x)
     assert_close(y_cell, y_ref, F64, "Recurrent(Cell)")
-    y1, _ = cell(x[0])
+    y1, _ = cell.step(x[0], None)
     assert_close(y1, y_ref[0], F64, "one Cell step")
     assert calls["forward"] == used + used // 4
     assert calls["reference"] == 5
