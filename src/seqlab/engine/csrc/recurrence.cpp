@@ -688,3 +688,5 @@ TORCH_LIBRARY(seqlab_engine, m) {
   m.def("backward", &backward);
   m.def("isa", &isa);
 }
+
+#include "minimal.h"  // minGRU/minLSTM: fused sequential forward/backward (own op fragment)
