@@ -23,53 +23,23 @@
 #include <optional>
 #include <vector>
 
+// the row kernels, compiled per ISA (they reuse kernels.h's v_exp/v_sigmoid of each copy)
+namespace seqlab_base::mrows {
+#include "minimal_rows.h"
+}  // namespace seqlab_base::mrows
+#ifdef SEQLAB_HAVE_AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace seqlab_avx2::mrows {
+#include "minimal_rows.h"
+}  // namespace seqlab_avx2::mrows
+#pragma GCC pop_options
+#define SEQLAB_MROWS(name) (cpu_has_avx2() ? &seqlab_avx2::mrows::name : &seqlab_base::mrows::name)
+#else
+#define SEQLAB_MROWS(name) (&seqlab_base::mrows::name)
+#endif
+
 namespace seqlab_minimal {
-
-template <typename S>
-inline S sigm(S v) {
-  return S(1) / (S(1) + std::exp(-v));
-}
-
-// σ(k) and σ(−k) = 1 − σ(k) from one exp, without overflow for either sign of k
-template <typename S>
-inline void sigm_pair(S k, S& pos, S& neg) {
-  const S e = std::exp(-std::abs(k));
-  const S p = S(1) / (S(1) + e), q = e * p;
-  pos = k >= S(0) ? p : q;
-  neg = k >= S(0) ? q : p;
-}
-
-// the candidate n = g(ĥ) and g'(ĥ): ĥ + 0.5 for ĥ ≥ 0, σ(ĥ) otherwise
-template <typename S>
-inline S gfun(S u) {
-  return u >= S(0) ? u + S(0.5) : sigm(u);
-}
-
-template <typename S>
-inline S gprime(S u) {
-  if (u >= S(0)) return S(1);
-  const S s = sigm(u);
-  return s * (S(1) - s);
-}
-
-// minLSTM's gates: f, i (with 1 − f, 1 − i) and the normalised f' = f/(f+i), i' = i/(f+i).
-// When both gates underflow to 0 (k_f, k_i below about −88 in float32), f/(f+i) is 0/0;
-// there f' = σ(k_f − k_i) exactly to working precision (σ(k) = e^k there).
-template <typename S>
-struct LstmGates {
-  S f, nf, i, ni, fn, in;
-  LstmGates(S kf, S ki) {
-    sigm_pair(kf, f, nf);
-    sigm_pair(ki, i, ni);
-    const S sum = f + i;
-    if (sum > S(0)) {
-      fn = f / sum;
-      in = i / sum;
-    } else {
-      sigm_pair(kf - ki, fn, in);
-    }
-  }
-};
 
 struct Dims {
   int64_t T, B, H, G;
@@ -92,28 +62,23 @@ inline int64_t grain(int64_t T) { return T > 0 && T < 8192 ? 8192 / T : 1; }
 template <typename S>
 void forward_cpu(int64_t kind, const S* xw, const S* h0, const int64_t* len, S* h,
                  const Dims& d) {
-  const int64_t GH = d.G * d.H, BH = d.B * d.H;
+  const int64_t GH = d.G * d.H, BH = d.B * d.H, H = d.H;
+  const auto gru = SEQLAB_MROWS(mingru_fwd_row<S>);
+  const auto lstm = SEQLAB_MROWS(minlstm_fwd_row<S>);
   at::parallel_for(0, BH, grain(d.T), [&](int64_t c0, int64_t c1) {
     std::vector<S> state(h0 + c0, h0 + c1);
     for (int64_t t = 0; t < d.T; ++t) {
       for_columns(d, t, c0, c1, [&](int64_t t, int64_t b, int64_t j0, int64_t j1, int64_t n0) {
-        const S* row = xw + (t * d.B + b) * GH;
-        S* out = h + (t * d.B + b) * d.H;
-        S* st = state.data() + n0 - j0;
-        const bool valid = len == nullptr || t < len[b];
-        for (int64_t j = j0; j < j1; ++j) {
-          if (valid) {
-            const S n = gfun(row[(d.G - 1) * d.H + j]);
-            if (kind == 0) {
-              S z, nz;
-              sigm_pair(row[j], z, nz);
-              st[j] = nz * st[j] + z * n;
-            } else {
-              const LstmGates<S> q(row[j], row[d.H + j]);
-              st[j] = q.fn * st[j] + q.in * n;
-            }
-          }
-          out[j] = st[j];
+        const S* row = xw + (t * d.B + b) * GH + j0;
+        S* out = h + (t * d.B + b) * H + j0;
+        S* st = state.data() + n0;
+        const int64_t n = j1 - j0;
+        if (len != nullptr && t >= len[b]) {  // padded: the state stays
+          std::copy(st, st + n, out);
+        } else if (kind == 0) {
+          gru(n, row, row + H, st, out);
+        } else {
+          lstm(n, row, row + H, row + 2 * H, st, out);
         }
       });
     }
@@ -123,40 +88,26 @@ void forward_cpu(int64_t kind, const S* xw, const S* h0, const int64_t* len, S* 
 template <typename S>
 void backward_cpu(int64_t kind, const S* xw, const S* h, const S* h0, const S* c, const S* ghn,
                   const int64_t* len, S* dxw, S* dh0, const Dims& d) {
-  const int64_t GH = d.G * d.H, BH = d.B * d.H;
+  const int64_t GH = d.G * d.H, BH = d.B * d.H, H = d.H;
+  const auto gru = SEQLAB_MROWS(mingru_bwd_row<S>);
+  const auto lstm = SEQLAB_MROWS(minlstm_bwd_row<S>);
   at::parallel_for(0, BH, grain(d.T), [&](int64_t c0, int64_t c1) {
     std::vector<S> gh(ghn + c0, ghn + c1);  // ∂L/∂h_t in total, carried backwards
     for (int64_t t = d.T - 1; t >= 0; --t) {
       for_columns(d, t, c0, c1, [&](int64_t t, int64_t b, int64_t j0, int64_t j1, int64_t n0) {
         const int64_t r = t * d.B + b;
-        const S* row = xw + r * GH;
-        S* drow = dxw + r * GH;
-        const S* hp = t > 0 ? h + (r - d.B) * d.H : h0 + b * d.H;
-        const S* cr = c + r * d.H;
-        S* g = gh.data() + n0 - j0;
-        const bool valid = len == nullptr || t < len[b];
-        for (int64_t j = j0; j < j1; ++j) {
-          if (!valid) {
-            for (int64_t k = 0; k < d.G; ++k) drow[k * d.H + j] = S(0);
-            continue;
-          }
-          const S gt = g[j] + cr[j];
-          const S u = row[(d.G - 1) * d.H + j];
-          const S delta = gt * (gfun(u) - hp[j]);
-          if (kind == 0) {
-            S z, nz;
-            sigm_pair(row[j], z, nz);
-            drow[j] = delta * z * nz;
-            drow[d.H + j] = gt * z * gprime(u);
-            g[j] = nz * gt;
-          } else {
-            const LstmGates<S> q(row[j], row[d.H + j]);
-            const S dD = delta * q.fn * q.in;  // ∂d, d = log(i/f)
-            drow[j] = -dD * q.nf;
-            drow[d.H + j] = dD * q.ni;
-            drow[2 * d.H + j] = gt * q.in * gprime(u);
-            g[j] = q.fn * gt;
-          }
+        const S* row = xw + r * GH + j0;
+        S* drow = dxw + r * GH + j0;
+        const S* hp = (t > 0 ? h + (r - d.B) * H : h0 + b * H) + j0;
+        const S* cr = c + r * H + j0;
+        S* g = gh.data() + n0;
+        const int64_t n = j1 - j0;
+        if (len != nullptr && t >= len[b]) {  // padded: no gradient to its xw, ĝ passes
+          for (int64_t k = 0; k < d.G; ++k) std::fill(drow + k * H, drow + k * H + n, S(0));
+        } else if (kind == 0) {
+          gru(n, row, row + H, hp, cr, g, drow, drow + H);
+        } else {
+          lstm(n, row, row + H, row + 2 * H, hp, cr, g, drow, drow + H, drow + 2 * H);
         }
       });
     }
