@@ -315,3 +315,9 @@ def run_layer(
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """:func:`run` for a classic cell given ``(w_ih (G·H, I), w_hh (G·H, H), b_ih, b_hh)``."""
     return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend, h_mask)
+
+
+# minGRU/minLSTM: the parallel-scan kernel (a module of its own, registered like any other)
+from seqlab.engine import minimal as _minimal  # noqa: E402
+
+register_kernel(_minimal.KERNEL)
