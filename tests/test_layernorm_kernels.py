@@ -103,6 +103,11 @@ def test_fused_and_default_equal_reference(mode, dtype, bias, lengths, reverse, 
         names += [f"d{n}" for n, p in params.items() if p is not None]
         for name, a, b in zip(names, out + grads, want_out + want_grads, strict=True):
             assert_close(a, b, dtype, f"{backend}: {name}")
+    with torch.no_grad():  # inference: the kernel saves nothing for a backward
+        y, final = engine.run(mode, x, state, params, lens, reverse, backend="fused")
+    for k, (a, b) in enumerate(zip([y, *final], want_out, strict=True)):
+        assert_close(a, b, dtype, f"no_grad: output {k}")
+    assert calls["forward"] == before["forward"] + 1 + runs
     if lens is not None:  # padding: outputs exactly 0, the empty row keeps its state
         assert torch.equal(out[0][3:, 1], torch.zeros(T - 3, H, dtype=dtype))
         assert torch.equal(out[1][3], state[0][3])
