@@ -53,8 +53,6 @@ from seqlab.functional.layernorm import LN_EPS, LNGRU, LNLSTM
 from seqlab.functional.scan import step_mask
 from seqlab.functional.spec import CellSpec
 
-KINDS = ("lnlstm", "lngru")
-
 
 def _ln(q: Tensor, weight: Tensor | None = None, bias: Tensor | None = None):
     """``(LN(q; weight, bias), mean, rstd)`` over the last dimension (mean/rstd keep it)."""
