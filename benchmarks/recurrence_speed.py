@@ -330,9 +330,8 @@ def main() -> None:
         "| cell | cfg | mode | seqlab ms | torch ms | seqlab tok/s | seqlab %peak | "
         "torch %peak | ratio | target | met |"
     )
-    if not only:
-        print(header)
-        print("|" + "---|" * 11)
+    print(header)
+    print("|" + "---|" * 11)
     rows = []
     for cell in [] if only else args.cells.split(","):
         for cfg in args.configs.split(","):
