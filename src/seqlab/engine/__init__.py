@@ -280,3 +280,9 @@ def run_layer(
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """:func:`run` for a classic cell given ``(w_ih (G·H, I), w_hh (G·H, H), b_ih, b_hh)``."""
     return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend)
+
+
+# the native LayerNorm LSTM/GRU kernel (covers them only while the native library is loaded)
+from seqlab.engine.native_ln import KERNEL as _NATIVE_LN  # noqa: E402
+
+register_kernel(_NATIVE_LN)
