@@ -206,6 +206,25 @@ void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st)
   }
 }
 
+// Per-thread buffers reused across calls (as recurrence.cpp's `scratch`, own slots): the
+// backward's dA / dL/d(h W_hhᵀ) of all steps and the no-grad forward's x̂_ih are never
+// returned, and fresh multi-megabyte buffers cost their page faults on every call (measured:
+// ~15 % of an LN-LSTM backward at C1).
+enum LnSlot { LN_DA = 0, LN_DR = 1, LN_XIH = 2, kLnSlots = 3 };
+
+inline at::Tensor ln_scratch(LnSlot slot, at::IntArrayRef shape, const at::TensorOptions& opts) {
+  thread_local at::Tensor cache[kLnSlots];
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
+    return at::empty(shape, opts);
+  at::Tensor& t = cache[slot];
+  if (!t.defined() || t.storage().use_count() > 1 || t.numel() < numel ||
+      t.dtype() != opts.dtype())
+    t = at::empty({numel}, opts);
+  return t.narrow(0, 0, numel).view(shape);
+}
+
 inline at::Tensor or_zeros(const at::Tensor& t, int64_t n, const at::TensorOptions& opts) {
   return t.defined() ? t : at::zeros({n}, opts);
 }
@@ -226,7 +245,8 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   const int64_t GH = G * H, gs = 4 * H, Ts = save ? T : 1;
   auto opts = x.options();
   States sb = make_states(x, h0, c0, LSTMC, len, reverse, save);
-  at::Tensor xih = at::empty({T, B, GH}, opts), rs = at::empty({T, B, K}, opts);
+  at::Tensor xih = save ? at::empty({T, B, GH}, opts) : ln_scratch(LN_XIH, {T, B, GH}, opts);
+  at::Tensor rs = at::empty({T, B, K}, opts);
   at::Tensor gates = at::empty({Ts, B, gs}, opts), xhh = at::empty({Ts, B, GH}, opts);
   at::Tensor ch = at::empty({LSTMC ? Ts : 0, B, H}, opts);
   auto outputs = [&]() -> std::vector<at::Tensor> {
@@ -353,7 +373,7 @@ std::vector<at::Tensor> ln_backward_impl(
             at::zeros({GH}, opts), LSTMC ? at::zeros({H}, opts) : empty,
             z(H, LSTMC && has_b_c)};
   }
-  at::Tensor da = at::empty({T, B, GH}, opts), dr = at::empty({T, B, GH}, opts);
+  at::Tensor da = ln_scratch(LN_DA, {T, B, GH}, opts), dr = ln_scratch(LN_DR, {T, B, GH}, opts);
   at::Tensor dsum = ghn.clone(), dhd = at::zeros({B, H}, opts);
   at::Tensor du = LSTMC ? at::empty({B, H}, opts) : empty;
   at::Tensor acc = at::zeros({2 * GH + 2 * H}, opts);  // dγ_hh, db_hh, dγ_c, dβ_c
@@ -451,21 +471,28 @@ std::vector<at::Tensor> ln_backward_impl(
   loop_threads.reset();
   at::Tensor dh0 = dhd.add(dpart.sum(0));
   // the input side after the loop: LN(x W_ihᵀ; γ_ih) + b_ih's backward, then the GEMMs
-  at::Tensor da2 = da.view({R, GH}), xih2 = xih.view({R, GH});
-  at::Tensor db_ih = has_b_ih ? da2.sum(0) : empty;
-  at::Tensor dg_ih = da2.mul(xih2).sum(0);
+  at::Tensor da2 = da.view({R, GH});
+  // one block of rows per thread, each with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih)
+  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), R / 64));
+  const int64_t per = (R + nblk - 1) / nblk;
+  at::Tensor sums = at::zeros({nblk, 2, GH}, opts);
   const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
   const S* gip = g_ih.data_ptr<S>();
   const S* xip = xih.data_ptr<S>();
-  at::parallel_for(0, R, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-    bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH);
+  S* smp = sums.data_ptr<S>();
+  at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      bwd_rows(dap, xip, gip, rsp, K, k * per, std::min(R, (k + 1) * per), GH, smp + k * 2 * GH);
   });
+  at::Tensor sum2 = sums.sum(0);
+  at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
   at::Tensor x2 = x.view({R, I});
   at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).reshape({R, H});
   at::Tensor dx = at::mm(da2, w_ih), dw_ih = at::mm(da2.t(), x2);
   at::Tensor dw_hh = at::mm(dr.view({R, GH}).t(), hprev);
   at::Tensor dg_hh = acc.narrow(0, 0, GH).clone();
-  at::Tensor db_hh = has_b_hh ? acc.narrow(0, GH, GH).clone() : empty;
+  // LSTM: d(LN_hh output) = dA, so db_hh = Σ dA = db_ih (not accumulated in the loop)
+  at::Tensor db_hh = !has_b_hh ? empty : LSTMC ? sum2[1].clone() : acc.narrow(0, GH, GH).clone();
   at::Tensor dg_c = LSTMC ? acc.narrow(0, 2 * GH, H).clone() : empty;
   at::Tensor db_c = LSTMC && has_b_c ? acc.narrow(0, 2 * GH + H, H).clone() : empty;
   return {dx.view({T, B, I}), dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c};

@@ -15,17 +15,18 @@
 
 #define LN_COLS _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
-// mean and sum of squared deviations (two passes, double accumulators) of a[0, n)
+// mean and sum of squared deviations of a[0, n): two passes (no E[a²] − E[a]² cancellation),
+// vectorised partial sums in S (a shard's columns; the shards are combined in double)
 template <typename S>
 static inline void ln_moments(const S* __restrict a, int64_t n, double* out) {
-  double sum = 0.0;
+  S sum = S(0);
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < n; ++j) sum += a[j];
-  const double m = n > 0 ? sum / static_cast<double>(n) : 0.0;
-  double q = 0.0;
+  const S m = n > 0 ? sum / S(n) : S(0);
+  S q = S(0);
 #pragma omp simd reduction(+ : q)
   for (int64_t j = 0; j < n; ++j) {
-    const double d = static_cast<double>(a[j]) - m;
+    const S d = a[j] - m;
     q += d * d;
   }
   out[0] = m;
@@ -47,18 +48,23 @@ void ln_rows(S* a, int64_t r0, int64_t r1, int64_t N, S* rs, int64_t K, double e
   }
 }
 
-// the LN backward of rows [r0, r1), in place: d ← rstd·(d⊙γ − mean(d⊙γ) − x̂⊙mean(d⊙γ⊙x̂))
+// the LN backward of rows [r0, r1), in place: d ← rstd·(d⊙γ − mean(d⊙γ) − x̂⊙mean(d⊙γ⊙x̂));
+// first adds d⊙x̂ and d to acc[0, N) and acc[N, 2N) (dγ and the shift's gradient)
 template <typename S>
 void ln_bwd_rows(S* d, const S* xh, const S* gamma, const S* rs, int64_t K, int64_t r0,
-                 int64_t r1, int64_t N) {
+                 int64_t r1, int64_t N, S* acc) {
   const int64_t n = N;
   for (int64_t r = r0; r < r1; ++r) {
     S* __restrict dr = d + r * N;
     const S* __restrict x = xh + r * N;
     const S* __restrict ga = gamma;
+    S* __restrict ag = acc;
+    S* __restrict ab = acc + N;
     S s1 = S(0), s2 = S(0);
 #pragma omp simd reduction(+ : s1, s2)
     for (int64_t j = 0; j < n; ++j) {
+      ag[j] += dr[j] * x[j];
+      ab[j] += dr[j];
       const S v = dr[j] * ga[j];
       s1 += v;
       s2 += v * x[j];
@@ -240,7 +246,7 @@ void lnlstm_bwd_cell(const LnBwd<S>& s) {
 
 // LN-LSTM phase 2 (st: the cell LN's two means over H): dc_t = dc + rstd_c·(dĉ − m1 − ĉ·m2),
 // dA_i, dA_f, dA_g, dc ← dc_t⊙f; the recurrent LN's dy = dA (kept ⊙γ_hh in drl),
-// dγ_hh += dA⊙x̂_hh, db_hh += dA; partial sums for the recurrent LN's backward.
+// dγ_hh += dA⊙x̂_hh (db_hh = Σ dA = db_ih, after the loop); partial sums for the recurrent LN's backward.
 template <typename S>
 void lnlstm_bwd_gates(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
@@ -262,7 +268,6 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
     S* __restrict da = s.da + b * GH + u;
     S* __restrict drl = s.drl + b * 4 * n;
     S* __restrict agh = s.acc_ghh + u;
-    S* __restrict abh = s.acc_bhh + u;
     S s1 = S(0), s2 = S(0);
 #pragma omp simd reduction(+ : s1, s2)
     for (int64_t j = 0; j < n; ++j) {
@@ -274,7 +279,6 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
       da[j] = d0; da[H + j] = d1; da[2 * H + j] = d2;
       const S x0 = xh[j], x1 = xh[H + j], x2 = xh[2 * H + j], x3 = xh[3 * H + j];
       agh[j] += d0 * x0; agh[H + j] += d1 * x1; agh[2 * H + j] += d2 * x2; agh[3 * H + j] += d3 * x3;
-      abh[j] += d0; abh[H + j] += d1; abh[2 * H + j] += d2; abh[3 * H + j] += d3;
       const S y0 = d0 * gh[j], y1 = d1 * gh[H + j], y2 = d2 * gh[2 * H + j], y3 = d3 * gh[3 * H + j];
       drl[j] = y0; drl[n + j] = y1; drl[2 * n + j] = y2; drl[3 * n + j] = y3;
       s1 += (y0 + y1) + (y2 + y3);
