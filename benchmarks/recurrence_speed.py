@@ -208,6 +208,26 @@ def bench_recurrent(cell, cfg, composition, rounds, budget):
 
 RECURRENT_TARGET = 1.1
 
+# LayerNorm cells against the plain cell of the same width (seqlab layers, default backend)
+LAYERNORM_PEERS = {"lnlstm": "LSTM", "lngru": "GRU"}
+LAYERNORM_TARGET = {"lnlstm": 1.3}  # issue 13: LN-LSTM train <= 1.3x seqlab.LSTM (C1, C2)
+
+
+def bench_layernorm(kind, cfg, train, rounds, budget):
+    import seqlab
+
+    T, B, I, H = CONFIGS[cfg]
+    torch.manual_seed(0)
+    ln, peer = seqlab.RecurrentLayer(kind, I, H), getattr(seqlab, LAYERNORM_PEERS[kind])(I, H)
+    x = torch.randn(T, B, I, requires_grad=train)
+    steps = {
+        "ln": make_step(lambda v: ln(v)[0], x, train),
+        "peer": make_step(lambda v: peer(v)[0], x, train),
+    }
+    times, ratios = interleaved(steps, rounds, budget)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return med, statistics.median(ratios)
+
 
 MEMORY_CHILD = """
 import json, sys, torch
@@ -328,6 +348,20 @@ def main() -> None:
                     rows.append(({"cell": cell, "cfg": cfg, "mode": f"Recurrent/{comp}"}, False))
                 print(f"| {cell} | {cfg} | {comp} | {med['recurrent']:.2f} | {med['layer']:.2f} "
                       f"| {ratio:.2f} | {'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
+    print("\nLayerNorm cells vs the plain cell (seqlab layers), ratio LN/plain:")
+    print("| cell | cfg | mode | LN ms | plain ms | ratio | target |")
+    print("|" + "---|" * 7)
+    for kind in [] if args.recurrent_only else LAYERNORM_PEERS:
+        for cfg in ("C1", "C2"):
+            for train in (False, True):
+                med, ratio = bench_layernorm(kind, cfg, train, rounds, budget)
+                target = LAYERNORM_TARGET.get(kind) if train else None
+                ok = target is None or ratio <= target
+                if not ok:
+                    rows.append(({"cell": kind, "cfg": cfg, "mode": "train"}, False))
+                goal = "-" if target is None else f"<= {target} {'met' if ok else 'NOT met'}"
+                print(f"| {kind} | {cfg} | {'train' if train else 'fwd'} | {med['ln']:.2f} | "
+                      f"{med['peer']:.2f} | {ratio:.2f} | {goal} |", flush=True)  # fmt: skip
     missed = [f"{r['cell']}/{r['cfg']}/{r['mode']}" for r, ok in rows if not ok]
     print("\nratio targets not met: " + (", ".join(missed) if missed else "none"))
 
