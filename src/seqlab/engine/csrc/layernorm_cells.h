@@ -228,7 +228,8 @@ inline at::Tensor ln_scratch(LnSlot slot, at::IntArrayRef shape, const at::Tenso
 // The forward's saved buffers (x̂_ih, x̂_hh, gates, ĉ: returned to autograd, released after the
 // backward) from a small per-thread pool: a buffer is handed out again once nothing but the
 // pool holds its storage. Fresh ones cost their page faults on every training step (~20 % of
-// an LN-LSTM forward at C1, measured); the pool keeps at most kLnPool buffers alive.
+// an LN-LSTM forward at C1, measured); the pool keeps at most kLnPool buffers and
+// kScratchMaxBytes alive per thread.
 constexpr size_t kLnPool = 16;
 
 inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts) {
@@ -238,12 +239,16 @@ inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts
   if (numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
     return at::empty(shape, opts);
   at::Tensor* best = nullptr;  // the smallest free buffer that fits
-  for (at::Tensor& t : pool)
+  int64_t held = 0;
+  for (at::Tensor& t : pool) {
+    held += t.nbytes();
     if (t.storage().use_count() == 1 && t.dtype() == opts.dtype() && t.numel() >= numel &&
         (best == nullptr || t.numel() < best->numel()))
       best = &t;
+  }
   if (best == nullptr) {
-    if (pool.size() < kLnPool) {
+    const int64_t bytes = numel * static_cast<int64_t>(opts.dtype().itemsize());
+    if (pool.size() < kLnPool && held + bytes <= kScratchMaxBytes) {
       pool.push_back(at::empty({numel}, opts));
       best = &pool.back();
     } else {
