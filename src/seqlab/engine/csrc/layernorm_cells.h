@@ -476,7 +476,7 @@ std::vector<at::Tensor> ln_backward_impl(
     st.gy = gyb + t * gts;
     st.da = dap + t * B * GH;
     st.dr = drp + t * B * GH;
-    st.drl = sh.lp;
+    st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
     if (phase == 0) {
       if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
         for (int64_t b = 0; b < B; ++b) {
@@ -498,7 +498,7 @@ std::vector<at::Tensor> ln_backward_impl(
     } else {  // the recurrent LN's backward, then this shard's share of dh_prev
       ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
       rec_fn(st, G);
-      gemm_p<S>(*sh.pw, false, B, H, GN, sh.lp, GN, sh.wp, H, false, dpp + q * B * H, H);
+      gemm_p<S>(*sh.pw, false, B, H, GN, st.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
     }
   });
   loop_threads.reset();

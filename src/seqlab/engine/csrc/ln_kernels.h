@@ -337,13 +337,14 @@ void lngru_bwd_gates(const LnBwd<S>& s) {
 }
 
 // Both cells, last phase (st: the recurrent LN's two means over G·H): drl ← dL/d(h_prev W_hhᵀ)
-// = rstd_hh·(drl − m1 − x̂_hh·m2), also written to the global dr (for dW_hh after the loop).
+// = rstd_hh·(drl − m1 − x̂_hh·m2), also written to the global dr (for dW_hh after the loop)
+// unless drl is dr itself (one shard: the layouts agree).
 template <typename S>
 void ln_bwd_rec(const LnBwd<S>& s, int64_t G) {
   const int64_t H = s.H, n = s.n, GH = G * H, u = s.u0;
   for (int64_t b = 0; b < s.B; ++b) {
     if (!s.valid(b)) {  // drl is already zero
-      for (int64_t k = 0; k < G; ++k) {
+      for (int64_t k = 0; k < G && s.dr != s.drl; ++k) {
         S* __restrict dr = s.dr + b * GH + k * H + u;
         LN_COLS dr[j] = S(0);
       }
@@ -352,12 +353,11 @@ void ln_bwd_rec(const LnBwd<S>& s, int64_t G) {
     const S m1 = s.st[b], m2 = s.st[s.B + b], rh = s.rs[b * s.K + 1];
     for (int64_t k = 0; k < G; ++k) {
       S* __restrict drl = s.drl + b * G * n + k * n;
-      S* __restrict dr = s.dr + b * GH + k * H + u;
       const S* __restrict xh = s.xhh + b * GH + k * H + u;
-      LN_COLS {
-        const S v = rh * (drl[j] - m1 - xh[j] * m2);
-        drl[j] = v;
-        dr[j] = v;
+      LN_COLS drl[j] = rh * (drl[j] - m1 - xh[j] * m2);
+      if (s.dr != s.drl) {  // a shard of the team: its block into the global rows too
+        S* __restrict dr = s.dr + b * GH + k * H + u;
+        LN_COLS dr[j] = drl[j];
       }
     }
   }
