@@ -10,6 +10,7 @@ memory of one C3 training step for each implementation, each in a fresh process.
     python benchmarks/recurrence_speed.py            # full table (~10 min on 2 cores)
     python benchmarks/recurrence_speed.py --quick    # < 2 min idle: 3 rounds, no memory probe
     python benchmarks/recurrence_speed.py --recurrent-only   # only the Recurrent(cell) rows
+    python benchmarks/recurrence_speed.py --layernorm-only   # only LN-LSTM/GRU vs LSTM/GRU
 
 The last table times ``seqlab.Recurrent(cell)`` (and a 2-layer bidirectional
 ``Stacked``/``Bidirectional`` composition of cells) against the equivalent seqlab layer
@@ -288,6 +289,7 @@ def main() -> None:
     parser.add_argument(
         "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
     )
+    parser.add_argument("--layernorm-only", action="store_true", help="only the LayerNorm rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -305,7 +307,8 @@ def main() -> None:
     print(header)
     print("|" + "---|" * 11)
     rows = []
-    for cell in [] if args.recurrent_only else args.cells.split(","):
+    only = args.recurrent_only or args.layernorm_only
+    for cell in [] if only else args.cells.split(","):
         for cfg in args.configs.split(","):
             for train in (False, True):
                 row = bench_one(cell, cfg, train, rounds, budget, args.backend)
@@ -327,7 +330,7 @@ def main() -> None:
             print(f"  {row['cell']}: seqlab {us['seqlab']:.2f} µs/step (best round "
                   f"{best['seqlab']:.2f}), torch.nn {us['torch']:.2f} (best {best['torch']:.2f})"
                   f" -> {'met' if ok else 'NOT met'}")  # fmt: skip
-    if not (args.no_memory or args.quick or args.recurrent_only) and "C3" in args.configs:
+    if not (args.no_memory or args.quick or only) and "C3" in args.configs:
         print("\nPeak memory of one C3 training step (fresh process each, MiB):")
         for cell in args.cells.split(","):
             ours, theirs = peak_memory(cell, "seqlab"), peak_memory(cell, "torch")
@@ -339,7 +342,7 @@ def main() -> None:
     print("\nRecurrent(cell) vs the equivalent layer, train, target <= 1.1:")
     print("| cell | cfg | composition | Recurrent ms | layer ms | ratio | met |")
     print("|" + "---|" * 7)
-    for cell in ("LSTM", "GRU"):
+    for cell in [] if args.layernorm_only else ("LSTM", "GRU"):
         for cfg in ("C1", "C4"):
             for comp in COMPOSITIONS:
                 med, ratio = bench_recurrent(cell, cfg, comp, rounds, budget)
@@ -352,7 +355,7 @@ def main() -> None:
     print("| cell | cfg | mode | LN ms | plain ms | ratio | target |")
     print("|" + "---|" * 7)
     for kind in [] if args.recurrent_only else LAYERNORM_PEERS:
-        for cfg in ("C1", "C2"):
+        for cfg in [c for c in ("C1", "C2") if c in args.configs.split(",")]:
             for train in (False, True):
                 med, ratio = bench_layernorm(kind, cfg, train, rounds, budget)
                 target = LAYERNORM_TARGET.get(kind) if train else None
