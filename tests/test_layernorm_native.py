@@ -228,3 +228,28 @@ def test_ops_check_their_arguments():
     with pytest.raises(RuntimeError, match=r"lengths: expected values in \[0, 3\]"):
         ops.ln_forward(0, x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh,
                        g_ih, g_hh, g_c, b_c, torch.tensor([1, 4]), False, True)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_results_survive_later_calls(mode, spy):
+    """The kernel reuses per-thread buffers (the backward's dA, the saved forward buffers once
+    released): nothing it returns may alias one. Also a second forward before the first
+    backward (both graphs alive) gets its own saved buffers."""
+    T, B, I, H = 5, 6, 3, 20  # noqa: E741
+    first = make_inputs(mode, T, B, I, H, torch.float32, seed=21)
+    second = make_inputs(mode, T, B, I, H, torch.float32, seed=22)
+    want = [run_and_grads("reference", mode, inp, None, False) for inp in (first, second)]
+    outs = [engine.run(mode, inp[0], inp[1], inp[2], backend="native") for inp in (first, second)]
+    got = []
+    for (x, state, params), (y, final) in zip((first, second), outs, strict=True):
+        w = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+        loss = (y * w).sum() + sum((f * f).sum() for f in final)
+        leaves = [x, *state, *[p for p in params if p is not None]]
+        got.append(([y, *final], list(torch.autograd.grad(loss, leaves))))
+    run_and_grads("native", mode, first, None, True)  # more calls reusing the buffers
+    with torch.no_grad():
+        engine.run(mode, second[0], second[1], second[2], backend="native")
+    for (go, gg), (wo, wg) in zip(got, want, strict=True):
+        for k, (a, b) in enumerate(zip(go + gg, wo + wg, strict=True)):
+            assert_close(a, b.detach(), torch.float32, f"tensor {k}")
+    assert spy["backward"] == 3

@@ -236,8 +236,8 @@ inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts
   thread_local std::vector<at::Tensor> pool;
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
-  if (numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
-    return at::empty(shape, opts);
+  if (numel == 0 || numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
+    return at::empty(shape, opts);  // (an empty view would pin a pooled buffer for nothing)
   at::Tensor* best = nullptr;  // the smallest free buffer that fits
   int64_t held = 0;
   for (at::Tensor& t : pool) {
