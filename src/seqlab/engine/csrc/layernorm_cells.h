@@ -65,7 +65,7 @@ struct LnBwd {
   const S* dsum = nullptr;  // dL/dh of step t from later steps (B, H)
   S* dhd = nullptr;         // out: direct part of dL/dh_prev (B, H)
   S* dc = nullptr;          // LSTM: dL/dc, in place
-  S* du = nullptr;          // LSTM: dL/d(γ_c ĉ + β_c) (B, H)
+  S* du = nullptr;          // LSTM: dL/dĉ (B, H), between two phases
   S* da = nullptr;          // out: dL/da of step t (B, G·H), the input side
   S* drl = nullptr;         // shard-local (B, G·n): dy⊙γ_hh, then dL/d(h_prev W_hhᵀ)
   S* dr = nullptr;          // out: dL/d(h_prev W_hhᵀ) of step t (B, G·H)

@@ -202,8 +202,8 @@ static void ln_bwd_pad(const LnBwd<S>& s, int64_t b, int64_t G, bool carry_dh) {
 }
 
 // LN-LSTM phase 1: dh = dsum + gy; with u = γ_c⊙ĉ + β_c: dA_o = dh⊙tanh(u)⊙o(1−o),
-// du = dh⊙o⊙(1 − tanh²u) (kept), dγ_c += du⊙ĉ, dβ_c += du; partial sums of dĉ = du⊙γ_c and
-// dĉ⊙ĉ for the cell LN's backward.
+// du = dh⊙o⊙(1 − tanh²u), dγ_c += du⊙ĉ, dβ_c += du; dĉ = du⊙γ_c (kept in s.du); partial
+// sums of dĉ and dĉ⊙ĉ for the cell LN's backward.
 template <typename S>
 void lnlstm_bwd_cell(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
@@ -231,11 +231,11 @@ void lnlstm_bwd_cell(const LnBwd<S>& s) {
       const S tu = v_tanh(gc[j] * c + bc[j]);
       dao[j] = dh * tu * ov * (S(1) - ov);
       const S d = dh * ov * (S(1) - tu * tu);
-      du[j] = d;
       agc[j] += d * c;
       abc[j] += d;
       dhd[j] = S(0);
       const S dc_hat = d * gc[j];
+      du[j] = dc_hat;
       s1 += dc_hat;
       s2 += dc_hat * c;
     }
@@ -260,8 +260,7 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
     const S* __restrict g = s.g + b * s.gs + u;
     const S* __restrict cp = s.cp + o;
     const S* __restrict ch = s.ch + o;
-    const S* __restrict du = s.du + o;
-    const S* __restrict gc = s.gc + u;
+    const S* __restrict du = s.du + o;  // dĉ
     const S* __restrict xh = s.xhh + b * GH + u;
     const S* __restrict gh = s.ghh + u;
     S* __restrict dc = s.dc + o;
@@ -271,7 +270,7 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
     S s1 = S(0), s2 = S(0);
 #pragma omp simd reduction(+ : s1, s2)
     for (int64_t j = 0; j < n; ++j) {
-      const S dct = dc[j] + rc * (du[j] * gc[j] - m1 - ch[j] * m2);
+      const S dct = dc[j] + rc * (du[j] - m1 - ch[j] * m2);
       const S i = g[j], f = g[H + j], gg = g[2 * H + j];
       const S d0 = dct * gg * i * (S(1) - i), d1 = dct * cp[j] * f * (S(1) - f);
       const S d2 = dct * i * (S(1) - gg * gg), d3 = da[3 * H + j];
