@@ -258,6 +258,12 @@ inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts
   return best->narrow(0, 0, numel).view(shape);
 }
 
+// Rows per block of the work before and after the loop (input projection and its LN, their
+// backward and the weight-gradient products): about 1 MB of G·H-wide rows, at least 64.
+inline int64_t ln_chunk_rows(int64_t GH, size_t itemsize) {
+  return std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(1, GH * itemsize));
+}
+
 inline at::Tensor or_zeros(const at::Tensor& t, int64_t n, const at::TensorOptions& opts) {
   return t.defined() ? t : at::zeros({n}, opts);
 }
@@ -292,15 +298,18 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     return out;
   };
   if (T == 0 || B == 0 || H == 0) return outputs();
-  const int64_t R = T * B;
-  at::Tensor xih2 = xih.view({R, GH});
-  at::mm_out(xih2, x.view({R, I}), w_ih.t());
+  const int64_t R = T * B, Rc = ln_chunk_rows(GH, sizeof(S));
   S* xip = xih.data_ptr<S>();
   S* rsp = rs.data_ptr<S>();
   const auto rows_fn = SEQLAB_ISA(ln_rows<S>);
-  at::parallel_for(0, R, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-    rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
-  });
+  for (int64_t c0 = 0; c0 < R; c0 += Rc) {  // a block of rows: projected, then normalised
+    const int64_t L = std::min(Rc, R - c0);
+    gemm<S>(true, L, GH, I, x.data_ptr<S>() + c0 * I, I, w_ih.data_ptr<S>(), I, false,
+            xip + c0 * GH, GH);
+    at::parallel_for(c0, c0 + L, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
+      rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
+    });
+  }
   at::Tensor bias = LSTMC ? sum_bias(b_ih, b_hh) : GruCell::fold_bias(b_ih, b_hh, H);
   bias = or_zeros(bias, GH, opts).contiguous();
   at::Tensor bhn = LSTMC ? at::Tensor() : GruCell::recurrent_bias(b_hh, H, opts);
@@ -504,31 +513,41 @@ std::vector<at::Tensor> ln_backward_impl(
   loop_threads.reset();
   at::Tensor dh0 = dhd.add(dpart.sum(0));
   // the input side after the loop: LN(x W_ihᵀ; γ_ih) + b_ih's backward, then the GEMMs
-  at::Tensor da2 = da.view({R, GH});
-  // one block of rows per thread, each with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih)
-  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), R / 64));
-  const int64_t per = (R + nblk - 1) / nblk;
+  // by blocks of rows (kept in cache between the LN pass and the products): the LN backward,
+  // split over threads, each sub-block with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih);
+  // then the block's dx = dP W_ih, dW_ih += dPᵀ x and dW_hh += drᵀ h_prev
+  const int64_t Rc = ln_chunk_rows(GH, sizeof(S));
+  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Rc / 64));
   at::Tensor sums = at::zeros({nblk, 2, GH}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts), dw_ih = at::zeros({GH, I}, opts);
+  at::Tensor dw_hh = at::zeros({GH, H}, opts);
   const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
   const S* gip = g_ih.data_ptr<S>();
   const S* xip = xih.data_ptr<S>();
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
   S* smp = sums.data_ptr<S>();
-  at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k)
-      bwd_rows(dap, xip, gip, rsp, K, k * per, std::min(R, (k + 1) * per), GH, smp + k * 2 * GH);
-  });
+  for (int64_t c0 = 0; c0 < R; c0 += Rc) {
+    const int64_t L = std::min(Rc, R - c0), per = (L + nblk - 1) / nblk;
+    at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r0 = c0 + std::min(L, k * per), r1 = c0 + std::min(L, (k + 1) * per);
+        if (r0 < r1) bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + k * 2 * GH);
+      }
+    });
+    gemm<S>(false, L, I, GH, dap + c0 * GH, GH, wip, I, false, dx.data_ptr<S>() + c0 * I, I);
+    gemm_ta<S>(GH, I, L, dap + c0 * GH, GH, xp + c0 * I, I, true, dw_ih.data_ptr<S>(), I);
+    gemm_ta<S>(GH, H, L, drp + c0 * GH, GH, hpp + c0 * H, H, true, dw_hh.data_ptr<S>(), H);
+  }
   at::Tensor sum2 = sums.sum(0);
   at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
-  at::Tensor x2 = x.view({R, I});
-  at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).reshape({R, H});
-  at::Tensor dx = at::mm(da2, w_ih), dw_ih = at::mm(da2.t(), x2);
-  at::Tensor dw_hh = at::mm(dr.view({R, GH}).t(), hprev);
   at::Tensor dg_hh = acc.narrow(0, 0, GH).clone();
   // LSTM: d(LN_hh output) = dA, so db_hh = Σ dA = db_ih (not accumulated in the loop)
   at::Tensor db_hh = !has_b_hh ? empty : LSTMC ? sum2[1].clone() : acc.narrow(0, GH, GH).clone();
   at::Tensor dg_c = LSTMC ? acc.narrow(0, 2 * GH, H).clone() : empty;
   at::Tensor db_c = LSTMC && has_b_c ? acc.narrow(0, 2 * GH + H, H).clone() : empty;
-  return {dx.view({T, B, I}), dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c};
+  return {dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c};
 }
 
 // ---- argument checks (the ops are reachable directly; see checks.h)
