@@ -771,6 +771,8 @@ std::string isa() { return cpu_has_avx2() ? "avx2+fma" : "baseline"; }
 
 }  // namespace
 
+#include "layernorm_cells.h"  // LayerNorm LSTM/GRU: ops ln_forward, ln_backward
+
 TORCH_LIBRARY(seqlab_engine, m) {
   m.def("forward", &forward);
   m.def("backward", &backward);
