@@ -10,9 +10,9 @@ moved up or down by up to ``shift`` rows and followed by up to ``gap`` blank col
 (checkpoint choice, exact match) and test strips are fixed by the seed. The dataset does not
 record writers, so "held-out images" cannot promise held-out writers.
 
-Model (:class:`Captioner`). Encoder: a 3×3 convolution over the strip, each column's 8
-pixels × C channels projected to E, then a bidirectional recurrent layer along the columns:
-memory m_1..m_W (W = 8L). Decoder, Generator-style (:mod:`seqlab.models.generator`), with
+Model (:class:`Captioner`). Encoder: ``conv_layers`` 3×3 convolutions (ReLU) over the strip,
+each column's 8 pixels × C channels projected to E, then a bidirectional recurrent layer along
+the columns: memory m_1..m_W (W = 8L). Decoder, Generator-style (:mod:`seqlab.models.generator`), with
 v = mean_j m_j as the conditioning vector and Bahdanau attention over the columns:
 
     s_0 = tanh(W_s v)
@@ -50,6 +50,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.g2p import error_rates
+from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses, plt
 from seqlab.tasks.rundir import RunDir
 
@@ -60,7 +61,8 @@ MAX_WORDS = 8  # longest caption decoded (and longest strip ``predict`` composes
 
 @dataclass
 class CaptionConfig(TaskConfig):
-    channels: int = 16  # feature maps of the image encoder's convolution
+    channels: int = 16  # feature maps of the image encoder's convolution(s)
+    conv_layers: int = 1  # 3×3 convolutions (ReLU after each) before the column projection
     embed: int = 32  # word embedding size of the decoder
     hidden: int = 64  # encoder per direction; the decoder has 2·hidden
     dropout: float = 0.3  # dropout on the column features and the decoder inputs and outputs
@@ -102,7 +104,13 @@ class Captioner(nn.Module):
                 f"feedback: expected one of {', '.join(FEEDBACKS)}, got {cfg.feedback!r}"
             )
         self.feedback = cfg.feedback
+        if cfg.conv_layers not in (1, 2):
+            raise ValueError(f"conv_layers: expected 1 or 2, got {cfg.conv_layers}")
         self.conv = nn.Conv2d(1, cfg.channels, 3, padding=1)
+        # a second 3×3 layer sees 5×5 pixels: strokes, not single pixel pairs
+        self.conv2 = (
+            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1) if cfg.conv_layers == 2 else None
+        )
         self.column = nn.Linear(8 * cfg.channels, cfg.embed)
         self.encoder = RecurrentEncoder(cfg.model, cfg.embed, cfg.hidden, 1, True, 0.0, cfg.impl)
         M = Hd = 2 * cfg.hidden
@@ -121,6 +129,8 @@ class Captioner(nn.Module):
             raise ValueError(f"images: expected (B, 8, W) strips, got {tuple(images.shape)}")
         B, _, W = images.shape
         x = F.relu(self.conv(images.unsqueeze(1)))  # (B, C, 8, W)
+        if self.conv2 is not None:
+            x = F.relu(self.conv2(x))
         cols = x.permute(0, 3, 1, 2).reshape(B, W, -1)  # (B, W, C·8)
         memory, _ = self.encoder(self.drop(torch.tanh(self.column(cols))), widths)
         mask = torch.arange(W).unsqueeze(0) < widths.unsqueeze(1)
@@ -335,7 +345,12 @@ class CaptionTask(Task):
 
     def train(self, cfg: CaptionConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        images, labels, pools, valid, test = self.data(cfg)
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            images, labels, pools, valid, test = self.data(cfg)
+            info.detail = (
+                f"{len(pools[0]):,}/{len(pools[1]):,}/{len(pools[2]):,} train/valid/test images"
+            )
+        native_build(progress, cfg.impl, cfg.model)
         vocab = self.vocab()
         model = self.build(cfg, len(vocab))
         meta = {"task": self.name, "vocab": vocab.to_list(), "config": config_dict(cfg)}
@@ -371,10 +386,11 @@ class CaptionTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        test_scores = self._test(model, vocab, test, cfg)
-        hyps = caption(model, vocab, [s for s, _, _ in test[:8]])
+        with phase(progress, "evaluation", f"{len(test):,} test strips"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            test_scores = self._test(model, vocab, test, cfg)
+            hyps = caption(model, vocab, [s for s, _, _ in test[:8]])
         summary = {
             "task": self.name,
             "model": cfg.model,
@@ -393,6 +409,11 @@ class CaptionTask(Task):
             ],
         }
         run.write_summary(summary)
+        with phase(progress, "plots"):
+            self._plots(cfg, run, model, vocab, test)
+        return summary
+
+    def _plots(self, cfg: CaptionConfig, run: RunDir, model: Captioner, vocab: Vocab, test):
         plot_losses(
             run.events(),
             "val_exact",
@@ -412,7 +433,6 @@ class CaptionTask(Task):
                 run.path / "attention.png",
                 f"attention over the columns while writing '{' '.join(ref)}'",
             )
-        return summary
 
     def load(self, run: RunDir):
         weights, meta = run.load_model_files()

@@ -36,6 +36,7 @@ from seqlab.tasks.base import (
 )
 from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.dtw import _pad, nn1_dtw
+from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
 
@@ -124,8 +125,11 @@ class VowelsTask(Task):
 
     def train(self, cfg: VowelsConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        series, labels = japanese_vowels("train")
-        test_x, test_y = japanese_vowels("test")
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            series, labels = japanese_vowels("train")
+            test_x, test_y = japanese_vowels("test")
+            info.detail = f"{len(series)} training series, {len(test_x)} test series"
+        native_build(progress, cfg.impl, cfg.model)
         classes = sorted(set(labels), key=int)
         tr, va = split_train(labels, cfg.valid_fraction, cfg.seed)
         frames = torch.cat([series[i] for i in tr])
@@ -181,9 +185,10 @@ class VowelsTask(Task):
             progress=progress,
             epochs=cfg.epochs,
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        test = self._score(model, xte, yte)
+        with phase(progress, "evaluation", f"{len(xte)} test series"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            test = self._score(model, xte, yte)
         summary = {
             "task": self.name,
             "model": cfg.model,
@@ -199,17 +204,19 @@ class VowelsTask(Task):
             "parameters": count_parameters(model),
         }
         if cfg.baseline:
-            pred = nn1_dtw(series, labels, test_x)
-            summary["baseline_1nn_dtw_acc"] = sum(
-                p == y for p, y in zip(pred, test_y, strict=True)
-            ) / len(test_y)
+            with phase(progress, "baseline", "1-NN DTW on the test series"):
+                pred = nn1_dtw(series, labels, test_x)
+                summary["baseline_1nn_dtw_acc"] = sum(
+                    p == y for p, y in zip(pred, test_y, strict=True)
+                ) / len(test_y)
         run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_acc",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}): training loss and validation accuracy",
-        )
+        with phase(progress, "plots"):
+            plot_losses(
+                run.events(),
+                "val_acc",
+                run.path / "loss.png",
+                f"{self.name} ({cfg.model}): training loss and validation accuracy",
+            )
         return summary
 
     def load(self, run: RunDir):
