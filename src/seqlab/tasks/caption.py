@@ -12,8 +12,9 @@ record writers, so "held-out images" cannot promise held-out writers.
 
 Model (:class:`Captioner`). Encoder: ``conv_layers`` 3×3 convolutions (ReLU) over the strip,
 each column's 8 pixels × C channels projected to E, then a bidirectional recurrent layer along
-the columns: memory m_1..m_W (W = 8L). Decoder, Generator-style (:mod:`seqlab.models.generator`), with
-v = mean_j m_j as the conditioning vector and Bahdanau attention over the columns:
+the columns: memory m_1..m_W (W = 8L). Decoder, Generator-style
+(:mod:`seqlab.models.generator`), with v = mean_j m_j as the conditioning vector and Bahdanau
+attention over the columns:
 
     s_0 = tanh(W_s v)
     c_t = Σ_j α_tj m_j,  α_t = softmax_j(wᵀ tanh(W_q s_{t−1} + W_m m_j))
@@ -277,7 +278,16 @@ def scores(hyps: list[list[str]], refs: list[list[str]], lo: int, hi: int) -> di
 
 
 def plot_caption_attention(strip: Tensor, words: list[str], alpha: Tensor, path, title: str):
-    """The strip on top, the attention over its columns for each output word below."""
+    """Save :func:`caption_attention_figure` to ``path``."""
+    fig = caption_attention_figure(strip, words, alpha, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def caption_attention_figure(strip: Tensor, words: list[str], alpha: Tensor, title: str):
+    """The strip on top, the attention α (len(words), W) over its columns for each output word
+    below."""
     fig, (a, b) = plt.subplots(
         2,
         1,
@@ -292,9 +302,7 @@ def plot_caption_attention(strip: Tensor, words: list[str], alpha: Tensor, path,
     b.set_yticks(range(len(words)), words)
     b.set_xlabel("strip column")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 class CaptionTask(Task):
@@ -456,23 +464,26 @@ class CaptionTask(Task):
         if not inputs:
             raise ValueError("inputs: give at least one string of digits, e.g. 729")
         model, vocab, cfg = self.load(run)
-        images, labels = digits()
-        test_pool = split_images(len(images) if not cfg.limit else cfg.limit, cfg.seed)[2]
-        strips, used = [], []
-        for text in inputs:
-            if not text.isdigit() or not 1 <= len(text) <= MAX_WORDS:
-                raise ValueError(f"inputs: expected 1-8 digits like 729, got {text!r}")
-            g = torch.Generator().manual_seed(int(text))
-            idx = []
-            for ch in text:
-                choices = [i for i in test_pool if int(labels[i]) == int(ch)]
-                if not choices:
-                    raise ValueError(f"inputs: no held-out image of digit {ch} in this split")
-                idx.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
-            strips.append(torch.cat([images[i] for i in idx], dim=1))
-            used.append(idx)
-        hyps = caption(model, vocab, strips, beam)
+        strips, used = zip(*(self.held_out_strip(text, cfg) for text in inputs), strict=True)
+        hyps = caption(model, vocab, list(strips), beam)
         return [
             f"{t}\t{' '.join(h)}\t{','.join(map(str, i))}"
             for t, h, i in zip(inputs, hyps, used, strict=True)
         ]
+
+    @staticmethod
+    def held_out_strip(text: str, cfg: CaptionConfig) -> tuple[Tensor, list[int]]:
+        """The strip (8, 8·len(text)) of held-out TEST images showing the digits of ``text``
+        (images drawn with a generator seeded by the digits), and the image indices."""
+        if not text.isdigit() or not 1 <= len(text) <= MAX_WORDS:
+            raise ValueError(f"inputs: expected 1-8 digits like 729, got {text!r}")
+        images, labels = digits()
+        test_pool = split_images(len(images) if not cfg.limit else cfg.limit, cfg.seed)[2]
+        g = torch.Generator().manual_seed(int(text))
+        idx = []
+        for ch in text:
+            choices = [i for i in test_pool if int(labels[i]) == int(ch)]
+            if not choices:
+                raise ValueError(f"inputs: no held-out image of digit {ch} in this split")
+            idx.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
+        return torch.cat([images[i] for i in idx], dim=1), idx
