@@ -70,6 +70,7 @@ class CaptionConfig(TaskConfig):
     shift: int = 1  # training strips: move each image up/down by up to this many rows
     gap: int = 2  # training strips: up to this many blank columns after each image
     feedback: str = "previous"  # previous | zeros
+    sampling: float = 0.0  # previous: chance of feeding the model's own last word in training
     min_digits: int = 2  # fewest digit images in a strip
     max_digits: int = 5  # most digit images in a strip
     strips_per_epoch: int = 6400  # training strips composed afresh for each pass
@@ -104,7 +105,9 @@ class Captioner(nn.Module):
             raise ValueError(
                 f"feedback: expected one of {', '.join(FEEDBACKS)}, got {cfg.feedback!r}"
             )
-        self.feedback = cfg.feedback
+        if not 0.0 <= cfg.sampling <= 1.0:
+            raise ValueError(f"sampling: expected a probability in [0, 1], got {cfg.sampling}")
+        self.feedback, self.sampling = cfg.feedback, cfg.sampling
         if cfg.conv_layers not in (1, 2):
             raise ValueError(f"conv_layers: expected 1 or 2, got {cfg.conv_layers}")
         self.conv = nn.Conv2d(1, cfg.channels, 3, padding=1)
@@ -160,11 +163,18 @@ class Captioner(nn.Module):
         return state.memory.shape[0]
 
     def forward(self, images: Tensor, widths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, T, V) and attention weights (B, T, W)."""
+        """Teacher-forced logits (B, T, V) and attention weights (B, T, W). In training with
+        ``sampling`` = p > 0 (scheduled sampling, Bengio et al. 2015), each row's input word
+        at step t > 1 is the model's own greedy word of step t − 1 with probability p, else
+        the reference word, so training sees the kind of prefixes greedy decoding produces."""
         state = self.start(images, widths)
         logits, weights = [], []
         for t in range(tgt_in.shape[1]):
-            z, state = self.step(tgt_in[:, t], state)
+            tokens = tgt_in[:, t]
+            if self.training and self.sampling > 0 and t > 0:
+                own = torch.rand(tokens.shape) < self.sampling
+                tokens = torch.where(own, logits[-1].detach().argmax(-1), tokens)
+            z, state = self.step(tokens, state)
             logits.append(z)
             weights.append(self.last_weights)
         return torch.stack(logits, 1), torch.stack(weights, 1)

@@ -62,6 +62,7 @@ class VowelsConfig(TaskConfig):
     eval_every: int = 25
     lr_final: float = 0.1
     baseline: bool = True  # 1-NN DTW on the same split
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
 
 
 def split_train(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -77,6 +78,18 @@ def split_train(labels: list[str], fraction: float, seed: int) -> tuple[list[int
         valid += idx[:k]
         train += idx[k:]
     return sorted(train), sorted(valid)
+
+
+def _ema(model: torch.nn.Module, decay: float):
+    """torch's AveragedModel keeping the exponential moving average of ``model``'s weights
+    (always in eval mode: it is only scored and saved), or None for ``decay = 0``."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema: expected a decay in [0, 1), got {decay}")
+    if decay == 0.0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)).eval()
 
 
 class VowelsTask(Task):
@@ -169,8 +182,14 @@ class VowelsTask(Task):
             x, lengths, y = batch
             return F.cross_entropy(model(x, lengths), y)
 
+        # With ema > 0 the weights evaluated and saved are θ̄ ← ema·θ̄ + (1 − ema)·θ after
+        # every step (θ̄ = θ at the first), one model whose noise is averaged over ~1/(1 − ema)
+        # steps; a resumed run restarts θ̄ from the resumed weights.
+        averaged = _ema(model, cfg.ema)
+        scored = averaged.module if averaged is not None else model
+
         def evaluate():
-            return {f"val_{k}": v for k, v in self._score(model, xva or xtr, yva or ytr).items()}
+            return {f"val_{k}": v for k, v in self._score(scored, xva or xtr, yva or ytr).items()}
 
         result = fit(
             model,
@@ -181,9 +200,10 @@ class VowelsTask(Task):
             self.metric,
             False,
             run,
-            on_best=lambda: run.save_model(model, meta),
+            on_best=lambda: run.save_model(scored, meta),
             progress=progress,
             epochs=cfg.epochs,
+            callbacks=[lambda _t, _r: averaged.update_parameters(model)] if averaged else None,
         )
         with phase(progress, "evaluation", f"{len(xte)} test series"):
             model.load_state_dict(run.load_model_files()[0])
