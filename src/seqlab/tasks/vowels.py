@@ -47,9 +47,9 @@ class VowelsConfig(TaskConfig):
     layers: int = 1  # stacked recurrent (or Transformer) layers
     bidirectional: bool = True  # read each series both ways (recurrent models)
     pool: str = "max"  # per-frame outputs to one vector: last | mean | max | attention
-    dropout: float = 0.3  # dropout before the classifier head and between layers
+    dropout: float = 0.5  # dropout before the classifier head and between layers
     heads: int = 4  # attention heads (model=transformer only)
-    noise: float = 0.1  # std of Gaussian noise added to the standardised training frames
+    noise: float = 0.2  # std of Gaussian noise added to the standardised training frames
     valid_fraction: float = 0.15  # share of each speaker's training series held out
     batch_size: int = 16
     lr: float = 3e-3
