@@ -10,8 +10,9 @@ Features are standardised per coefficient with the training series' mean and dev
 Model: :class:`seqlab.models.SequenceClassifier` on the dense frames (bidirectional LSTM,
 max pooling over valid frames, chosen over mean pooling, a GRU and a wider layer by validation
 loss on the seed-0 split; then dropout 0.5 and input noise 0.2 over 0.3 / 0.1, a weight EMA
-and a shorter run, then two layers over one and attention pooling, by the chosen checkpoint's
-validation loss on the validation splits of seeds 100-102). Baseline: 1-nearest-neighbour DTW on the raw series (:mod:`seqlab.tasks.dtw`),
+and a shorter run, then two layers over one and attention pooling, then three layers over
+two and a wider layer, by the chosen checkpoint's validation loss on the validation splits of
+seeds 100-102). Baseline: 1-nearest-neighbour DTW on the raw series (:mod:`seqlab.tasks.dtw`),
 trained on all 270 series.
 """
 
@@ -46,7 +47,7 @@ from seqlab.tasks.rundir import RunDir
 @dataclass
 class VowelsConfig(TaskConfig):
     hidden: int = 64  # recurrent units per direction (Transformer: model width)
-    layers: int = 2  # stacked recurrent (or Transformer) layers
+    layers: int = 3  # stacked recurrent (or Transformer) layers
     bidirectional: bool = True  # read each series both ways (recurrent models)
     pool: str = "max"  # per-frame outputs to one vector: last | mean | max | attention
     dropout: float = 0.5  # dropout before the classifier head and between layers
