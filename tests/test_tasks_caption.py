@@ -193,3 +193,29 @@ def test_training_jitter_moves_rows_and_appends_blank_columns():
         (dy,) = [d for d, c in candidates.items() if torch.equal(block, c)]
         seen.add((dy, out.shape[1]))
     assert {d for d, _ in seen} == {-1, 0, 1} and {w for _, w in seen} == {8, 9, 10}
+
+
+def test_scheduled_sampling_feeds_the_models_own_words():
+    torch.manual_seed(0)
+    cfg = CaptionConfig(channels=4, embed=8, hidden=8, dropout=0.0, sampling=1.0)
+    model = CaptionTask().build(cfg, 13).train()
+    x, w = batch_strips([torch.rand(8, 24), torch.rand(8, 16)])
+    tgt_in = torch.tensor([[BOS, 5, 6, 7], [BOS, 8, 9, 4]])
+    got, _ = model(x, w, tgt_in)
+    # hand loop: after BOS, every input word is the previous step's argmax (p = 1)
+    state, tokens, want = model.start(x, w), tgt_in[:, 0], []
+    for _ in range(4):
+        z, state = model.step(tokens, state)
+        want.append(z)
+        tokens = z.argmax(-1)
+    assert torch.allclose(got, torch.stack(want, 1), atol=1e-6)
+    # p = 0 (and eval mode whatever p): the reference words are fed
+    model.eval()
+    state, ref = model.start(x, w), []
+    for t in range(4):
+        z, state = model.step(tgt_in[:, t], state)
+        ref.append(z)
+    assert torch.allclose(model(x, w, tgt_in)[0], torch.stack(ref, 1), atol=1e-6)
+    assert not torch.allclose(got, torch.stack(ref, 1))
+    with pytest.raises(ValueError, match=r"sampling: expected a probability in \[0, 1\], got 2"):
+        CaptionTask().build(CaptionConfig(sampling=2.0), 13)

@@ -154,3 +154,30 @@ def test_vowels_train_evaluate_predict(tmp_path):
     narrow.write_text("@data\n1,2:3,4:1\n")
     r = cli("predict", run, narrow, ok=False)
     assert "expected 12 dimensions per frame" in r.output and "got 2" in r.output
+
+
+def test_ema_weights_follow_the_documented_average():
+    from seqlab.tasks.vowels import _ema
+
+    model = torch.nn.Linear(2, 1)
+    first = model.weight.detach().clone()
+    avg = _ema(model, 0.9)
+    avg.update_parameters(model)  # the first update copies θ
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    avg.update_parameters(model)  # θ̄ = 0.9·θ̄ + 0.1·θ
+    assert torch.allclose(avg.module.weight, 0.9 * first + 0.1 * (first + 1.0))
+    assert not avg.module.training and _ema(model, 0.0) is None
+    with pytest.raises(ValueError, match=r"ema: expected a decay in \[0, 1\), got 1.0"):
+        _ema(model, 1.0)
+
+
+def test_vowels_with_ema_saves_and_reloads_the_averaged_model(tmp_path):
+    cli("train", "vowels", *TINY, "--set", "ema=0.9", "--max-steps", 3,
+        "--runs-dir", tmp_path / "runs")  # fmt: skip
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    out = json.loads(cli("evaluate", run, "--json").output)
+    assert out["test_acc"] == pytest.approx(summary["test_acc"])
+    r = cli("train", "vowels", *TINY, "--set", "ema=1.5", "--runs-dir", tmp_path / "r2", ok=False)
+    assert r.exit_code != 0 and "ema: expected a decay in [0, 1), got 1.5" in r.output

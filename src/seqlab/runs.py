@@ -164,6 +164,10 @@ HEADLINE = {
     "seq2seq": ("test_per", False),
     "sunspots": ("test_rmse", False),
     "forecast": ("test_rmse", False),
+    "translate": ("test_bleu", True),
+    "vowels": ("test_acc", True),
+    "caption": ("test_exact", True),
+    "errordetect": ("test_f05", True),
 }
 
 

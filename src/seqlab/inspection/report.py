@@ -15,6 +15,8 @@ g2p           log p(greedy transcription)     −log p(greedy transcription)
 sunspots      the forecast                    squared error to the actual value (or ŷ²/2)
 ============  ==============================  ==============================================
 
+(caption and errordetect: :mod:`seqlab.inspection.tagged`.)
+
 plus attention maps and beams with scores (g2p) and forecast vs actual with the baselines
 (sunspots). "Saturated": a sigmoid gate below 0.05 or above 0.95 (|a| > 2.94), a tanh value
 (LSTM ``g``, GRU ``n``, RNN ``h``) beyond ±0.95 (|a| > 1.83).
@@ -33,6 +35,8 @@ from torch import Tensor
 from seqlab import plots
 from seqlab.inspection.page import Section, render
 from seqlab.inspection.probe import Probe
+from seqlab.inspection.tagged import DEFAULT_TEXT as TAGGED
+from seqlab.inspection.tagged import inspect_tagged
 from seqlab.runs import LoadedRun, load
 
 SIGMOID_GATES = ("i", "f", "o", "r", "z")
@@ -429,12 +433,16 @@ def inspect_run(
     """Write ``RUN/inspect.html`` and ``RUN/inspect/*.png`` for ``text`` (each task has a
     default example); returns (page path, PNG paths)."""
     lr = load(run_dir)
-    if lr.kind not in DEFAULT_TEXT and lr.kind != "sunspots":
+    if lr.kind not in DEFAULT_TEXT and lr.kind not in TAGGED and lr.kind != "sunspots":
         raise ValueError(f"run: no inspect page for task {lr.task!r} yet")
     if lr.model.training:
         lr.model.eval()
     stem = "inspect"
-    if not lr.recurrent:
+    if lr.kind in TAGGED:
+        summary, sections = inspect_tagged(
+            lr, text, stem, _part_sections, _probe_run, _saliency_section
+        )
+    elif not lr.recurrent:
         summary, sections = _transformer(lr, text, stem, beam)
     elif lr.kind == "shakespeare":
         summary, sections = _shakespeare(lr, text or DEFAULT_TEXT["shakespeare"], stem)

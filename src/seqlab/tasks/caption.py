@@ -10,10 +10,11 @@ moved up or down by up to ``shift`` rows and followed by up to ``gap`` blank col
 (checkpoint choice, exact match) and test strips are fixed by the seed. The dataset does not
 record writers, so "held-out images" cannot promise held-out writers.
 
-Model (:class:`Captioner`). Encoder: a 3×3 convolution over the strip, each column's 8
-pixels × C channels projected to E, then a bidirectional recurrent layer along the columns:
-memory m_1..m_W (W = 8L). Decoder, Generator-style (:mod:`seqlab.models.generator`), with
-v = mean_j m_j as the conditioning vector and Bahdanau attention over the columns:
+Model (:class:`Captioner`). Encoder: ``conv_layers`` 3×3 convolutions (ReLU) over the strip,
+each column's 8 pixels × C channels projected to E, then a bidirectional recurrent layer along
+the columns: memory m_1..m_W (W = 8L). Decoder, Generator-style
+(:mod:`seqlab.models.generator`), with v = mean_j m_j as the conditioning vector and Bahdanau
+attention over the columns:
 
     s_0 = tanh(W_s v)
     c_t = Σ_j α_tj m_j,  α_t = softmax_j(wᵀ tanh(W_q s_{t−1} + W_m m_j))
@@ -50,6 +51,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.g2p import error_rates
+from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses, plt
 from seqlab.tasks.rundir import RunDir
 
@@ -60,13 +62,15 @@ MAX_WORDS = 8  # longest caption decoded (and longest strip ``predict`` composes
 
 @dataclass
 class CaptionConfig(TaskConfig):
-    channels: int = 16  # feature maps of the image encoder's convolution
+    channels: int = 16  # feature maps of the image encoder's convolution(s)
+    conv_layers: int = 1  # 3×3 convolutions (ReLU after each) before the column projection
     embed: int = 32  # word embedding size of the decoder
     hidden: int = 64  # encoder per direction; the decoder has 2·hidden
     dropout: float = 0.3  # dropout on the column features and the decoder inputs and outputs
     shift: int = 1  # training strips: move each image up/down by up to this many rows
     gap: int = 2  # training strips: up to this many blank columns after each image
     feedback: str = "previous"  # previous | zeros
+    sampling: float = 0.0  # previous: chance of feeding the model's own last word in training
     min_digits: int = 2  # fewest digit images in a strip
     max_digits: int = 5  # most digit images in a strip
     strips_per_epoch: int = 6400  # training strips composed afresh for each pass
@@ -101,8 +105,16 @@ class Captioner(nn.Module):
             raise ValueError(
                 f"feedback: expected one of {', '.join(FEEDBACKS)}, got {cfg.feedback!r}"
             )
-        self.feedback = cfg.feedback
+        if not 0.0 <= cfg.sampling <= 1.0:
+            raise ValueError(f"sampling: expected a probability in [0, 1], got {cfg.sampling}")
+        self.feedback, self.sampling = cfg.feedback, cfg.sampling
+        if cfg.conv_layers not in (1, 2):
+            raise ValueError(f"conv_layers: expected 1 or 2, got {cfg.conv_layers}")
         self.conv = nn.Conv2d(1, cfg.channels, 3, padding=1)
+        # a second 3×3 layer sees 5×5 pixels: strokes, not single pixel pairs
+        self.conv2 = (
+            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1) if cfg.conv_layers == 2 else None
+        )
         self.column = nn.Linear(8 * cfg.channels, cfg.embed)
         self.encoder = RecurrentEncoder(cfg.model, cfg.embed, cfg.hidden, 1, True, 0.0, cfg.impl)
         M = Hd = 2 * cfg.hidden
@@ -121,6 +133,8 @@ class Captioner(nn.Module):
             raise ValueError(f"images: expected (B, 8, W) strips, got {tuple(images.shape)}")
         B, _, W = images.shape
         x = F.relu(self.conv(images.unsqueeze(1)))  # (B, C, 8, W)
+        if self.conv2 is not None:
+            x = F.relu(self.conv2(x))
         cols = x.permute(0, 3, 1, 2).reshape(B, W, -1)  # (B, W, C·8)
         memory, _ = self.encoder(self.drop(torch.tanh(self.column(cols))), widths)
         mask = torch.arange(W).unsqueeze(0) < widths.unsqueeze(1)
@@ -149,11 +163,18 @@ class Captioner(nn.Module):
         return state.memory.shape[0]
 
     def forward(self, images: Tensor, widths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, T, V) and attention weights (B, T, W)."""
+        """Teacher-forced logits (B, T, V) and attention weights (B, T, W). In training with
+        ``sampling`` = p > 0 (scheduled sampling, Bengio et al. 2015), each row's input word
+        at step t > 1 is the model's own greedy word of step t − 1 with probability p, else
+        the reference word, so training sees the kind of prefixes greedy decoding produces."""
         state = self.start(images, widths)
         logits, weights = [], []
         for t in range(tgt_in.shape[1]):
-            z, state = self.step(tgt_in[:, t], state)
+            tokens = tgt_in[:, t]
+            if self.training and self.sampling > 0 and t > 0:
+                own = torch.rand(tokens.shape) < self.sampling
+                tokens = torch.where(own, logits[-1].detach().argmax(-1), tokens)
+            z, state = self.step(tokens, state)
             logits.append(z)
             weights.append(self.last_weights)
         return torch.stack(logits, 1), torch.stack(weights, 1)
@@ -267,7 +288,16 @@ def scores(hyps: list[list[str]], refs: list[list[str]], lo: int, hi: int) -> di
 
 
 def plot_caption_attention(strip: Tensor, words: list[str], alpha: Tensor, path, title: str):
-    """The strip on top, the attention over its columns for each output word below."""
+    """Save :func:`caption_attention_figure` to ``path``."""
+    fig = caption_attention_figure(strip, words, alpha, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def caption_attention_figure(strip: Tensor, words: list[str], alpha: Tensor, title: str):
+    """The strip on top, the attention α (len(words), W) over its columns for each output word
+    below."""
     fig, (a, b) = plt.subplots(
         2,
         1,
@@ -282,9 +312,7 @@ def plot_caption_attention(strip: Tensor, words: list[str], alpha: Tensor, path,
     b.set_yticks(range(len(words)), words)
     b.set_xlabel("strip column")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 class CaptionTask(Task):
@@ -335,7 +363,12 @@ class CaptionTask(Task):
 
     def train(self, cfg: CaptionConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        images, labels, pools, valid, test = self.data(cfg)
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            images, labels, pools, valid, test = self.data(cfg)
+            info.detail = (
+                f"{len(pools[0]):,}/{len(pools[1]):,}/{len(pools[2]):,} train/valid/test images"
+            )
+        native_build(progress, cfg.impl, cfg.model)
         vocab = self.vocab()
         model = self.build(cfg, len(vocab))
         meta = {"task": self.name, "vocab": vocab.to_list(), "config": config_dict(cfg)}
@@ -371,10 +404,11 @@ class CaptionTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
         )
-        model.load_state_dict(run.load_model_files()[0])
-        model.eval()
-        test_scores = self._test(model, vocab, test, cfg)
-        hyps = caption(model, vocab, [s for s, _, _ in test[:8]])
+        with phase(progress, "evaluation", f"{len(test):,} test strips"):
+            model.load_state_dict(run.load_model_files()[0])
+            model.eval()
+            test_scores = self._test(model, vocab, test, cfg)
+            hyps = caption(model, vocab, [s for s, _, _ in test[:8]])
         summary = {
             "task": self.name,
             "model": cfg.model,
@@ -393,6 +427,11 @@ class CaptionTask(Task):
             ],
         }
         run.write_summary(summary)
+        with phase(progress, "plots"):
+            self._plots(cfg, run, model, vocab, test)
+        return summary
+
+    def _plots(self, cfg: CaptionConfig, run: RunDir, model: Captioner, vocab: Vocab, test):
         plot_losses(
             run.events(),
             "val_exact",
@@ -412,7 +451,6 @@ class CaptionTask(Task):
                 run.path / "attention.png",
                 f"attention over the columns while writing '{' '.join(ref)}'",
             )
-        return summary
 
     def load(self, run: RunDir):
         weights, meta = run.load_model_files()
@@ -436,23 +474,26 @@ class CaptionTask(Task):
         if not inputs:
             raise ValueError("inputs: give at least one string of digits, e.g. 729")
         model, vocab, cfg = self.load(run)
-        images, labels = digits()
-        test_pool = split_images(len(images) if not cfg.limit else cfg.limit, cfg.seed)[2]
-        strips, used = [], []
-        for text in inputs:
-            if not text.isdigit() or not 1 <= len(text) <= MAX_WORDS:
-                raise ValueError(f"inputs: expected 1-8 digits like 729, got {text!r}")
-            g = torch.Generator().manual_seed(int(text))
-            idx = []
-            for ch in text:
-                choices = [i for i in test_pool if int(labels[i]) == int(ch)]
-                if not choices:
-                    raise ValueError(f"inputs: no held-out image of digit {ch} in this split")
-                idx.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
-            strips.append(torch.cat([images[i] for i in idx], dim=1))
-            used.append(idx)
-        hyps = caption(model, vocab, strips, beam)
+        strips, used = zip(*(self.held_out_strip(text, cfg) for text in inputs), strict=True)
+        hyps = caption(model, vocab, list(strips), beam)
         return [
             f"{t}\t{' '.join(h)}\t{','.join(map(str, i))}"
             for t, h, i in zip(inputs, hyps, used, strict=True)
         ]
+
+    @staticmethod
+    def held_out_strip(text: str, cfg: CaptionConfig) -> tuple[Tensor, list[int]]:
+        """The strip (8, 8·len(text)) of held-out TEST images showing the digits of ``text``
+        (images drawn with a generator seeded by the digits), and the image indices."""
+        if not text.isdigit() or not 1 <= len(text) <= MAX_WORDS:
+            raise ValueError(f"inputs: expected 1-8 digits like 729, got {text!r}")
+        images, labels = digits()
+        test_pool = split_images(len(images) if not cfg.limit else cfg.limit, cfg.seed)[2]
+        g = torch.Generator().manual_seed(int(text))
+        idx = []
+        for ch in text:
+            choices = [i for i in test_pool if int(labels[i]) == int(ch)]
+            if not choices:
+                raise ValueError(f"inputs: no held-out image of digit {ch} in this split")
+            idx.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
+        return torch.cat([images[i] for i in idx], dim=1), idx

@@ -55,6 +55,7 @@ from seqlab.tasks.base import (
     init_forget_bias,
     load_config,
 )
+from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import TrainConfig, Trainer
@@ -179,7 +180,7 @@ class ErrorDetectConfig(TaskConfig):
     min_count: int = 2  # words seen fewer times in training become <unk>
     batch_size: int = 32
     lr: float = 2e-3
-    max_steps: int = 4000
+    max_steps: int = 6000
     minutes: float = 10.0
     clock: str = "cpu"
     threads: int = 1
@@ -291,11 +292,14 @@ class ErrorDetectTask(Task):
 
     def train(self, cfg: ErrorDetectConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
-        train, valid, test, frequent = self.data(cfg)
-        vocab = Vocab.build(train, min_count=cfg.min_count)
-        stream = Corrupted(train, vocab, cfg, frequent, salt=1)
-        val = Corrupted(valid, vocab, cfg, frequent, salt=2, fixed=True)
-        tst = Corrupted(test, vocab, cfg, frequent, salt=3, fixed=True)
+        with phase(progress, "data", self.data_name(cfg)) as info:
+            train, valid, test, frequent = self.data(cfg)
+            vocab = Vocab.build(train, min_count=cfg.min_count)
+            stream = Corrupted(train, vocab, cfg, frequent, salt=1)
+            val = Corrupted(valid, vocab, cfg, frequent, salt=2, fixed=True)
+            tst = Corrupted(test, vocab, cfg, frequent, salt=3, fixed=True)
+            info.detail = f"{len(train):,}/{len(valid):,}/{len(test):,} sentences"
+        native_build(progress, cfg.impl, cfg.model)
         model = self.build(cfg, len(vocab))
         meta = {"task": self.name, "vocab": vocab.to_list(), "config": config_dict(cfg)}
         run.log(
@@ -332,11 +336,12 @@ class ErrorDetectTask(Task):
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
         )
-        model.load_state_dict(run.load_model_files()[0])
-        th = best_threshold(*self.error_scores(model, val))
-        meta["threshold"] = th
-        run.save_model(model, meta)
-        s, t = self.error_scores(model, tst)
+        with phase(progress, "evaluation", f"{len(test):,} test sentences"):
+            model.load_state_dict(run.load_model_files()[0])
+            th = best_threshold(*self.error_scores(model, val))
+            meta["threshold"] = th
+            run.save_model(model, meta)
+            s, t = self.error_scores(model, tst)
         summary = {
             "task": self.name,
             "model": cfg.model,
@@ -346,7 +351,8 @@ class ErrorDetectTask(Task):
             "test_error_words": sum(t),
             "threshold": th,
         }
-        summary |= self.baselines(cfg, vocab, train, stream, val, tst)
+        with phase(progress, "baselines"):
+            summary |= self.baselines(cfg, vocab, train, frequent, val, tst, progress)
         summary |= {
             "val_f05": result.best.get("val_f05"),
             "steps": result.steps,
@@ -358,17 +364,23 @@ class ErrorDetectTask(Task):
             "examples": self.highlight(model, vocab, tst, th, 6),
         }
         run.write_summary(summary)
-        plot_losses(
-            run.events(),
-            "val_f05",
-            run.path / "loss.png",
-            f"{self.name} ({cfg.model}): training loss and validation F0.5",
-        )
+        with phase(progress, "plots"):
+            plot_losses(
+                run.events(),
+                "val_f05",
+                run.path / "loss.png",
+                f"{self.name} ({cfg.model}): training loss and validation F0.5",
+            )
         return summary
 
-    def baselines(self, cfg, vocab, train, stream, val, tst) -> dict[str, float]:
+    def baselines(self, cfg, vocab, train, frequent, val, tst, progress=None) -> dict[str, float]:
+        """The WindowBaseline and the n-gram surprise on the tagger's split. The window model
+        is seeded afresh and reads its own copy of the training stream from epoch 0, so its
+        score does not depend on how long the tagger trained."""
         out: dict[str, float] = {}
         if cfg.baseline_steps:
+            torch.manual_seed(cfg.seed)
+            stream = Corrupted(train, vocab, cfg, frequent, salt=1)
             win = WindowMLP(
                 WindowConfig(
                     2,
@@ -398,13 +410,17 @@ class ErrorDetectTask(Task):
                 log_every=10**9,
             )
             Trainer(win, stream, tc, loss_fn).fit()
-            th = best_threshold(*self.error_scores(win, val, shift=r))
+            vs, vt = self.error_scores(win, val, shift=r)
+            th = best_threshold(vs, vt)
+            baseline(progress, "window", prf(vs, vt, th)["f05"])
             s, t = self.error_scores(win, tst, shift=r)
             out |= {f"baseline_window_{k}": v for k, v in prf(s, t, th).items()}
         if cfg.ngram_order:
             lm = NGramLM(len(vocab), n=cfg.ngram_order, smoothing="witten_bell")
             lm.fit([vocab.encode(s) for s in train])
-            th = best_threshold(*self.surprise(lm, val))
+            vs, vt = self.surprise(lm, val)
+            th = best_threshold(vs, vt)
+            baseline(progress, f"{cfg.ngram_order}-gram surprise", prf(vs, vt, th)["f05"])
             s, t = self.surprise(lm, tst)
             out |= {f"baseline_ngram_{k}": v for k, v in prf(s, t, th).items()}
         return out
