@@ -129,6 +129,9 @@ def test_errordetect_train_evaluate_predict(tmp_path):
     for k in ("test_f05", "baseline_window_f05", "baseline_ngram_f05"):
         assert 0.0 <= s[k] <= 1.0, k
     assert 0 < s["test_error_words"] < s["test_words"] and len(s["examples"]) == 6
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["kind"] == "memory"] == [2]  # eval_every=2, 3 steps
+    assert s["memory_span"]["step"] == 2 and (run / "memory_span.png").is_file()
     out = json.loads(cli("evaluate", run, "--json").output)
     assert out["test_f05"] == pytest.approx(s["test_f05"])
     lines = cli("predict", run, "this films are good good", "a fine film .").output.splitlines()

@@ -137,6 +137,10 @@ def test_vowels_train_evaluate_predict(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_size"] == 370 and 0.0 <= summary["test_acc"] <= 1.0
     assert summary["steps"] == 4 and (run / "loss.png").is_file()
+    # the memory span at every evaluation (steps 2 and 4), summarised and plotted
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["kind"] == "memory"] == [2, 4]
+    assert summary["memory_span"]["step"] == 4 and (run / "memory_span.png").is_file()
     out = json.loads(cli("evaluate", run, "--json").output)
     assert out["test_acc"] == pytest.approx(summary["test_acc"])
     (test_file,) = [p for p in locate("japanese_vowels") if p.stem.endswith("TEST")]

@@ -55,10 +55,11 @@ from seqlab.tasks.base import (
     init_forget_bias,
     load_config,
 )
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
-from seqlab.training import TrainConfig, Trainer
+from seqlab.training import TrainConfig, Trainer, hidden_grad_norms
 
 CONFUSABLE = [
     ("their", "there", "they're"),
@@ -324,6 +325,7 @@ class ErrorDetectTask(Task):
             th = best_threshold(s, t)
             return {f"val_{k}": v for k, v in prf(s, t, th).items()} | {"val_threshold": th}
 
+        span = memory_span_callback(cfg, run, progress, _span_norms(val))
         result = fit(
             model,
             cfg,
@@ -335,6 +337,7 @@ class ErrorDetectTask(Task):
             run,
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            callbacks=[span] if span is not None else None,
         )
         with phase(progress, "evaluation", f"{len(test):,} test sentences"):
             model.load_state_dict(run.load_model_files()[0])
@@ -363,8 +366,10 @@ class ErrorDetectTask(Task):
             "parameters": count_parameters(model),
             "examples": self.highlight(model, vocab, tst, th, 6),
         }
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             plot_losses(
                 run.events(),
                 "val_f05",
@@ -491,3 +496,21 @@ class ErrorDetectTask(Task):
             )
             out.append(f"{marked}\t{' '.join(f'{s:.2f}' for s in p)}")
         return out
+
+
+def _span_norms(val: Corrupted):
+    """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ over the words of the longest
+    sentence of the first validation batch, ℓ the loss of its last word's tag."""
+    first = next(iter(val), None)
+    if first is None:
+        return None
+    ids, lengths, tags = first
+    k = int(lengths.argmax())
+    n = int(lengths[k])
+    x, y = ids[k : k + 1, :n], tags[k, n - 1 : n]
+
+    def norms(model):
+        loss = lambda logits, _none: F.cross_entropy(logits[:, -1], y)  # noqa: E731
+        return hidden_grad_norms(model, (x,), loss).h.tolist()
+
+    return norms

@@ -39,9 +39,11 @@ from seqlab.tasks.base import (
 )
 from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.dtw import _pad, nn1_dtw
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
+from seqlab.training import hidden_grad_norms
 
 
 @dataclass
@@ -194,6 +196,7 @@ class VowelsTask(Task):
         def evaluate():
             return {f"val_{k}": v for k, v in self._score(scored, xva or xtr, yva or ytr).items()}
 
+        span = memory_span_callback(cfg, run, progress, _span_norms(xva, yva))
         result = fit(
             model,
             cfg,
@@ -206,7 +209,10 @@ class VowelsTask(Task):
             on_best=lambda: run.save_model(scored, meta),
             progress=progress,
             epochs=cfg.epochs,
-            callbacks=[lambda _t, _r: averaged.update_parameters(model)] if averaged else None,
+            callbacks=[
+                *([lambda _t, _r: averaged.update_parameters(model)] if averaged else []),
+                *([span] if span is not None else []),
+            ],
         )
         with phase(progress, "evaluation", f"{len(xte)} test series"):
             model.load_state_dict(run.load_model_files()[0])
@@ -232,8 +238,10 @@ class VowelsTask(Task):
                 summary["baseline_1nn_dtw_acc"] = sum(
                     p == y for p, y in zip(pred, test_y, strict=True)
                 ) / len(test_y)
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             plot_losses(
                 run.events(),
                 "val_acc",
@@ -281,3 +289,18 @@ class VowelsTask(Task):
                 k = int(row.argmax())
                 out.append(f"{name}:{i}\t{meta['classes'][k]}\t{float(row[k]):.3f}\t{y}")
         return out
+
+
+def _span_norms(xva: list[Tensor], yva: list[int]):
+    """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ of the class loss ℓ over the frames
+    of the longest validation series (top layer, both directions summed)."""
+    if not xva:
+        return None
+    k = max(range(len(xva)), key=lambda i: len(xva[i]))
+    x, y = xva[k][None], torch.tensor([yva[k]])
+
+    def norms(model):
+        loss = lambda logits, _none: F.cross_entropy(logits, y)  # noqa: E731
+        return hidden_grad_norms(model, (x,), loss).h.tolist()
+
+    return norms
