@@ -92,22 +92,27 @@ def adding_one(cell: str, cpu_seconds: float, hidden: int = 32, lr: float = 1e-2
     }
 
 
-def charlm_one(cell: str, minutes: float, out: Path) -> dict:
-    """One ``seqlab train charlm`` run of ``cell`` at ``minutes`` CPU-minutes."""
-    name = f"charlm-{cell}"
+def charlm_one(cell: str, minutes: float, out: Path, tag: str = "", collect: bool = False) -> dict:
+    """One ``seqlab train charlm`` run of ``cell`` at ``minutes`` CPU-minutes (``collect``:
+    only read the summary of that run, already made by the same command)."""
+    name = f"charlm-{cell}{tag}"
     cmd = [sys.executable, "-m", "seqlab.cli", "train", "charlm", "--model", cell,
            "--minutes", str(minutes), "--set", "clock=cpu", "--set", "baseline_order=0",
            "--threads", "1", "-q", "--runs-dir", str(out / "charlm"), "--name", name]  # fmt: skip
     log = out / f"{name}.log"
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+    rc = 0
+    backend_file = out / f"{name}.backend"  # what ran it then (later merges may add kernels)
+    if not collect:
+        backend_file.write_text(_backend(cell))
+        with open(log, "w") as f:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     summary_file = out / "charlm" / name / "summary.json"
     if rc != 0 or not summary_file.is_file():
-        return {"cell": cell, "error": f"exit {rc}, see {log}"}
+        return {"cell": cell + tag, "error": f"exit {rc}, see {log}"}
     s = json.loads(summary_file.read_text())
     return {
-        "cell": cell,
-        "backend": _backend(cell),
+        "cell": cell + tag,
+        "backend": backend_file.read_text() if backend_file.is_file() else _backend(cell),
         "val_nats": s["val_nats"],
         "steps": s["steps"],
         "cpu_s": s.get("train_cpu_seconds"),
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu-seconds", type=float, default=90.0, help="adding: budget per kind")
     ap.add_argument("--minutes", type=float, default=3.0, help="charlm: CPU-minutes per kind")
     ap.add_argument("--jobs", type=int, default=1, help="charlm: runs at a time")
+    ap.add_argument("--tag", default="", help="suffix of the row and run names (a rerun)")
+    ap.add_argument("--collect", action="store_true", help="charlm: read finished runs only")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "table":
@@ -184,11 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "adding":
         for cell in cells:
             row = adding_one(cell, args.cpu_seconds)
+            row["cell"] += args.tag
             print(json.dumps(row), flush=True)
             _save(args.out, "adding", [row])
     else:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            for row in pool.map(lambda c: charlm_one(c, args.minutes, args.out), cells):
+            jobs = pool.map(
+                lambda c: charlm_one(c, args.minutes, args.out, args.tag, args.collect), cells
+            )
+            for row in jobs:
                 print(json.dumps(row), flush=True)
                 _save(args.out, "charlm", [row])
     print(table(args.out))
