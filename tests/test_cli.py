@@ -415,3 +415,17 @@ def test_data_list_and_task_help_use_the_task_names():
     text = cli("train", "charlm", "--help").output
     for line in ("state_reset = 0.05", "context = 256", "eval_chars = 100000"):
         assert line in text
+
+
+@pytest.mark.parametrize("task", ["classify", "seq2seq", "forecast"])
+def test_memory_span_in_every_recurrent_task(tmp_path, task):
+    """Issue 15: the live memory span is not only charlm's: each recurrent task logs a
+    reading at every evaluation, summarises the last and plots them."""
+    run = train(tmp_path, task, "--set", "eval_every=2", steps=4)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    spans = [e for e in events if e["kind"] == "memory"]
+    assert [e["step"] for e in spans] == [2, 4]
+    assert all(e["memory_span"] >= 0 and e["grad_ratio"] >= 0 for e in spans)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["memory_span"]["memory_span"] == spans[-1]["memory_span"]
+    assert (run / "memory_span.png").is_file()

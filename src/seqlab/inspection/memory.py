@@ -11,8 +11,10 @@ For a fixed probe input of T steps and a loss L at its end, with g_t = ‖∂L/�
 
 :class:`MemorySpan` is a :class:`seqlab.training.Trainer` callback (``callbacks=[span]``): it
 appends each reading to ``history``, hands it to ``emit`` (e.g. the run's metrics.jsonl and the
-progress line) and writes ``memory_span``/``grad_ratio`` scalars to TensorBoard when given a
-:class:`seqlab.training.logs.TensorBoard`.
+progress line) and writes ``memory_span``/``grad_ratio`` scalars to TensorBoard (the one
+given, else the trainer's when its ``tensorboard_dir`` is set). Instead of a whole-model
+probe ``(inputs, loss_fn)`` it can take ``norms(model) -> [g_0, …]``, any measurement of
+‖∂L/∂h_t‖ the caller writes (e.g. of one layer inside a larger model).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -45,7 +48,14 @@ def measure(
         flow = hidden_grad_norms(model, inputs, loss_fn, part=part)
     finally:
         model.train(was_training)
-    norms = flow.h.tolist()
+    return reading(flow.h.tolist(), fraction, vanish, explode)
+
+
+def reading(
+    norms: list[float], fraction: float = 0.01, vanish: float = 1e-6, explode: float = 1e3
+) -> dict[str, Any]:
+    """Memory span, ratio and warning of measured ``norms`` g_0 … g_{T−1} (see the module
+    docstring)."""
     nonzero = [g for g in norms if g != 0.0]
     last = nonzero[-1] if nonzero else 0.0
     ratio = norms[0] / last if last else 0.0
@@ -67,30 +77,48 @@ class MemorySpan:
 
     def __init__(
         self,
-        inputs: Any,
-        loss_fn: Callable,
+        inputs: Any = None,
+        loss_fn: Callable | None = None,
         every: int = 100,
         part: str | None = None,
         fraction: float = 0.01,
         emit: Callable[[dict[str, Any]], None] | None = None,
         tensorboard: Any = None,
+        norms: Callable[[nn.Module], list[float]] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every: expected >= 1, got {every}")
+        if norms is None and (inputs is None or loss_fn is None):
+            raise ValueError("MemorySpan: give inputs and loss_fn, or norms")
         self.inputs, self.loss_fn, self.every, self.part = inputs, loss_fn, every, part
         self.fraction, self.emit, self.tensorboard = fraction, emit, tensorboard
+        self.norms = norms
         self.history: list[dict[str, Any]] = []
+
+    def measure(self, model: nn.Module) -> dict[str, Any]:
+        """One reading of ``model`` (eval mode, restored afterwards)."""
+        if self.norms is None:
+            return measure(model, self.inputs, self.loss_fn, self.part, self.fraction)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                norms = [float(g) for g in self.norms(model)]
+        finally:
+            model.train(was_training)
+        return reading(norms, self.fraction)
 
     def __call__(self, trainer: Any, rec: dict[str, Any]) -> None:
         if trainer.step % self.every:
             return
-        reading = measure(trainer.model, self.inputs, self.loss_fn, self.part, self.fraction)
-        event = {"kind": "memory", "step": trainer.step, **reading}
+        event = {"kind": "memory", "step": trainer.step, **self.measure(trainer.model)}
         self.history.append(event)
         if self.emit is not None:
             self.emit(event)
-        if self.tensorboard is not None:
-            self.tensorboard.scalars(
+        # the trainer's own TensorBoard writer when the caller gave none
+        board = self.tensorboard or getattr(trainer, "tensorboard", None)
+        if board is not None:
+            board.scalars(
                 trainer.step,
                 {"memory_span": event["memory_span"], "grad_ratio": event["grad_ratio"]},
             )

@@ -59,6 +59,8 @@ class TaskConfig:
     threads: int = 0  # torch intra-op threads; 0: 2, or fewer when the machine is busy
     batch_size: int = 64  # sequences per optimiser step
     impl: str = "seqlab"  # recurrent layers: seqlab (our engine) | torch (torch.nn, to compare)
+    memory_span: bool = True  # at each evaluation, how far back ‖∂ℓ/∂h_t‖ reaches (recurrent)
+    tensorboard: bool = False  # also log scalars to <run>/tensorboard (needs tensorboard)
 
 
 @dataclass
@@ -121,6 +123,7 @@ def fit(
         monitor=metric,
         mode="max" if higher_is_better else "min",
         patience=cfg.patience or None,
+        tensorboard_dir=str(run.path / "tensorboard") if cfg.tensorboard else None,
     )
     start = cpu_start = 0.0  # set once the Trainer is built (its one-time imports excluded)
     window: list[float] = []

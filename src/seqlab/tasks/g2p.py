@@ -38,6 +38,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -250,6 +251,8 @@ class G2PTask(Task):
             hyps = self.transcribe(model, src_vocab, tgt_vocab, [s for s, _ in eval_g], cfg.max_len)
             return {f"val_{k}": v for k, v in self._scores(hyps, [r for _, r in eval_g]).items()}
 
+        probe = self._span_norms(valid_g, src_vocab, tgt_vocab)
+        span = memory_span_callback(cfg, run, progress, probe)
         result = fit(
             model,
             cfg,
@@ -263,6 +266,7 @@ class G2PTask(Task):
             progress=progress,
             epochs=cfg.epochs,
             tokens=lambda b: int(b[1].sum()) + int((b[3] != PAD).sum()),
+            callbacks=[span] if span is not None else None,
         )
         with phase(progress, "evaluation", f"{len(test_g):,} test {self.unit}s"):
             model.load_state_dict(run.load_model_files()[0])
@@ -285,8 +289,10 @@ class G2PTask(Task):
                 self._example(s, h, cfg) for (s, _), h in zip(test_g[:8], hyps, strict=False)
             ],
         }
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             plot_losses(
                 run.events(),
                 self.metric,
@@ -298,6 +304,24 @@ class G2PTask(Task):
             if test_g and cfg.model != "transformer":
                 self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
         return summary
+
+    def _span_norms(self, valid_g, src_vocab, tgt_vocab):
+        """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ over the decoder's steps of the
+        longest of the first 200 validation items, ℓ the loss of its last target token."""
+        if not valid_g:
+            return None
+        src_tokens, refs = max(valid_g[:200], key=lambda g: len(g[0]))
+        src = torch.tensor([src_vocab.encode(src_tokens)])
+        src_len = torch.tensor([src.size(1)])
+        tgt = torch.tensor([tgt_vocab.encode(refs[0], bos=True, eos=True)])
+
+        def norms(model):
+            def last_loss(out, _second):
+                return F.cross_entropy(out[:, -1], tgt[:, -1])
+
+            return hidden_grad_norms(model, (src, src_len, tgt[:, :-1]), last_loss).h.tolist()
+
+        return norms
 
     def _diagnostics(self, model, src_vocab, tgt_vocab, groups, cfg, run) -> None:
         src_tokens, refs = max(groups[:200], key=lambda g: len(g[0]))

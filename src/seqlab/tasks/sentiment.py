@@ -34,6 +34,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import ShuffledBatches
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -110,6 +111,21 @@ class SentimentTask(Task):
     Config = SentimentConfig
     metric = "val_acc"
     higher_is_better = True
+
+    @staticmethod
+    def _span_norms(xva, yva):
+        """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ of the class loss ℓ over the words
+        of the longest validation sentence (top layer; both directions summed)."""
+        if not xva:
+            return None
+        k = max(range(len(xva)), key=lambda i: len(xva[i]))
+        x, y = torch.tensor([xva[k]]), torch.tensor([yva[k]])
+
+        def norms(model):
+            loss = lambda logits, _none: F.cross_entropy(logits, y)  # noqa: E731
+            return hidden_grad_norms(model, (x,), loss).h.tolist()
+
+        return norms
 
     def _grad_plot(self, model, cfg: SentimentConfig, xva, yva, run: RunDir) -> None:
         """‖∂ℓ/∂h_t‖ of the class loss for each word of the longest validation sentence; a
@@ -229,6 +245,7 @@ class SentimentTask(Task):
             ids, lengths, y = batch
             return F.cross_entropy(model(ids, lengths), y)
 
+        span = memory_span_callback(cfg, run, progress, self._span_norms(xva, yva))
         result = fit(
             model,
             cfg,
@@ -242,6 +259,7 @@ class SentimentTask(Task):
             progress=progress,
             epochs=cfg.epochs,
             tokens=lambda batch: int(batch[1].sum()),
+            callbacks=[span] if span is not None else None,
         )
         with phase(progress, "evaluation", f"{len(xte):,} test sentences"):
             model.load_state_dict(run.load_model_files()[0])
@@ -264,8 +282,10 @@ class SentimentTask(Task):
             "stopped_by": result.stopped_by,
             "parameters": count_parameters(model),
         }
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             plot_losses(
                 run.events(),
                 "val_acc",

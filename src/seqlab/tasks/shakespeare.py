@@ -35,6 +35,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.batches import StreamChunks
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -57,7 +58,6 @@ class ShakespeareConfig(TaskConfig):
     clip: float = 1.0  # max global gradient norm (0: off)
     minutes: float = 15.0  # training budget in minutes
     eval_every: int = 250  # steps between evaluations
-    memory_span: bool = True  # measure how far back ‖∂L/∂h_t‖ reaches at each evaluation
     eval_chars: int = 100_000  # periodic evaluations read this many validation chars (0: all)
     valid_fraction: float = 0.1  # share of each play (or of your text) held out at its end
     baseline_order: int = 5  # n of the n-gram baseline (0: skip the baseline)
@@ -257,10 +257,7 @@ class ShakespeareTask(Task):
         }
         if baseline_nats is not None:
             summary[f"baseline_{cfg.baseline_order}gram_nats"] = baseline_nats
-        if span is not None and span.history:
-            last = span.history[-1]
-            summary["memory_span"] = {k: last[k] for k in ("step", "memory_span", "grad_ratio")}
-            summary["memory_span"]["warning"] = last["warning"]
+        record_memory_span(span, summary)
         with phase(progress, "sample", f"{cfg.sample_chars} chars"):
             sample = sample_text(model, vocab, "\n", cfg.sample_chars, cfg.temperature, cfg.seed)
         summary["sample"] = sample
@@ -278,9 +275,7 @@ class ShakespeareTask(Task):
                 metric_label="validation nats/char",
                 loss_label="training cross-entropy (nats/char)",
             )
-            if span is not None and span.history:
-                fig = span.figure(f"{cfg.model}: memory span while training")
-                fig.savefig(run.path / "memory_span.png", dpi=110)
+            plot_memory_span(span, run, cfg.model)
             if diag_before:
                 curves = {
                     "at initialisation": diag_before,
@@ -297,25 +292,17 @@ class ShakespeareTask(Task):
 
     def _memory_span(self, model, ids: torch.Tensor, cfg: ShakespeareConfig, run, progress):
         """A Trainer callback measuring, at every evaluation, how far back ‖∂ℓ_T/∂h_t‖ reaches
-        over the first ≤ 200 validation characters (:class:`seqlab.inspection.MemorySpan`);
-        each reading goes to metrics.jsonl and the progress line."""
-        if not cfg.memory_span or cfg.model == "transformer":
-            return None
-        from seqlab.inspection.memory import MemorySpan
-
+        over the first ≤ 200 validation characters, ℓ_T the last character's loss."""
         T = min(200, ids.numel() - 1)
         x, y = ids[:T][None], ids[1 : T + 1][None]
 
-        def emit(event: dict[str, Any]) -> None:
-            event = {k: v for k, v in event.items() if k != "grad_norms"}
-            run.log(**event)
-            if progress is not None:
-                progress(event)
+        def norms(model):
+            flow = hidden_grad_norms(
+                model, (x,), lambda logits, _s: F.cross_entropy(logits[:, -1], y[:, -1])
+            )
+            return flow.h.tolist()
 
-        def last_char_loss(logits, _state):
-            return F.cross_entropy(logits[:, -1], y[:, -1])
-
-        return MemorySpan((x,), last_char_loss, every=cfg.eval_every, emit=emit)
+        return memory_span_callback(cfg, run, progress, norms)
 
     def _grad_diag(self, model: nn.Module, ids: torch.Tensor, cfg: ShakespeareConfig):
         """‖∂ℓ_T/∂h_t‖ of the top recurrent layer over the first ≤ 200 validation characters,

@@ -36,6 +36,7 @@ from seqlab.tasks.base import (
 )
 from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.checks import BadSetting
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_forecast, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -201,6 +202,7 @@ class SunspotsTask(Task):
         batches = ShuffledBatches(
             len(ttr), cfg.batch_size, cfg.seed, lambda idx: (xtr[list(idx)], ttr[list(idx)])
         )
+        span = memory_span_callback(cfg, run, progress, self._span_norms(xva, tva))
         result = fit(
             model,
             cfg,
@@ -214,6 +216,7 @@ class SunspotsTask(Task):
             progress=progress,
             epochs=cfg.epochs,
             tokens=lambda batch: batch[0].numel(),
+            callbacks=[span] if span is not None else None,
         )
         with phase(progress, "evaluation", f"{len(tte)} test points"):
             model.load_state_dict(run.load_model_files()[0])
@@ -236,10 +239,31 @@ class SunspotsTask(Task):
         summary["beats_both_baselines"] = summary["test_rmse"] < min(
             summary["seasonal_naive_rmse"], summary["ar_rmse"]
         ) and summary["test_mae"] < min(summary["seasonal_naive_mae"], summary["ar_mae"])
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             self._plots(model, cfg, run, times, y, z, mean, std, test_start, base_val)
         return summary
+
+    @staticmethod
+    def _span_norms(xva: Tensor, tva: Tensor):
+        """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ over the first validation window,
+        ℓ its one-step forecast's squared error (top recurrent layer)."""
+        if len(tva) == 0:
+            return None
+        x1, t1 = xva[:1], tva[:1]
+
+        def norms(model):
+            flow = hidden_grad_norms(
+                model.net.encoder.rnn,
+                x1[..., None],
+                lambda out, _s: F.mse_loss(model.readout(out[:, -1], x1), t1),
+                batch_first=True,
+            )
+            return flow.h.tolist()
+
+        return norms
 
     def _baselines(self, cfg, y: Tensor, period: range) -> dict[str, tuple[Tensor, tuple]]:
         """Seasonal naive and AR(p) forecasts of ``y[t]`` for t in ``period`` (AR fitted on the

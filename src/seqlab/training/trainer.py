@@ -164,6 +164,7 @@ class Trainer:
         self._budget0 = self._clock()
         self._bar = Progress(c.max_steps, enabled=c.progress and self.main, initial=self.step)
         self._tb = TensorBoard(c.tensorboard_dir if self.main else None)
+        self.tensorboard = self._tb  # callbacks may log their own scalars next to the trainer's
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         try:
