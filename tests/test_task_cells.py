@@ -208,3 +208,11 @@ def test_probe_runs_a_layernorm_lstm_as_the_layer_does():
     c1 = tr["i"][:, 0] * tr["g"][:, 0]
     h1 = tr["o"][:, 0] * torch.tanh(layer_norm(c1, layer.ln_weight_c_l0, layer.ln_bias_c_l0))
     torch.testing.assert_close(tr["h"][:, 0], h1)
+
+
+def test_bench_times_a_new_kind():
+    out = cli("bench", "--models", "lnlstm", "--hidden", 8, "--batch", 2, "--seq", 4,
+              "--repeats", 1, "--threads", 1, "--impl", "seqlab").output  # fmt: skip
+    assert "lnlstm" in out
+    bad = cli("bench", "--models", "lnlstmx", ok=False)
+    assert bad.exit_code == 2 and "lnlstm" in bad.output
