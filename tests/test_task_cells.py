@@ -139,8 +139,8 @@ def _merge(s, D, B):  # (L·D, B, H) -> (L, B, D·H), as the bridge documents
 def test_seq2seq_bridge_carries_the_lnlstm_cell_state(bridge):
     torch.manual_seed(0)
     cfg = Seq2SeqConfig(src_vocab=9, tgt_vocab=9, embed_size=4, hidden_size=3,
-                        encoder_cell="lnlstm", decoder_cell="lnlstm", bridge=bridge, bidirectional=True,
-                        attention="none")  # fmt: skip
+                        encoder_cell="lnlstm", decoder_cell="lnlstm", bridge=bridge,
+                        bidirectional=True, attention="none")  # fmt: skip
     model = Seq2Seq(cfg).eval()
     src = torch.randint(3, 9, (2, 5))
     lengths = torch.tensor([5, 3])
