@@ -11,6 +11,13 @@ memory of one C3 training step for each implementation, each in a fresh process.
     python benchmarks/recurrence_speed.py --quick    # < 2 min idle: 3 rounds, no memory probe
     python benchmarks/recurrence_speed.py --recurrent-only   # only the Recurrent(cell) rows
 
+The LayerNorm table times seqlab's LayerNorm LSTM/GRU layers (``lnlstm``/``lngru``, the
+kernel the engine picks: the fused one unless the backend has its own) against seqlab's
+LSTM/GRU layer of the same size on the same backend (target for LN-LSTM: <= 1.3, issue 13),
+and against the same LN layer on the reference loop (the speed-up of the kernel).
+
+    python benchmarks/recurrence_speed.py --ln-only          # only the LayerNorm rows
+
 The last table times ``seqlab.Recurrent(cell)`` (and a 2-layer bidirectional
 ``Stacked``/``Bidirectional`` composition of cells) against the equivalent seqlab layer
 with the same weights, interleaved the same way; target ratio <= 1.1 (train, C1 and C4).
@@ -208,6 +215,44 @@ def bench_recurrent(cell, cfg, composition, rounds, budget):
 
 RECURRENT_TARGET = 1.1
 
+# LayerNorm cells: (kind, seqlab layer they are timed against); train-time ratio targets
+LN_CELLS = {"LNLSTM": ("lnlstm", "LSTM"), "LNGRU": ("lngru", "GRU")}
+LN_TARGET = {"LNLSTM": 1.3}  # issue 13 (C1, C2)
+LN_CONFIGS = ("C1", "C2")
+
+
+def ln_kernel(mode: str, backend: str | None) -> str:
+    """Name of the kernel the engine runs ``mode`` on (as :func:`seqlab.engine.run` picks)."""
+    name = engine.resolve_backend(backend, torch.empty(0))
+    if name == "reference":
+        return "reference"
+    spec = get_spec(mode)
+    kernels = [k for k in engine.EXTRA_KERNELS if k.covers(spec)]
+    named = [k for k in kernels if k.name == name]
+    return (named or kernels)[0].name if kernels else "reference"
+
+
+def bench_ln(cell: str, cfg: str, rounds: int, budget: float, backend: str | None):
+    """Train-time ratios LN layer / classic layer and reference-loop LN / LN (one process)."""
+    import seqlab
+
+    T, B, I, H = CONFIGS[cfg]
+    mode, peer = LN_CELLS[cell]
+    torch.manual_seed(0)
+    ln = seqlab.RecurrentLayer(mode, I, H, backend=backend)
+    base = getattr(seqlab, peer)(I, H, backend=backend)
+    slow = seqlab.RecurrentLayer(mode, I, H, backend="reference")
+    slow.load_state_dict(ln.state_dict())
+    x = torch.randn(T, B, I, requires_grad=True)
+    fast = make_step(lambda v: ln(v)[0], x, True)
+    steps = {"ln": fast, "base": make_step(lambda v: base(v)[0], x, True)}
+    times, ratios = interleaved(steps, rounds, budget)
+    ref_steps = {"reference": make_step(lambda v: slow(v)[0], x, True), "ln": fast}
+    ref_times, speedups = interleaved(ref_steps, max(3, rounds // 2), budget)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    med["reference"] = 1e3 * statistics.median(ref_times["reference"])
+    return med, statistics.median(ratios), statistics.median(speedups)
+
 
 MEMORY_CHILD = """
 import json, sys, torch
@@ -268,7 +313,10 @@ def main() -> None:
     parser.add_argument(
         "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
     )
+    parser.add_argument("--ln-only", action="store_true", help="only the LayerNorm cell rows")
+    parser.add_argument("--ln-configs", default=",".join(LN_CONFIGS))
     args = parser.parse_args()
+    only = args.recurrent_only or args.ln_only
     torch.set_num_threads(args.threads)
     CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
     rounds, budget = (3, 0.01) if args.quick else (7, 0.05)
@@ -285,7 +333,7 @@ def main() -> None:
     print(header)
     print("|" + "---|" * 11)
     rows = []
-    for cell in [] if args.recurrent_only else args.cells.split(","):
+    for cell in [] if only else args.cells.split(","):
         for cfg in args.configs.split(","):
             for train in (False, True):
                 row = bench_one(cell, cfg, train, rounds, budget, args.backend)
@@ -299,7 +347,7 @@ def main() -> None:
                     f"| {row['ratio']:.2f} | {target} | {'met' if ok else 'NOT met'} |",
                     flush=True,
                 )
-    print("\nP0 per-step time (train), target <= 5 µs/step:")
+    print("" if only else "\nP0 per-step time (train), target <= 5 µs/step:")
     for row, _ in rows:
         if row["cfg"] == "P0" and row["mode"] == "train":
             us, best = row["us_step"], row["us_step_best"]
@@ -307,7 +355,7 @@ def main() -> None:
             print(f"  {row['cell']}: seqlab {us['seqlab']:.2f} µs/step (best round "
                   f"{best['seqlab']:.2f}), torch.nn {us['torch']:.2f} (best {best['torch']:.2f})"
                   f" -> {'met' if ok else 'NOT met'}")  # fmt: skip
-    if not (args.no_memory or args.quick or args.recurrent_only) and "C3" in args.configs:
+    if not (args.no_memory or args.quick or only) and "C3" in args.configs:
         print("\nPeak memory of one C3 training step (fresh process each, MiB):")
         for cell in args.cells.split(","):
             ours, theirs = peak_memory(cell, "seqlab"), peak_memory(cell, "torch")
@@ -316,10 +364,30 @@ def main() -> None:
             ok = ours <= theirs
             print(f"  {cell}: seqlab {ours:.0f}, torch.nn {theirs:.0f} -> "
                   f"{'met' if ok else 'NOT met'}")  # fmt: skip
-    print("\nRecurrent(cell) vs the equivalent layer, train, target <= 1.1:")
-    print("| cell | cfg | composition | Recurrent ms | layer ms | ratio | met |")
-    print("|" + "---|" * 7)
-    for cell in ("LSTM", "GRU"):
+    if not args.recurrent_only:
+        print("\nLayerNorm cells vs seqlab's classic layer (same backend), train:")
+        print(
+            "| cell | cfg | LN kernel | LN ms | classic ms | LN/classic | target | met | "
+            "reference ms | reference/LN |"
+        )
+        print("|" + "---|" * 10)
+    for cell in [] if args.recurrent_only else LN_CELLS:
+        for cfg in args.ln_configs.split(","):
+            med, ratio, speedup = bench_ln(cell, cfg, rounds, budget, args.backend)
+            target = LN_TARGET.get(cell)
+            ok = target is None or ratio <= target
+            if not ok:
+                rows.append(({"cell": cell, "cfg": cfg, "mode": "train/classic"}, False))
+            kernel = ln_kernel(LN_CELLS[cell][0], args.backend)
+            print(f"| {cell} | {cfg} | {kernel} | {med['ln']:.2f} | {med['base']:.2f} | "
+                  f"{ratio:.2f} | {'-' if target is None else f'<= {target}'} | "
+                  f"{'-' if target is None else 'met' if ok else 'NOT met'} | "
+                  f"{med['reference']:.2f} | {speedup:.2f} |", flush=True)  # fmt: skip
+    if not args.ln_only:
+        print("\nRecurrent(cell) vs the equivalent layer, train, target <= 1.1:")
+        print("| cell | cfg | composition | Recurrent ms | layer ms | ratio | met |")
+        print("|" + "---|" * 7)
+    for cell in [] if args.ln_only else ("LSTM", "GRU"):
         for cfg in ("C1", "C4"):
             for comp in COMPOSITIONS:
                 med, ratio = bench_recurrent(cell, cfg, comp, rounds, budget)

@@ -302,15 +302,18 @@ def cell_case(draw) -> Case:
         ref = getattr(nn, mode)(I, H).to(x.dtype)
         ref.load_state_dict(cell.state_dict())
         expect = ref(x, state)
-        if mode == "LSTMCell":
-            out, new = result
-            close(out, expect[0], "h'")
-            close(new[0], expect[0], "state h'")
-            close(new[1], expect[1], "state c'")
-        else:
-            out, new = result
-            close(out, expect, "h'")
-            close(new, expect, "state h'")
+        out, new = cell.step(x, state)  # composition's form: (h', new state)
+        if mode == "LSTMCell":  # torch.nn's return: (h', c')
+            h, c = result
+            close(h, expect[0], "h'")
+            close(c, expect[1], "c'")
+            close(out, expect[0], "step h'")
+            close(new[0], expect[0], "step state h'")
+            close(new[1], expect[1], "step state c'")
+        else:  # h'
+            close(result, expect, "h'")
+            close(out, expect, "step h'")
+            close(new, expect, "step state h'")
 
     return Case("cells", what, run, check, bad, known)
 

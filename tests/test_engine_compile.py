@@ -120,3 +120,41 @@ def test_engine_import_does_not_load_dynamo():
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def test_fullgraph_with_lengths():
+    """``lengths`` compile into one graph: their range check is an assertion inside it
+    (a Python check on the values would break the graph), so out-of-range lengths still
+    raise when the compiled model runs."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = seqlab.LSTM(3, 4, bidirectional=True, backend="native")
+    compiled = torch.compile(model, fullgraph=True)
+    for lengths in (torch.tensor([5, 2, 4]), torch.tensor([3, 7])):  # unsorted; a second shape
+        x = torch.randn(int(lengths.max()), len(lengths), 3)
+        y_eager, g_eager = _run(model, x, lengths)
+        y_comp, g_comp = _run(compiled, x, lengths)
+        torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
+        assert torch.all(y_comp[int(lengths.min()) :, int(lengths.argmin())] == 0)
+        for a, b in zip(g_comp, g_eager, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    x = torch.randn(5, 3, 3)
+    for bad in (torch.tensor([5, 0, 4]), torch.tensor([5, 6, 4])):
+        with pytest.raises(RuntimeError, match=r"lengths: expected values in 1\.\.T"):
+            compiled(x, lengths=bad)
+
+
+def test_export_with_lengths_equals_eager():
+    """torch.export with ``lengths`` (the range check is in the exported graph)."""
+    torch.manual_seed(0)
+    model = seqlab.GRU(3, 4, bidirectional=True, backend="native").eval()
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([5, 2, 4])
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), {"lengths": lengths})
+        x2, lengths2 = torch.randn(5, 3, 3), torch.tensor([3, 5, 1])  # same shapes
+        for got, want in zip(
+            program.module()(x2, lengths=lengths2), model(x2, lengths=lengths2), strict=True
+        ):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        with pytest.raises(RuntimeError, match=r"lengths: expected values in 1\.\.T"):
+            program.module()(x2, lengths=torch.tensor([5, 0, 4]))

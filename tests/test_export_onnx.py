@@ -451,6 +451,30 @@ def test_recurrent_merge_sum_batch_first(tmp_path):
         close(run_file(path, x=x)["y"], model(x)[0])
 
 
+class ClampedLSTMCell(seqlab.LSTMCell):
+    """A built-in cell subclass overriding forward (torch.nn's return): h' clamped."""
+
+    def forward(self, x, hx=None):
+        h, c = super().forward(x, hx)
+        return h.clamp(-0.1, 0.1), c
+
+
+def test_builtin_cell_subclass_exports_its_own_forward(tmp_path):
+    """An overridden forward is what Recurrent runs, so it is what the export traces (not
+    the written-out LSTM step); checked against the module itself."""
+    torch.manual_seed(0)
+    model = seqlab.Recurrent(ClampedLSTMCell(3, 5)).eval()
+    (path,) = to_onnx(model, torch.randn(4, 2, 3), tmp_path / "c.onnx")
+    x = torch.randn(6, 3, 3) * 3
+    with torch.no_grad():
+        y, final = model(x)
+    assert y.abs().max() <= 0.1 + 1e-7 and (y.abs() == 0.1).any()  # the clamp really acts
+    got = run_file(path, x=x)
+    close(got["y"], y)
+    close(got["state_0"], final.h)
+    close(got["state_1"], final.c)
+
+
 def test_models_built_on_torch_nn_layers_export(tmp_path):
     """impl="torch" models hold torch.nn layers (same parameters): they export the same way."""
     model = LanguageModel(LanguageModelConfig(13, 6, 7, num_layers=2, cell="gru", impl="torch"))

@@ -278,3 +278,22 @@ def test_hidden_grad_norms_through_recurrent_wrapper_with_part():
     )
     want = hidden_grad_norms(cell, x, lambda o, _s: o[-1].pow(2).sum())
     assert_close(got.h, want.h, atol=1e-6, rtol=1e-5)
+
+
+class _ClampedGRUCell(seqlab.GRUCell):
+    def forward(self, x, hx=None):
+        return super().forward(x, hx).clamp(-0.1, 0.1)
+
+
+def test_cell_subclass_with_its_own_forward_is_not_replaced_by_the_probe():
+    """The probe's instrumented step is the kind's math; a subclass's own forward is left to
+    run, so the model's result is unchanged (the plain cell beside it is still probed)."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"own": _ClampedGRUCell(3, 4), "plain": seqlab.GRUCell(3, 4)})
+    x = torch.randn(2, 3) * 3
+    want = model["own"](x)
+    with Probe(model) as probe:
+        got = model["own"](x)
+        model["plain"](x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert set(probe.order) == {"plain"}

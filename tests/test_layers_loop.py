@@ -42,13 +42,13 @@ def test_layer_equals_loop_over_its_cell(kind):
     # hand-written loops: forward in time, then backward in time
     s = fwd.initial_state(2, dtype=F64)
     ys = []
-    for t in range(6):
-        y, s = fwd(x[t], s)
-        ys.append(y)
+    for t in range(6):  # torch.nn's form: the cell returns its new state, h is part 0
+        s = fwd(x[t], s)
+        ys.append(state_tensors(s)[0])
     s_b = bwd.initial_state(2, dtype=F64)
     ys_b = [None] * 6
-    for t in reversed(range(6)):
-        ys_b[t], s_b = bwd(x[t], s_b)
+    for t in reversed(range(6)):  # composition's form: step returns (y, new_state)
+        ys_b[t], s_b = bwd.step(x[t], s_b)
     expected = torch.cat([torch.stack(ys), torch.stack(ys_b)], dim=-1)
     assert_close(out, expected, F64, "outputs")
     assert_close(state_tensors(final)[0][0], state_tensors(s)[0], F64, "final fwd")

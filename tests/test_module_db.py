@@ -9,10 +9,9 @@ input tensor and every parameter must be equal (``torch.testing.assert_close``).
 ``module_error_inputs_func`` samples must be rejected by both (seqlab may raise another
 exception class). gradcheck and gradgradcheck run on a few small samples per class.
 
-Cells are compared by adapting the call: torch's ``cell(x, hx)`` returns ``h`` or ``(h, c)``,
-seqlab's returns ``(y, new_state)``; we call seqlab's cell and compare its ``new_state``
-(and ``y`` against ``h``), see ``CELL_RETURN``. The other deliberate difference these samples
-meet is ``CELL_BIAS``; both are listed in README. Nothing is skipped: module_db's own skips
+Cells are called as torch's, and their raw returns compared: ``h`` (a Tensor) or ``(h, c)``
+(a tuple) from both. The one deliberate difference these samples meet is ``CELL_BIAS``,
+listed in README. Nothing is skipped: module_db's own skips
 for these classes are CUDA-only (``rnn_gru_lstm_module_info_decorators``) and MPS-only.
 """
 
@@ -41,10 +40,6 @@ CELLS = (nn.RNNCell, nn.GRUCell, nn.LSTMCell)
 INFOS = {info.module_cls: info for info in module_db if info.module_cls in PAIRS}
 
 # Deliberate differences from torch.nn met by these samples (also listed in README).
-CELL_RETURN = (
-    "seqlab's cells return (y, new_state), torch.nn's return h or (h, c): compared through "
-    "new_state (drop-in cells are issue 14 item 2)"
-)
 CELL_BIAS = (
     "seqlab's cells reject a non-bool bias at construction (TypeError); torch.nn's cells take "
     "any value, e.g. module_db's RNNCell(10, 20, 'relu') sets bias='relu'"
@@ -127,20 +122,6 @@ def _build(cls: type, constructor_input) -> tuple[nn.Module, nn.Module]:
     return ref, ours
 
 
-def _call_ours(cls: type, module: nn.Module, args, kwargs):
-    """seqlab's output in torch.nn's form: for a cell, its new state (``h`` or ``(h, c)``)."""
-    out = module(*args, **kwargs)
-    if cls not in CELLS:
-        return out
-    y, state = out
-    if cls is nn.LSTMCell:
-        h, c = tuple(state)
-        torch.testing.assert_close(y, h, rtol=0, atol=0)
-        return (h, c)
-    torch.testing.assert_close(y, state, rtol=0, atol=0)
-    return state
-
-
 @pytest.mark.parametrize(("cls", "index"), CASES)
 def test_forward_backward_equal_torch(cls: type, index: int) -> None:
     """Outputs, states and the gradients of every input and parameter equal torch.nn's."""
@@ -180,8 +161,12 @@ def _compare(cls: type, sample, *, non_contiguous: bool = False, train: bool = T
     r_args, r_kwargs = prep(fi.args), prep(fi.kwargs)
     o_args, o_kwargs = prep(fi.args), prep(fi.kwargs)
 
-    r_out = _flat(ref(*r_args, **r_kwargs))
-    o_out = _flat(_call_ours(cls, ours, o_args, o_kwargs))
+    r_raw, o_raw = ref(*r_args, **r_kwargs), ours(*o_args, **o_kwargs)
+    # the same structure: a Tensor where torch.nn returns one, else a tuple of the same length
+    assert isinstance(o_raw, torch.Tensor) == isinstance(r_raw, torch.Tensor), (r_raw, o_raw)
+    if isinstance(r_raw, tuple):
+        assert isinstance(o_raw, tuple) and len(o_raw) == len(r_raw)
+    r_out, o_out = _flat(r_raw), _flat(o_raw)
     assert len(r_out) == len(o_out)
     for r, o in zip(r_out, o_out, strict=True):
         if r is None or o is None:
@@ -283,8 +268,6 @@ def _gradcheck_fn(cls: type, module: nn.Module, args, kwargs):
         xs, ps = tensors[: len(inputs)], tensors[len(inputs) :]
         a, k = rebuild((args, kwargs), iter(xs))
         out = torch.func.functional_call(module, dict(zip(names, ps, strict=True)), tuple(a), k)
-        if cls in CELLS:
-            out = out[1]
         return tuple(t for t in _flat(out) if _is_float(t))
 
     return fn, (*[x.detach().clone().requires_grad_() for x in inputs], *params)

@@ -1,15 +1,35 @@
-"""Recurrent cells: one time step, ``cell(x (B, I), state) -> (y (B, H), new_state)``.
+"""Recurrent cells: one time step, called as torch.nn's, stepped by seqlab's composition.
 
-A cell is its kind's description (:mod:`seqlab.functional.spec`) plus parameters: it
-creates them from the description (torch.nn names and shapes for the classic cells), checks
-the state against the description's state parts and runs the description's reference step;
-it never loops over time. :class:`seqlab.Recurrent` runs seqlab's own cells on the fast
-engine (the same as the layers); any other object with this contract (``forward(x, state)``,
-``initial_state(batch_size, dtype=, device=)`` and ``hidden_size``) runs on the reference
-loop under :class:`seqlab.Recurrent`, :class:`seqlab.Bidirectional` and the training tools.
+The cell contract has two calls:
+
+* ``cell(x, hx=None)`` — torch.nn's: ``x`` (B, I) or unbatched (I,), returns the new state
+  only: ``h`` (B, H) for a 1-part state (RNN, GRU, IndRNN, ...), the state tuple
+  (``LSTMState(h, c)``, a NamedTuple, so ``h, c = cell(x, (h, c))``) for a multi-part one.
+  ``hx = cell(x, hx)`` loops work as with torch.nn.
+* ``cell.step(x, state) -> (y, new_state)`` — what composition runs
+  (:class:`seqlab.Recurrent`, :class:`~seqlab.Bidirectional`, :class:`~seqlab.Stacked`,
+  the models' ``CellStack``, :func:`seqlab.functional.scan` loops, the Probe, the ONNX
+  export, gradient-flow tools). For seqlab's cells ``y`` is ``h``, the state's part 0.
+
+Which function composition calls for a cell (:func:`cell_step`):
+
+1. a cell with a callable ``step`` attribute: ``cell.step``;
+2. any other module: ``cell`` itself, under the older contract
+   ``forward(x, state) -> (y, new_state)`` (plus ``initial_state(batch_size, dtype=,
+   device=)`` and ``hidden_size``) — user cells written against it keep working.
+
+Subclasses of :class:`Cell`: ``Cell.step`` calls the module (``self(x, state)``, so
+``forward`` overrides, replaced ``forward`` attributes and hooks run) and reads the result
+as the new state in the kind's state parts, ``y`` being part 0. So a subclass may
+
+* override ``forward`` only: it must return what torch.nn's cells return (the new state);
+  returning ``(y, new_state)`` is rejected with a TypeError naming the rule;
+* override ``step``: composition calls it and ``forward`` is not used there.
+
+Only a cell with neither overridden (nor replaced, nor hooked) runs on the fast engine.
 
 As torch.nn's cells, seqlab's take zero sizes and unbatched input (``x`` (I,), state parts
-(H,)); the return stays ``(y, new_state)`` (torch.nn's returns ``new_state`` only).
+(H,)).
 
 ==============  ==========  ==========================================
 parameter       shape       row blocks (each H rows)
@@ -23,6 +43,7 @@ parameter       shape       row blocks (each H rows)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,7 +61,15 @@ from seqlab.validation import (
     require_tensor,
 )
 
-__all__ = ["Cell", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "check_sizes"]
+__all__ = [
+    "Cell",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "make_cell",
+    "cell_step",
+    "check_sizes",
+]
 
 
 def make_parameters(
@@ -78,8 +107,10 @@ def parameters_of(module: nn.Module, spec: CellSpec, suffix: str = "") -> dict[s
 class Cell(nn.Module):
     """A cell of any registered kind: ``Cell("lstm", 3, 4)`` is an :class:`LSTMCell`'s twin.
 
-    ``forward(x (B, I), state=None) -> (h (B, H), new_state)``; the state is ``h`` or the
-    kind's ``state_type`` (``LSTMState(h, c)``). The equations are the kind's reference step.
+    ``forward(x (B, I), state=None) -> new_state`` as torch.nn's cells: ``h`` (B, H) for a
+    1-part state, else the kind's ``state_type`` (``LSTMState(h, c)``);
+    ``step(x, state) -> (h, new_state)`` for composition (see the module docstring). The
+    equations are the kind's reference step.
     """
 
     kinds: tuple[str, ...] = ()  # the cell kinds a subclass builds (see make_cell)
@@ -139,8 +170,11 @@ class Cell(nn.Module):
             )
         return self.check_state(state, x.shape[0], x)
 
-    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        """``(y (B, H), new_state)``; unbatched as torch.nn: ``x`` (I,), state parts (H,)."""
+    def forward(self, x: Tensor, state: Any = None) -> Any:
+        """The new state as torch.nn's cells return it: ``h`` or e.g. ``LSTMState(h, c)``.
+
+        Unbatched as torch.nn: ``x`` (I,), state parts (H,).
+        """
         unbatched = isinstance(x, Tensor) and x.dim() == 1
         if unbatched:
             x, state = x.unsqueeze(0), self._batch_state(state)
@@ -149,7 +183,31 @@ class Cell(nn.Module):
         new, _ = self.spec.step(self.spec.project(x, p), parts, p)
         if unbatched:
             new = tuple(part.squeeze(0) for part in new)
-        return new[0], self.spec.pack(new)
+        return self.spec.pack(new)
+
+    def step(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """``(y, new_state)`` with ``y = h`` (part 0): the module's call, read by state parts.
+
+        Calls ``self(x, state)``, so a subclass's ``forward`` (and hooks) run; its result
+        must be the new state (``h``, or the kind's parts), as torch.nn's cells return.
+        """
+        new = self(x, state)
+        parts = self.spec.unpack(new)
+        if len(parts) != len(self.spec.state) or not all(isinstance(t, Tensor) for t in parts):
+            raise TypeError(
+                f"{type(self).__name__}.forward: expected the new state as torch.nn's cells "
+                f"return it ({self._state_doc()}), got {_describe(new)}; a Cell subclass "
+                "whose forward returns (y, new_state) must override step instead (see the "
+                "cell contract in seqlab.cells)"
+            )
+        return parts[0], self.spec.pack(parts)
+
+    def _state_doc(self) -> str:
+        names = self.spec.state
+        if len(names) == 1:
+            return f"a Tensor {names[0]}"
+        kind = self.spec.state_type.__name__ if self.spec.state_type else "tuple"
+        return f"{kind}({', '.join(names)})"
 
     def _batch_state(self, state: Any) -> Any:
         """An unbatched state (parts (H,)) as a batch of one; None stays None."""
@@ -260,6 +318,25 @@ class GRUCell(Cell):
         self.reset_after = reset_after
         mode = "gru" if reset_after else "gru_reset_before"
         super().__init__(mode, input_size, hidden_size, bias, init, None, device, dtype)
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Tensor):
+        return f"a Tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, (tuple, list)):
+        return f"{type(obj).__name__} of ({', '.join(type(o).__name__ for o in obj)})"
+    return type(obj).__name__
+
+
+def cell_step(cell: Callable[..., Any]) -> Callable[[Tensor, Any], tuple[Tensor, Any]]:
+    """The one-step function composition runs for ``cell``: ``(x, state) -> (y, new_state)``.
+
+    ``cell.step`` when the cell has a callable ``step`` (seqlab's cells, any cell written
+    to the new contract), else ``cell`` itself (the older contract, ``forward`` returning
+    ``(y, new_state)``). See the module docstring.
+    """
+    step = getattr(cell, "step", None)
+    return step if callable(step) else cell
 
 
 def make_cell(mode: str | CellSpec, input_size: int, hidden_size: int, **kwargs: Any) -> Cell:

@@ -19,11 +19,19 @@ argument           shape                                notes
 ``outputs``        (T, B, D·H) or (B, T, D·H)           zero at padded steps
 ``final_state``    h_n (L·D, B, H); LSTM ``LSTMState``  state at the last valid step
 =================  ===================================  ===========================
+
+Regularisers (keyword-only, off by default; while training, or with ``masks=`` given):
+``dropout`` is torch.nn's, between layers, a fresh mask per element. ``input_dropout``,
+``recurrent_dropout`` and ``weight_dropout`` act inside each layer and direction with one
+mask per forward call (so the same at every step): on the layer's input ``x_t ⊙ m_x``, on
+``h_{t−1} ⊙ m_h`` before the recurrent product, and on ``w_hh ⊙ M`` (DropConnect).
+Equations in :mod:`seqlab.functional.regularisers`; in eval mode the layer is the plain one.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +40,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from seqlab import engine
 from seqlab.cells import make_parameters, parameters_of
 from seqlab.functional.proj import lstm_proj_run
-from seqlab.functional.spec import CellSpec, get_spec
+from seqlab.functional.regularisers import DropoutMasks, check_probability, dropout_mask
+from seqlab.functional.spec import SPECS, CellSpec, get_spec
 from seqlab.functional.trace import traced_run
 from seqlab.init import check_init, init_params
 from seqlab.validation import (
@@ -56,6 +65,10 @@ class RecurrentLayer(nn.Module):
     """
 
     kinds: tuple[str, ...] = ()  # the cell kinds a subclass builds (see make_layer)
+    # class defaults keep modules pickled before these options loadable
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
 
     def __init__(
         self,
@@ -75,6 +88,9 @@ class RecurrentLayer(nn.Module):
         init: str = "default",
         forget_bias: float | None = None,
         learn_initial_state: bool = False,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -89,6 +105,10 @@ class RecurrentLayer(nn.Module):
         check_init(init)
         spec = get_spec(mode)
         check_proj_size(proj_size, hidden_size, spec.name)
+        self.input_dropout = check_probability("input_dropout", input_dropout)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.weight_dropout = check_probability("weight_dropout", weight_dropout)
+        check_regularisers(spec, proj_size or 0, self.recurrent_dropout, self.weight_dropout)
         self.mode = spec.name
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.proj_size = bias, batch_first, proj_size or 0
@@ -183,6 +203,88 @@ class RecurrentLayer(nn.Module):
                         else:
                             nn.init.xavier_uniform_(w_hr)
 
+    # ------------------------------------------------------------ regularisers
+    @property
+    def regularised(self) -> bool:
+        """Whether any of ``input_dropout``, ``recurrent_dropout``, ``weight_dropout`` is on."""
+        return (self.input_dropout, self.recurrent_dropout, self.weight_dropout) != (0, 0, 0)
+
+    def _layer_input_size(self, layer: int) -> int:
+        out_size = self.proj_size or self.hidden_size
+        return self.input_size if layer == 0 else out_size * self.num_directions
+
+    def sample_masks(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[DropoutMasks]:
+        """One draw of the regularisers' masks, one :class:`DropoutMasks` per layer and
+        direction (index ``layer·D + direction``, the order of ``final_state``).
+
+        Masks of regularisers that are off are None. ``dtype``/``device`` default to the
+        parameters'. What ``forward`` draws while training; pass the result to
+        ``forward(..., masks=...)`` to reuse a draw (tests, Monte-Carlo dropout at eval).
+        """
+        ref = getattr(self, self._attrs["_l0"][0])
+        dtype = dtype or ref.dtype
+        device = device if device is not None else ref.device
+        kw = dict(dtype=dtype, device=device, generator=generator)
+        out = []
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes(layer):
+                m_x = m_h = m_w = None
+                if self.input_dropout:
+                    size = self._layer_input_size(layer)
+                    m_x = dropout_mask((batch_size, size), self.input_dropout, **kw)
+                if self.recurrent_dropout:
+                    m_h = dropout_mask((batch_size, self.hidden_size), self.recurrent_dropout, **kw)
+                if self.weight_dropout:
+                    shape = tuple(getattr(self, "weight_hh" + suffix).shape)
+                    m_w = dropout_mask(shape, self.weight_dropout, **kw)
+                out.append(DropoutMasks(m_x, m_h, m_w))
+        return out
+
+    def _check_masks(self, masks: object, batch: int, x: Tensor) -> list[DropoutMasks]:
+        LD = self.num_layers * self.num_directions
+        if not isinstance(masks, (list, tuple)) or len(masks) != LD:
+            got = len(masks) if isinstance(masks, (list, tuple)) else type(masks).__name__
+            raise ValueError(
+                f"masks: expected a list of {LD} DropoutMasks (one per layer and direction), "
+                f"got {got}"
+            )
+        out = []
+        for k, mk in enumerate(masks):
+            if not isinstance(mk, tuple) or len(mk) != 3:
+                raise TypeError(f"masks[{k}]: expected a DropoutMasks, got {type(mk).__name__}")
+            mk = DropoutMasks(*mk)
+            if mk.recurrent is not None:
+                check_regularisers(self.spec, self.proj_size, 1.0, 0.0)
+            if mk.weight is not None:
+                check_regularisers(self.spec, self.proj_size, 0.0, 1.0)
+            suffix = self._suffixes(k // self.num_directions)[k % self.num_directions]
+            w_hh = getattr(self, "weight_hh" + suffix, None)
+            shapes = (
+                (batch, self._layer_input_size(k // self.num_directions)),
+                (batch, self.hidden_size),
+                None if w_hh is None else tuple(w_hh.shape),
+            )
+            for name, m, shape in zip(DropoutMasks._fields, mk, shapes, strict=True):
+                if m is None:
+                    continue
+                if not isinstance(m, Tensor) or tuple(m.shape) != shape:
+                    got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+                    raise ValueError(f"masks[{k}].{name}: expected shape {shape}, got {got}")
+                if m.dtype != x.dtype or m.device != x.device:
+                    raise TypeError(
+                        f"masks[{k}].{name}: expected dtype {x.dtype} on {x.device} (like the "
+                        f"input), got {m.dtype} on {m.device}"
+                    )
+            out.append(mk)
+        return out
+
     # ------------------------------------------------------------------ checks
     def _state_parts(self) -> tuple[str, ...]:
         return tuple(f"{name}0" for name in self.spec.state)
@@ -212,6 +314,8 @@ class RecurrentLayer(nn.Module):
         state: Tensor | tuple[Tensor, Tensor] | None = None,
         lengths: Tensor | None = None,
         trace: bool = False,
+        *,
+        masks: Sequence[DropoutMasks] | None = None,
     ):
         """Run the stack over ``x``; see the module docstring for shapes.
 
@@ -219,12 +323,15 @@ class RecurrentLayer(nn.Module):
         ``trace=True``, where ``traces[k]`` (k = layer·D + direction, the order of
         ``final_state``) maps gate/state names to (T, B, H) tensors
         (see :mod:`seqlab.functional.trace`).
+
+        ``masks``: the regularisers' masks to use (as :meth:`sample_masks` gives them; in
+        any mode). Without it, fresh masks are drawn per call while training.
         """
         if isinstance(x, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: must be None when the input is a PackedSequence")
             padded, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
-            out, final, *rest = self.forward(padded, state, lengths, trace)
+            out, final, *rest = self.forward(padded, state, lengths, trace, masks=masks)
             # packed in the input's own order, so sorted_indices are the input's (None if sorted)
             if x.sorted_indices is not None:
                 out = out.index_select(0 if self.batch_first else 1, x.sorted_indices)
@@ -260,7 +367,11 @@ class RecurrentLayer(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
         states = self._initial_state(state, x, B)
-        out, finals, traces = self._run(x, states, lengths, trace)
+        if masks is not None:
+            masks = self._check_masks(masks, B, x)
+        elif self.training and self.regularised:
+            masks = self.sample_masks(B, dtype=x.dtype, device=x.device)
+        out, finals, traces = self._run(x, states, lengths, trace, masks)
         if unbatched:
             out = out.squeeze(1)
             finals = tuple(f.squeeze(1) for f in finals)
@@ -270,26 +381,39 @@ class RecurrentLayer(nn.Module):
         return (out, final, traces) if trace else (out, final)
 
     def _run(
-        self, x: Tensor, states: tuple[Tensor, ...], lengths: Tensor | None, trace: bool
+        self,
+        x: Tensor,
+        states: tuple[Tensor, ...],
+        lengths: Tensor | None,
+        trace: bool,
+        masks: list[DropoutMasks] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...], list[dict[str, Tensor]] | None]:
         spec, D = self.spec, self.num_directions
         traces: list[dict[str, Tensor]] = []
+        names = [p.name for p in spec.params]
+        k_hh = names.index("w_hh") if "w_hh" in names else -1
 
         def layer_fn(layer: int):
             def run(inp: Tensor, s0: list[tuple[Tensor, ...]]):
                 outputs, finals = [], []
                 for d, suffix in enumerate(self._suffixes(layer)):
+                    mk = masks[layer * D + d] if masks is not None else DropoutMasks()
+                    x_d = inp if mk.input is None else inp * mk.input  # (T, B, I) ⊙ (B, I)
+                    params = [getattr(self, name) for name in self._attrs[suffix]]
+                    if mk.weight is not None:  # DropConnect, differentiable w.r.t. w_hh
+                        params[k_hh] = params[k_hh] * mk.weight
                     if self.proj_size:
-                        w = [getattr(self, name) for name in self._attrs[suffix]]
-                        y, sT = lstm_proj_run(inp, *s0[d], *w, lengths, d == 1)
+                        y, sT = lstm_proj_run(x_d, *s0[d], *params, lengths, d == 1)
                     elif trace:
+                        named = dict(zip(names, params[: len(names)], strict=True))
                         y, sT, tr = traced_run(
-                            spec, inp, s0[d], self.params(suffix), lengths, d == 1
+                            spec, x_d, s0[d], named, lengths, d == 1, mk.recurrent
                         )
                         traces.append(tr)
                     else:
-                        params = [getattr(self, name) for name in self._attrs[suffix]]
-                        y, sT = engine.run(spec, inp, s0[d], params, lengths, d == 1, self.backend)
+                        y, sT = engine.run(
+                            spec, x_d, s0[d], params, lengths, d == 1, self.backend, mk.recurrent
+                        )
                     outputs.append(y)
                     finals.append(sT)
                 return (outputs[0] if D == 1 else torch.cat(outputs, dim=-1)), finals
@@ -330,10 +454,39 @@ class RecurrentLayer(nn.Module):
             ("init", "default"),
             ("forget_bias", None),
             ("learn_initial_state", False),
+            ("input_dropout", 0.0),
+            ("recurrent_dropout", 0.0),
+            ("weight_dropout", 0.0),
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
+
+
+def check_regularisers(
+    spec: CellSpec, proj_size: int, recurrent_dropout: float, weight_dropout: float
+) -> None:
+    """Refuse a regulariser the cell kind has nothing to act on (input dropout always works).
+
+    ``recurrent_dropout`` needs a step that reads the recurrent mask (``spec.h_mask``: the
+    classic and LayerNorm cells; not IndRNN, whose recurrence is ``u ⊙ h``, nor cells
+    without a recurrent product) and no ``proj_size``; ``weight_dropout`` needs a recurrent
+    matrix ``w_hh``.
+    """
+    if recurrent_dropout > 0:
+        if not spec.h_mask:
+            raise ValueError(
+                f"recurrent_dropout: cell kind {spec.name!r} has no recurrent product "
+                f"h_(t-1) @ w_hh that takes the mask; use 0 (kinds that take it: "
+                f"{sorted(k for k, s in SPECS.items() if s.h_mask)})"
+            )
+        if proj_size:
+            raise ValueError("recurrent_dropout: not available with proj_size > 0")
+    if weight_dropout > 0 and not any(p.name == "w_hh" and p.cols for p in spec.params):
+        raise ValueError(
+            f"weight_dropout: cell kind {spec.name!r} has no recurrent matrix w_hh to drop "
+            f"connections of; use 0"
+        )
 
 
 def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:

@@ -109,12 +109,29 @@ def check_lengths(
         raise SeqlabInputError(
             f"{name}: expected shape ({batch},) (one per batch row), got {tuple(lengths.shape)}"
         )
-    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+    if _range_checked_in_graph(name, lengths, 1, steps):
+        pass
+    elif batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
         raise SeqlabInputError(
             f"{name}: expected values in 1..{steps} (the number of time steps), "
             f"got min {int(lengths.min())}, max {int(lengths.max())}"
         )
     return lengths.to(device=device or lengths.device, dtype=torch.long)
+
+
+def _range_checked_in_graph(name: str, lengths: Tensor, low: int, steps: int) -> bool:
+    """While ``torch.compile`` traces (``fullgraph=True`` included), check the values of
+    ``lengths`` inside the graph and return True; eagerly return False.
+
+    A Python branch on tensor values cannot be traced (Dynamo would break the graph, an
+    error with ``fullgraph=True``), so the compiled graph asserts instead
+    (``torch._assert_async``): out-of-range lengths raise RuntimeError when it runs.
+    """
+    if not torch.compiler.is_compiling():
+        return False
+    ok = ((lengths >= low) & (lengths <= steps)).all()
+    torch._assert_async(ok, f"{name}: expected values in {low}..T (T: the number of time steps)")
+    return True
 
 
 def check_run_lengths(lengths: object, batch: int, steps: int) -> None:
@@ -133,6 +150,8 @@ def check_run_lengths(lengths: object, batch: int, steps: int) -> None:
         raise SeqlabInputError(
             f"lengths: expected shape ({batch},) (one per batch row), got {tuple(lengths.shape)}"
         )
+    if _range_checked_in_graph("lengths", lengths, 0, steps):
+        return
     if batch and (int(lengths.min()) < 0 or int(lengths.max()) > steps):
         raise SeqlabInputError(
             f"lengths: expected values in 0..{steps} (the number of time steps), "

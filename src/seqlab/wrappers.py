@@ -1,14 +1,16 @@
 """Composition: run any cell over time, in both directions, stacked, or per step.
 
-The cell contract (see :mod:`seqlab.cells`)::
+The cell contract (see :mod:`seqlab.cells`): composition steps a cell with
+:func:`seqlab.cells.cell_step`::
 
-    cell(x_t (B, I), state) -> (y_t (B, O), new_state)
+    cell.step(x_t (B, I), state) -> (y_t (B, O), new_state)   # or, with no step method,
+    cell(x_t (B, I), state) -> (y_t (B, O), new_state)        # the older contract
     cell.initial_state(batch_size, dtype=..., device=...) -> state
 
 ``state`` is a Tensor or a (named) tuple of Tensors whose first dimension is the batch.
 
 :class:`Recurrent` runs seqlab's own cells (:class:`seqlab.cells.Cell` and its subclasses,
-whose ``forward`` is the description's step) on the same engine as the layers
+whose ``step`` is the description's step) on the same engine as the layers
 (:func:`seqlab.engine.run`, fast kernels where the cell kind has one); any other cell runs
 on the reference loop :func:`seqlab.functional.scan`. :func:`run_stack` is the one stacking
 mechanism: the layers, :class:`Stacked` and the models' cell stacks all use it.
@@ -24,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab import engine
-from seqlab.cells import Cell
+from seqlab.cells import Cell, cell_step
+from seqlab.functional.regularisers import DropoutMasks, check_probability, dropout_mask
 from seqlab.functional.scan import State, scan, tree_leaves
 from seqlab.functional.trace import traced_run
 from seqlab.validation import (
@@ -60,13 +63,15 @@ def run_stack(
 def engine_cell(cell: nn.Module) -> Cell | None:
     """``cell`` if it is one of seqlab's own cells whose step the engine may run, else None.
 
-    A subclass that overrides ``forward``, an instance whose ``forward`` was replaced (as
-    :class:`seqlab.inspection.Probe` does), or a cell with forward hooks is not: its
-    ``forward`` is what must run, so it gets the reference loop.
+    A subclass that overrides ``forward`` or ``step``, an instance whose ``forward`` or
+    ``step`` was replaced (as :class:`seqlab.inspection.Probe` does), or a cell with forward
+    hooks is not: its own code is what must run, so it gets the reference loop.
     """
-    if not isinstance(cell, Cell) or type(cell).forward is not Cell.forward:
+    if not isinstance(cell, Cell):
         return None
-    if "forward" in vars(cell):
+    if type(cell).forward is not Cell.forward or type(cell).step is not Cell.step:
+        return None
+    if "forward" in vars(cell) or "step" in vars(cell):
         return None
     if cell._forward_hooks or cell._forward_pre_hooks:
         return None
@@ -74,7 +79,10 @@ def engine_cell(cell: nn.Module) -> Cell | None:
 
 
 class Recurrent(nn.Module):
-    """Run ``cell`` over a sequence: ``y_t, s_t = cell(x_t, s_{t−1})`` for t = 1..T.
+    """Run ``cell`` over a sequence: ``y_t, s_t = step(x_t, s_{t−1})`` for t = 1..T.
+
+    ``step`` is ``cell.step`` (seqlab's cells) or, for a cell without one, ``cell`` itself
+    (see :func:`seqlab.cells.cell_step`).
 
     ``forward(x, state=None, lengths=None) -> (outputs, final_state)``; ``x`` is
     (T, B, I), or (B, T, I) with ``batch_first``. With ``lengths``, padded outputs are zero
@@ -86,9 +94,28 @@ class Recurrent(nn.Module):
     for seqlab's own cells the layer's trace (gates, ``c``, ``h``; see
     :mod:`seqlab.functional.trace`), for any other cell ``y`` and each 2-D state leaf (by
     field name for a NamedTuple state, else ``state0``, ``state1``, ...).
+
+    Regularisers (keyword-only, off by default, one mask per call while training; see
+    :mod:`seqlab.functional.regularisers`): ``input_dropout`` masks ``x_t ⊙ m_x`` for any
+    cell; ``recurrent_dropout`` (``h_{t−1} ⊙ m_h`` in the recurrent product) and
+    ``weight_dropout`` (``w_hh ⊙ M``) need one of seqlab's own cells run by the engine.
+    ``forward(..., masks=DropoutMasks(...))`` uses given masks (:meth:`sample_masks`).
     """
 
-    def __init__(self, cell: nn.Module, batch_first: bool = False, reverse: bool = False) -> None:
+    input_dropout: float = 0.0  # class defaults: modules pickled before these options load
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        batch_first: bool = False,
+        reverse: bool = False,
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if not callable(getattr(cell, "initial_state", None)):
             raise TypeError(
@@ -96,6 +123,54 @@ class Recurrent(nn.Module):
                 f"got {type(cell).__name__}"
             )
         self.cell, self.batch_first, self.reverse = cell, batch_first, reverse
+        self.input_dropout = check_probability("input_dropout", input_dropout)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.weight_dropout = check_probability("weight_dropout", weight_dropout)
+        for name in ("recurrent_dropout", "weight_dropout"):
+            if getattr(self, name):
+                self._engine_cell_for(name)  # a clear error now rather than at the first call
+
+    def _engine_cell_for(self, name: str) -> Cell:
+        """The engine cell a recurrent/weight mask acts on (a clear error otherwise)."""
+        from seqlab.layers import check_regularisers  # layers import this module
+
+        fast = engine_cell(self.cell)
+        if fast is None:
+            raise ValueError(
+                f"{name}: needs one of seqlab's cells run by the engine (seqlab.cells.Cell "
+                f"without an overridden forward or hooks), got {type(self.cell).__name__}"
+            )
+        p = 1.0 if name == "recurrent_dropout" else 0.0
+        check_regularisers(fast.spec, 0, p, 1.0 - p)
+        return fast
+
+    def sample_masks(
+        self,
+        batch_size: int,
+        input_shape: tuple[int, ...] | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> DropoutMasks:
+        """One draw of the masks (None where a regulariser is off): ``input``
+        ``(B, *input_shape)`` (default ``(B, cell.input_size)``), ``recurrent`` (B, H),
+        ``weight`` like ``w_hh``. What ``forward`` draws while training."""
+        ref = next(iter(self.cell.parameters()), None)
+        dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
+        device = device if device is not None else (ref.device if ref is not None else None)
+        kw = dict(dtype=dtype, device=device, generator=generator)
+        m_x = m_h = m_w = None
+        if self.input_dropout:
+            shape = input_shape if input_shape is not None else (self.cell.input_size,)
+            m_x = dropout_mask((batch_size, *shape), self.input_dropout, **kw)
+        if self.recurrent_dropout:
+            H = self._engine_cell_for("recurrent_dropout").hidden_size
+            m_h = dropout_mask((batch_size, H), self.recurrent_dropout, **kw)
+        if self.weight_dropout:
+            w_hh = self._engine_cell_for("weight_dropout").params()["w_hh"]
+            m_w = dropout_mask(tuple(w_hh.shape), self.weight_dropout, **kw)
+        return DropoutMasks(m_x, m_h, m_w)
 
     def forward(
         self,
@@ -103,6 +178,8 @@ class Recurrent(nn.Module):
         state: State | None = None,
         lengths: Tensor | None = None,
         trace: bool = False,
+        *,
+        masks: DropoutMasks | None = None,
     ) -> tuple[Tensor, State] | tuple[Tensor, State, dict[str, Tensor]]:
         require_tensor("input", x)
         require_float("input", x)
@@ -116,24 +193,54 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
+        if (
+            masks is None
+            and self.training
+            and (self.input_dropout or self.recurrent_dropout or self.weight_dropout)
+        ):
+            masks = self.sample_masks(B, tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
+        if masks is not None:
+            masks = self._check_masks(masks, x)
+            if masks.input is not None:
+                x = x * masks.input  # (T, B, ...) ⊙ (B, ...): the same mask at every step
+        out = self._time_major(x, state, lengths, trace, masks)
+        if not self.batch_first:
+            return out
+        if trace:
+            return out[0].transpose(0, 1), out[1], {k: v.transpose(0, 1) for k, v in out[2].items()}
+        return out[0].transpose(0, 1), out[1]
+
+    def _time_major(self, x, state, lengths, trace, masks: DropoutMasks | None):
+        """``(outputs, final[, traces])`` of time-major ``x`` (input mask already applied)."""
+        T, B = x.shape[0], x.shape[1]
         if T == 0:
             if trace:
                 raise SeqlabInputError("trace: expected at least one time step, got T = 0")
             return self._empty(x, state)
+        if masks is not None and (masks.recurrent is not None or masks.weight is not None):
+            fast = self._engine_cell_for(
+                "recurrent_dropout" if masks.recurrent is not None else "weight_dropout"
+            )
+            parts = fast.check_state(state, B, x)
+            params = dict(fast.params())
+            if masks.weight is not None:  # DropConnect, differentiable w.r.t. w_hh
+                params["w_hh"] = params["w_hh"] * masks.weight
+            if trace:
+                y, final, tr = traced_run(
+                    fast.spec, x, parts, params, lengths, self.reverse, masks.recurrent
+                )
+                return y, fast.spec.pack(final), dict(tr)
+            y, final = engine.run(
+                fast.spec, x, parts, params, lengths, self.reverse, h_mask=masks.recurrent
+            )
+            return y, fast.spec.pack(final)
         fast = engine_cell(self.cell)
         if trace:
-            out, final, traces = self._traced(x, state, lengths, fast)
-            if self.batch_first:
-                out = out.transpose(0, 1)
-                traces = {k: v.transpose(0, 1) for k, v in traces.items()}
-            return out, final, traces
+            return self._traced(x, state, lengths, fast)
         if fast is not None and x.dim() == 3 and x.shape[-1] == fast.input_size:
             parts = fast.check_state(state, B, x)
             out, final = engine.run(fast.spec, x, parts, fast.params(), lengths, self.reverse)
-            final = fast.spec.pack(final)
-            if self.batch_first:
-                out = out.transpose(0, 1)
-            return out, final
+            return out, fast.spec.pack(final)
         if state is None:
             state = self.cell.initial_state(B, dtype=x.dtype, device=x.device)
         else:
@@ -145,10 +252,26 @@ class Recurrent(nn.Module):
                         f"state[{k}]: expected batch size {B} in dim 0, "
                         f"got shape {tuple(leaf.shape)}"
                     )
-        out, final = scan(self.cell, x, state, lengths, self.reverse)
-        if self.batch_first:
-            out = out.transpose(0, 1)
-        return out, final
+        return scan(cell_step(self.cell), x, state, lengths, self.reverse)
+
+    def _check_masks(self, masks: object, x: Tensor) -> DropoutMasks:
+        if not isinstance(masks, tuple) or len(masks) != 3:
+            raise TypeError(f"masks: expected a DropoutMasks, got {type(masks).__name__}")
+        masks = DropoutMasks(*masks)
+        B = x.shape[1]
+        shapes = [(B, *x.shape[2:]), None, None]
+        if masks.recurrent is not None:
+            shapes[1] = (B, self._engine_cell_for("recurrent_dropout").hidden_size)
+        if masks.weight is not None:
+            shapes[2] = tuple(self._engine_cell_for("weight_dropout").params()["w_hh"].shape)
+        for name, m, shape in zip(DropoutMasks._fields, masks, shapes, strict=True):
+            if m is None:
+                continue
+            if not isinstance(m, Tensor) or tuple(m.shape) != shape:
+                got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+                raise ValueError(f"masks.{name}: expected shape {shape}, got {got}")
+            require_like(f"masks.{name}", m, x)
+        return masks
 
     def _traced(self, x: Tensor, state: State | None, lengths: Tensor | None, fast: Cell | None):
         """Time-major ``(outputs, final_state, traces)`` on the reference loop."""
@@ -166,9 +289,10 @@ class Recurrent(nn.Module):
         recorded = [(n, leaf.shape[-1]) for n, leaf in zip(names, leaves, strict=False)
                     if leaf.dim() == 2]  # fmt: skip
         widths: list[int] = []
+        cell = cell_step(self.cell)
 
         def step(x_t: Tensor, s: State):
-            y, new = self.cell(x_t, s)
+            y, new = cell(x_t, s)
             if not widths:
                 widths.append(y.shape[-1])
             keep = [leaf for leaf in tree_leaves(new) if leaf.dim() == 2]
@@ -195,9 +319,9 @@ class Recurrent(nn.Module):
             out = x.new_zeros(0, B, fast.hidden_size)
         else:
             with torch.no_grad():
-                y, _ = self.cell(x.new_zeros(x.shape[1:]), state)
+                y, _ = cell_step(self.cell)(x.new_zeros(x.shape[1:]), state)
             out = y.new_zeros((0,) + tuple(y.shape))
-        return (out.transpose(0, 1) if self.batch_first else out), state
+        return out, state
 
 
 MERGES = ("concat", "sum", "mean", "mul")

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqlab.engine import compiled, fused, native, torch_ops
+from seqlab.engine import compiled, fused, fused_ln, native, torch_ops
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
 from seqlab.functional.spec import SPECS, CellSpec, get_spec
@@ -211,6 +211,9 @@ def register_kernel(kernel: Kernel) -> Kernel:
     return kernel
 
 
+register_kernel(fused_ln.KERNEL)  # LayerNorm LSTM/GRU (hand-derived BPTT, eager ops)
+
+
 def _kernel(name: str):
     if name == "native":
         ops = native.load()
@@ -242,6 +245,7 @@ def run(
     lengths: Tensor | None = None,
     reverse: bool = False,
     backend: str | None = None,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Run one layer in one direction of any registered cell kind.
 
@@ -252,20 +256,27 @@ def run(
     ``state``     (B, H) ×k   the kind's state parts, e.g. ``(h0,)`` or ``(h0, c0)``
     ``params``    per spec    by name, or a sequence in ``spec.params`` order
     ``lengths``   (B,)        optional valid steps per row (int, 0..T)
+    ``h_mask``    (B, H)      optional recurrent dropout mask: the recurrent product
+                              reads ``h_{t−1} ⊙ h_mask`` at every step (a constant)
     returns       (T, B, H)   outputs, and the final state tuple
     ============  ==========  =====================================================
 
     Same contract as :func:`seqlab.functional.reference_run`. Kinds without a kernel, and
-    empty inputs, run on the reference loop.
+    empty inputs, run on the reference loop; so do masked calls (``h_mask``) of a kind whose
+    kernels do not take the mask (the torch backend never does: masked calls run on fused).
     """
     spec = get_spec(mode)
     state = tuple(state)
     params = _as_params(spec, params)
     _check(spec, x, state, params, lengths)
+    if h_mask is not None:
+        _check_h_mask(spec, h_mask, state[0])
     name = resolve_backend(backend, x)
     T, B = x.shape[0], x.shape[1]
     # zero-size inputs or states (packing rejects them) run on the kernels below
-    if name == "torch" and x.numel() and state[0].numel() and torch_ops.covers(spec.name):
+    # (torch's kernels take no recurrent mask: masked calls run on fused)
+    torch_ok = name == "torch" and h_mask is None and torch_ops.covers(spec.name)
+    if torch_ok and x.numel() and state[0].numel():
         return torch_ops.run(spec.name, x, state, params, _lengths(lengths, x, True), reverse)
     kernel = None if name == "reference" or T == 0 or B == 0 else _kernel(name)
     if kernel is not None and not kernel.covers(spec):
@@ -273,12 +284,16 @@ def run(
         kernels = [k for k in (fused.KERNEL, *EXTRA_KERNELS) if k.covers(spec)]
         named = [k for k in kernels if getattr(k, "name", None) == name]
         kernel = (named or kernels or [None])[0]
+    if kernel is not None and h_mask is not None and not _takes_h_mask(kernel, spec):
+        kernel = fused.KERNEL if _takes_h_mask(fused.KERNEL, spec) else None
     if kernel is None:
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
-        return reference_run(spec, x, state, named, lengths, reverse)
+        return reference_run(spec, x, state, named, lengths, reverse, h_mask)
     # compiling for native: the C++ op checks the values (a Python check would break the
     # graph on a data-dependent branch)
     traced = kernel.name == "native" and torch.compiler.is_compiling()
+    if traced and h_mask is not None:  # the masked ops have no traceable twin: fused traces
+        kernel, traced = fused.KERNEL, False
     lengths_cpu = _lengths(lengths, x, not traced)
     x = x.contiguous()
     state = tuple([s.contiguous() for s in state])
@@ -293,13 +308,32 @@ def run(
             spec.kernel, x, state[0], c0, *params, lengths_cpu, reverse, save
         )
         return y, ((h_n, c_n) if len(state) == 2 else (h_n,))
+    if h_mask is not None:
+        h_mask = h_mask.detach().contiguous()
     if needs_grad and torch.is_grad_enabled():
         y, *final = RecurrenceFunction.apply(
-            kernel, spec, lengths_cpu, reverse, len(state), x, *state, *params
+            kernel, spec, lengths_cpu, reverse, len(state), h_mask, x, *state, *params
         )
         return y, tuple(final)
-    y, final, _ = kernel.forward(spec, x, state, params, lengths_cpu, reverse, False)
+    masked = {} if h_mask is None else {"h_mask": h_mask}
+    y, final, _ = kernel.forward(spec, x, state, params, lengths_cpu, reverse, False, **masked)
     return y, final
+
+
+def _takes_h_mask(kernel: Kernel, spec: CellSpec) -> bool:
+    covers = getattr(kernel, "covers_h_mask", None)
+    return covers is not None and covers(spec)
+
+
+def _check_h_mask(spec: CellSpec, h_mask: object, h0: Tensor) -> None:
+    if not spec.h_mask:
+        raise ValueError(
+            f"recurrent_dropout: cell kind {spec.name!r} does not take a recurrent mask "
+            f"(its step has no h_(t-1) @ w_hh product to drop on)"
+        )
+    if not isinstance(h_mask, Tensor):
+        raise TypeError(f"h_mask: expected a Tensor of shape {tuple(h0.shape)}, got {h_mask!r}")
+    _check_tensor("h_mask", h_mask, tuple(h0.shape), h0.dtype, h0.device)
 
 
 def run_layer(
@@ -313,6 +347,7 @@ def run_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
     backend: str | None = None,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """:func:`run` for a classic cell given ``(w_ih (G·H, I), w_hh (G·H, H), b_ih, b_hh)``."""
-    return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend)
+    return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend, h_mask)

@@ -11,6 +11,11 @@ with more state parts or other parameters needs no new argument lists:
   -> (dx, dstate, dparams)`` — one gradient per state part and per parameter (None for an
   absent parameter).
 
+Recurrent dropout (optional): a kernel whose ``covers_h_mask(spec)`` is True takes a
+keyword ``h_mask`` (B, H) in both calls (the recurrent product reads ``h_{t−1} ⊙ h_mask``,
+:mod:`seqlab.functional.regularisers`); the engine runs masked calls of other kernels on
+the reference loop.
+
 :class:`ClassicKernel` adapts these sequences onto the fixed argument lists
 ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` that the fused (:mod:`.fused`) and native
 (:class:`.native.NativeKernel`) implementations of the classic cells share.
@@ -73,23 +78,38 @@ class ClassicKernel:
     Covers the cell kinds with a kernel id, the classic parameters and 1 or 2 state parts.
     """
 
-    def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable) -> None:
+    def __init__(
+        self,
+        name: str,
+        forward_fn: Callable,
+        backward_fn: Callable,
+        masked: tuple[Callable, Callable] | None = None,
+    ) -> None:
+        """``masked``: the ``(forward, backward)`` pair that takes ``h_mask`` as one more
+        (last) argument; by default ``forward_fn``/``backward_fn`` themselves do."""
         self.name, self.forward_fn, self.backward_fn = name, forward_fn, backward_fn
+        self.masked_forward_fn, self.masked_backward_fn = masked or (forward_fn, backward_fn)
 
     def covers(self, spec: CellSpec) -> bool:
         return spec.kernel is not None and spec.params == CLASSIC and len(spec.state) <= 2
 
-    def forward(self, spec, x, state, params, lengths, reverse, save):
+    def covers_h_mask(self, spec: CellSpec) -> bool:
+        """Whether ``forward``/``backward`` take ``h_mask`` (recurrent dropout) for ``spec``."""
+        return self.covers(spec)
+
+    def forward(self, spec, x, state, params, lengths, reverse, save, h_mask=None):
         c0 = state[1] if len(state) == 2 else None
-        y, h_n, c_n, *saved = self.forward_fn(
-            spec.kernel, x, state[0], c0, *params, lengths, reverse, save
-        )
+        args = (spec.kernel, x, state[0], c0, *params, lengths, reverse, save)
+        if h_mask is None:
+            y, h_n, c_n, *saved = self.forward_fn(*args)
+        else:
+            y, h_n, c_n, *saved = self.masked_forward_fn(*args, h_mask)
         return y, ((h_n, c_n) if len(state) == 2 else (h_n,)), tuple(saved)
 
-    def backward(self, spec, x, params, lengths, reverse, saved, gy, gstate):
+    def backward(self, spec, x, params, lengths, reverse, saved, gy, gstate, h_mask=None):
         w_ih, w_hh, b_ih, b_hh = params
         gcn = gstate[1].contiguous() if len(gstate) == 2 else None
-        dx, dh0, dc0, *dparams = self.backward_fn(
+        args = (
             spec.kernel,
             x,
             w_ih,
@@ -103,6 +123,10 @@ class ClassicKernel:
             gstate[0].contiguous(),
             gcn,
         )
+        if h_mask is None:
+            dx, dh0, dc0, *dparams = self.backward_fn(*args)
+        else:
+            dx, dh0, dc0, *dparams = self.masked_backward_fn(*args, h_mask)
         dstate = (dh0, dc0) if len(gstate) == 2 else (dh0,)
         pairs = zip(dparams, params, strict=True)
         return dx, dstate, tuple([d if p is not None else None for d, p in pairs])
@@ -110,6 +134,9 @@ class ClassicKernel:
 
 class RecurrenceFunction(torch.autograd.Function):
     """``(x, *state, *params) -> (y, *final_state)`` with the kernel's hand-written backward.
+
+    ``h_mask`` (a constant, no gradient; None when recurrent dropout is off) is handed to
+    the kernel's forward and backward as is.
 
     Double backward: when the backward runs with grad mode on (``create_graph=True``), the
     gradients are computed instead by differentiable ops — the reference loop
@@ -126,13 +153,15 @@ class RecurrenceFunction(torch.autograd.Function):
         lengths: Tensor | None,
         reverse: bool,
         n_state: int,
+        h_mask: Tensor | None,
         x: Tensor,
         *tensors: Tensor | None,
     ) -> tuple[Tensor, ...]:
         state, params = tensors[:n_state], tensors[n_state:]
-        y, final, saved = kernel.forward(spec, x, state, params, lengths, reverse, True)
+        masked = {} if h_mask is None else {"h_mask": h_mask}
+        y, final, saved = kernel.forward(spec, x, state, params, lengths, reverse, True, **masked)
         ctx.kernel, ctx.spec, ctx.lengths, ctx.reverse = kernel, spec, lengths, reverse
-        ctx.n_state = n_state
+        ctx.n_state, ctx.h_mask = n_state, h_mask
         present = [p for p in params if p is not None]
         ctx.present = tuple([p is not None for p in params])
         # the initial state is saved only for a double backward's recomputation ((B, H) each)
@@ -158,10 +187,11 @@ class RecurrenceFunction(torch.autograd.Function):
     @staticmethod
     def _backward(ctx: Any, gy: Tensor, gstate: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
         x, _, params, buffers = RecurrenceFunction._inputs(ctx)
+        masked = {} if ctx.h_mask is None else {"h_mask": ctx.h_mask}
         dx, dstate, dparams = ctx.kernel.backward(
-            ctx.spec, x, params, ctx.lengths, ctx.reverse, buffers, gy, gstate
+            ctx.spec, x, params, ctx.lengths, ctx.reverse, buffers, gy, gstate, **masked
         )
-        return (None,) * 5 + (dx, *dstate, *dparams)
+        return (None,) * _N_CONST + (dx, *dstate, *dparams)
 
     @staticmethod
     def _differentiable_backward(
@@ -173,13 +203,15 @@ class RecurrenceFunction(torch.autograd.Function):
         inputs = (x, *state, *params)
         wanted = [
             i
-            for i, (t, need) in enumerate(zip(inputs, ctx.needs_input_grad[5:], strict=True))
+            for i, (t, need) in enumerate(zip(inputs, ctx.needs_input_grad[_N_CONST:], strict=True))
             if need and t is not None
         ]
         grads: list[Tensor | None] = [None] * len(inputs)
         if wanted:
             named = {p.name: t for p, t in zip(ctx.spec.params, params, strict=True)}
-            y, final = reference_run(ctx.spec, x, state, named, ctx.lengths, ctx.reverse)
+            y, final = reference_run(
+                ctx.spec, x, state, named, ctx.lengths, ctx.reverse, ctx.h_mask
+            )
             got = torch.autograd.grad(
                 (y, *final),
                 [inputs[i] for i in wanted],
@@ -189,4 +221,8 @@ class RecurrenceFunction(torch.autograd.Function):
             )
             for i, g in zip(wanted, got, strict=True):
                 grads[i] = torch.zeros_like(inputs[i]) if g is None else g
-        return (None,) * 5 + tuple(grads)
+        return (None,) * _N_CONST + tuple(grads)
+
+
+# RecurrenceFunction's leading arguments without a gradient (kernel .. h_mask)
+_N_CONST = 6

@@ -64,10 +64,13 @@ def forward(
     lengths: Tensor | None,
     reverse: bool,
     save: bool = True,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(y (T,B,H), h_n, c_n, hbuf, cbuf, gates)`` (see the module table).
 
     ``save=False`` (inference) may skip filling buffers only the backward reads.
+    ``h_mask`` (B, H): recurrent dropout, the recurrent products read ``hm = h ⊙ h_mask``
+    (the GRU's ``z ⊙ h`` term and the carried state read the plain ``h``).
     """
     T, B, _ = x.shape
     H = h0.shape[1]
@@ -93,18 +96,19 @@ def forward(
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
         h = hbuf[prev]
+        hm = h if h_mask is None else h * h_mask  # what the recurrent products read
         if mode == LSTM:
-            a = xw[t].addmm_(h, w_hh.t())
+            a = xw[t].addmm_(hm, w_hh.t())
             ifo = a[:, : 2 * H].sigmoid_()
             g = a[:, 2 * H : 3 * H].tanh_()
             o = a[:, 3 * H :].sigmoid_()
             c = ifo[:, H:] * cbuf[prev] + ifo[:, :H] * g
             h_new = o * c.tanh()
         elif mode in (RNN_TANH, RNN_RELU):
-            a = xw[t].addmm_(h, w_hh.t())
+            a = xw[t].addmm_(hm, w_hh.t())
             h_new = a.tanh_() if mode == RNN_TANH else a.relu_()
         elif mode == GRU:
-            hw = h @ w_hh.t()
+            hw = hm @ w_hh.t()
             hn = hw[:, 2 * H :] if b_hn is None else hw[:, 2 * H :] + b_hn
             rz = (xw[t, :, : 2 * H] + hw[:, : 2 * H]).sigmoid_()
             n = torch.addcmul(xw[t, :, 2 * H :], rz[:, :H], hn).tanh_()
@@ -114,8 +118,8 @@ def forward(
             h_new = torch.addcmul(n, rz[:, H:], h - n)
         else:  # GRU_BEFORE
             a = xw[t]
-            rz = a[:, : 2 * H].addmm_(h, w_hh[: 2 * H].t()).sigmoid_()
-            n = a[:, 2 * H :].addmm_(rz[:, :H] * h, w_hh[2 * H :].t()).tanh_()
+            rz = a[:, : 2 * H].addmm_(hm, w_hh[: 2 * H].t()).sigmoid_()
+            n = a[:, 2 * H :].addmm_(rz[:, :H] * hm, w_hh[2 * H :].t()).tanh_()
             h_new = torch.addcmul(n, rz[:, H:], h - n)
         if mask is not None:
             h_new = torch.where(mask[t], h_new, h)
@@ -147,10 +151,14 @@ def backward(
     gy: Tensor,
     ghn: Tensor,
     gcn: Tensor | None,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, ...]:
     """Reverse loop for the pre-activation gradients ``dA``, then the weight gradients as
     big GEMMs over all ``T·B`` rows after the loop (the native kernel does them chunk by
     chunk inside its loop instead).
+
+    With ``h_mask`` (the forward's recurrent dropout mask m): the recurrent path's share of
+    ``dh_{t−1}`` is ``(dA_t @ w_hh) ⊙ m`` and ``dW_hh = Σ_t dA_tᵀ (h_{t−1} ⊙ m)``.
 
     Returns ``(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)`` (``dc0``/biases empty if absent).
     """
@@ -170,6 +178,7 @@ def backward(
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
         dh = dh + gy[t]
         h_prev = hbuf[prev]
+        hm = h_prev if h_mask is None else h_prev * h_mask
         if mode == LSTM:
             i, f, g, o = gates[t].chunk(4, dim=1)
             tc = cbuf[cur].tanh()
@@ -198,9 +207,10 @@ def backward(
         else:  # GRU_BEFORE
             r, z, n = gates[t].chunk(3, dim=1)
             dan = dh * (1 - z) * (1 - n * n)
-            drh = dan @ w_hh[2 * H :]
-            da_t = torch.cat([drh * h_prev * r * (1 - r), dh * (h_prev - n) * z * (1 - z), dan], 1)
-            direct = dh * z + drh * r
+            drh = dan @ w_hh[2 * H :]  # d(r ⊙ hm)
+            da_t = torch.cat([drh * hm * r * (1 - r), dh * (h_prev - n) * z * (1 - z), dan], 1)
+            direct = dh * z
+            drec = drh * r  # d hm through r ⊙ hm
         if mask is not None:
             m = mask[t]
             da_t = da_t * m
@@ -211,9 +221,11 @@ def backward(
             dah[t] = dah_t
             dh_new = torch.cat([da_t[:, : 2 * H], dah_t], 1) @ w_hh
         elif mode == GRU_BEFORE:
-            dh_new = da_t[:, : 2 * H] @ w_hh[: 2 * H]
+            dh_new = torch.addmm(drec, da_t[:, : 2 * H], w_hh[: 2 * H])
         else:
             dh_new = da_t @ w_hh
+        if h_mask is not None:  # the recurrent path read hm = h ⊙ m
+            dh_new = dh_new * h_mask
         if direct is not None:
             dh_new = dh_new + direct
         if mask is not None:
@@ -225,7 +237,10 @@ def backward(
             dc = dc_new
     da2 = da.view(T * B, G * H)
     x2 = x.reshape(T * B, -1)
-    h_prev_all = (hbuf[1:] if reverse else hbuf[:T]).reshape(T * B, H)
+    h_prev_all = hbuf[1:] if reverse else hbuf[:T]
+    if h_mask is not None:  # the recurrent products read hm = h ⊙ m
+        h_prev_all = h_prev_all * h_mask
+    h_prev_all = h_prev_all.reshape(T * B, H)
     dx = (da2 @ w_ih).view(T, B, -1)
     dw_ih = da2.t() @ x2
     db_ih = da2.sum(0) if has_b_ih else _empty(x)

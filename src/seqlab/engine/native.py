@@ -381,7 +381,17 @@ class NativeKernel(ClassicKernel):
 
     def __init__(self, ops: Any) -> None:
         self.ops = ops
-        super().__init__("native", ops.forward, ops.backward)
+        super().__init__(
+            "native", ops.forward, ops.backward, (ops.forward_masked, ops.backward_masked)
+        )
 
     def covers(self, spec: CellSpec) -> bool:
         return spec.native and super().covers(spec)
+
+    def covers_h_mask(self, spec: CellSpec) -> bool:
+        """Recurrent dropout in the thread-team loop (``forward_masked``/``backward_masked``):
+        RNN, LSTM and the torch.nn GRU; the reset-before GRU's masked calls run on fused."""
+        return self.covers(spec) and spec.kernel in _TEAM_KINDS
+
+
+_TEAM_KINDS = (0, 1, 2, 3)  # RNN_TANH, RNN_RELU, LSTM, GRU: the C++ team loop

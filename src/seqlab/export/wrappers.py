@@ -1,8 +1,9 @@
 """``seqlab.Recurrent(cell)``, ``Bidirectional`` and ``Stacked`` as ONNX ``Scan`` loops.
 
-Any cell that follows seqlab's contract (``cell(x_t, state) -> (y_t, new_state)``,
-``initial_state``) exports: the built-in RNN/LSTM/GRU cells through the written-out step
-math of :mod:`seqlab.export.recurrent`, any other cell by tracing one step with
+Any cell that follows seqlab's contract (``cell.step(x_t, state) -> (y_t, new_state)``, or
+``cell(x_t, state)`` returning that for a cell without ``step``; ``initial_state``) exports:
+the built-in RNN/LSTM/GRU cells through the written-out step math of
+:mod:`seqlab.export.recurrent`, any other cell by tracing one step with
 ``torch.onnx.export(dynamo=False)`` (TorchScript tracing: the step must be tensor
 operations without data-dependent Python control flow) and inlining that graph as the
 ``Scan`` body. The initial state is ``cell.initial_state`` broadcast over the batch, so it
@@ -24,11 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.cells import GRUCell, LSTMCell, RNNCell
+from seqlab.cells import cell_step as step_of
 from seqlab.export.graph import FLOAT, INT64, Graph
 from seqlab.export.recurrent import _GATES, Weights, cell_step, emit_layer, lengths_mask, scan_loop
 from seqlab.functional.scan import tree_leaves, tree_map
 from seqlab.layers import RecurrentLayer
-from seqlab.wrappers import Bidirectional, Recurrent, Stacked
+from seqlab.wrappers import Bidirectional, Recurrent, Stacked, engine_cell
 
 _BUILTIN = (RNNCell, LSTMCell, GRUCell)
 
@@ -43,7 +45,7 @@ class _Step(nn.Module):
     def forward(self, x: Tensor, *leaves: Tensor):
         it = iter(leaves)
         state = tree_map(lambda _: next(it), self.template)
-        y, new = self.cell(x, state)
+        y, new = step_of(self.cell)(x, state)
         return (*tree_leaves(new), y)
 
 
@@ -126,7 +128,7 @@ def emit_recurrent(
     template, init = _initial_state(g, cell, g.dim(x, 1))
     shapes = [["B", *leaf.shape[1:]] for leaf in tree_leaves(template)]
     mask = lengths_mask(g, lengths, x) if lengths is not None else None
-    if isinstance(cell, _BUILTIN):
+    if isinstance(cell, _BUILTIN) and engine_cell(cell) is not None:  # no override, no hook
         w = Weights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
         lstm = cell.mode == "lstm"
         xs = g.matmul_t(x, w.w_ih, w.bias("ih"))  # every step's projection at once
@@ -147,7 +149,7 @@ def emit_recurrent(
             return outs[-1], outs[:n]
 
         with torch.no_grad():
-            y1, _ = cell(torch.zeros(1, input_size), template)
+            y1, _ = step_of(cell)(torch.zeros(1, input_size), template)
         width, y_rank, out = input_size, y1.dim(), int(y1.shape[-1])
     states = list(zip(init, shapes, strict=True))
     y, finals = scan_loop(g, xs, width, states, step, mask, rec.reverse, y_rank)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqlab.functional.cells import LSTMState
+from seqlab.functional.regularisers import recurrent_input
 from seqlab.functional.spec import CLASSIC, CellSpec, Param, Params, register
 
 #: ε of every layer normalisation in these cells (torch.nn.LayerNorm's default)
@@ -69,7 +70,8 @@ def project_ln(x: Tensor, p: Params) -> Tensor:
 
 
 def _recurrent(h: Tensor, p: Params) -> Tensor:
-    return layer_norm(h @ p["w_hh"].T, p["g_hh"])
+    # recurrent dropout (if on) masks h before the product: LN(h ⊙ m_h @ w_hhᵀ; g_hh)
+    return layer_norm(recurrent_input(h, p) @ p["w_hh"].T, p["g_hh"])
 
 
 def _lnlstm_step(xw, state, p):
@@ -111,6 +113,7 @@ LNLSTM = register(
         project=project_ln,
         choice="lnlstm",
         state_type=LSTMState,
+        h_mask=True,
         doc="LayerNorm LSTM: a = LN(x W_ihᵀ) + LN(h W_hhᵀ) + b; h' = o ⊙ tanh(LN(c'))",
     )
 )
@@ -125,6 +128,7 @@ LNGRU = register(
         project=project_ln,
         choice="lngru",
         kept_bias=("n",),
+        h_mask=True,
         doc="LayerNorm GRU: as the GRU on LN(x W_ihᵀ) and LN(h W_hhᵀ)",
     )
 )

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqlab.functional.regularisers import H_MASK
 from seqlab.functional.spec import CellSpec, Params, get_spec
 
 State = Any  # a Tensor, or a (named) tuple/list of States
@@ -141,17 +142,32 @@ def reference_run(
     params: Params,
     lengths: Tensor | None = None,
     reverse: bool = False,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer, one direction, by the reference loop, for any registered cell kind.
 
     ``x`` is time-major ``(T, B, I)``; ``state`` holds the spec's state parts, each
     ``(B, H)``; ``params`` maps the spec's parameter names to tensors (absent biases None).
     The input projection for all steps is one call: ``xw = spec.project(x, params)``.
+    ``h_mask`` (B, H): recurrent dropout, ``h_{t−1} ⊙ h_mask`` enters the recurrent product
+    at every step (:mod:`seqlab.functional.regularisers`; the kind's ``spec.h_mask``).
     Returns ``(y (T, B, H), final_state)``.
     """
     spec = get_spec(mode)
+    if h_mask is not None:
+        params = with_h_mask(spec, params, h_mask)
     xw = spec.project(x, params)  # (T, B, G·H) for the classic cells
     return scan(_step_of(spec, params), xw, tuple(state), lengths, reverse)
+
+
+def with_h_mask(spec: CellSpec, params: Params, h_mask: Tensor) -> dict[str, Tensor | None]:
+    """``params`` plus the recurrent mask the step reads (refused if the step reads none)."""
+    if not spec.h_mask:
+        raise ValueError(
+            f"recurrent_dropout: cell kind {spec.name!r} does not take a recurrent mask "
+            f"(its step has no h_(t-1) @ w_hh product to drop on)"
+        )
+    return {**params, H_MASK: h_mask}
 
 
 def reference_layer(

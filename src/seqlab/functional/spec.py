@@ -46,6 +46,7 @@ from seqlab.functional.cells import (
     lstm_gates,
     rnn_preactivation,
 )
+from seqlab.functional.regularisers import recurrent_input
 
 Params = Mapping[str, Tensor | None]
 Step = Callable[[Tensor, tuple[Tensor, ...], Params], tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
@@ -103,6 +104,9 @@ class CellSpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # layer/cell constructor kwargs
     # b_hh gate blocks that stay inside the step (cannot join the input projection's bias)
     kept_bias: tuple[str, ...] = ()
+    # the step applies a recurrent dropout mask p["h_mask"] to h_{t−1} before its recurrent
+    # product (see seqlab.functional.regularisers); False: recurrent_dropout is refused
+    h_mask: bool = False
     doc: str = ""
 
     @property
@@ -206,7 +210,7 @@ def spec_for_choice(choice: str) -> CellSpec:
 # ------------------------------------------------------------------ reference steps
 def _rnn_step(nonlinearity: str) -> Step:
     def step(xw, state, p):
-        a = rnn_preactivation(xw, state[0], p["w_hh"], p.get("b_hh"))
+        a = rnn_preactivation(xw, recurrent_input(state[0], p), p["w_hh"], p.get("b_hh"))
         h = activate(a, nonlinearity)
         return (h,), (a, h)
 
@@ -215,7 +219,7 @@ def _rnn_step(nonlinearity: str) -> Step:
 
 def _lstm_step(xw, state, p):
     h, c = state
-    i, f, g, o = lstm_gates(xw, h, p["w_hh"], p.get("b_hh"))
+    i, f, g, o = lstm_gates(xw, recurrent_input(h, p), p["w_hh"], p.get("b_hh"))
     c = f * c + i * g
     h = o * torch.tanh(c)
     return (h, c), (i, f, g, o, c, h)
@@ -224,8 +228,8 @@ def _lstm_step(xw, state, p):
 def _gru_step(reset_after: bool) -> Step:
     def step(xw, state, p):
         h = state[0]
-        r, z, n = gru_gates(xw, h, p["w_hh"], p.get("b_hh"), reset_after)
-        h = n + z * (h - n)  # = z ⊙ h + (1 − z) ⊙ n
+        r, z, n = gru_gates(xw, recurrent_input(h, p), p["w_hh"], p.get("b_hh"), reset_after)
+        h = n + z * (h - n)  # = z ⊙ h + (1 − z) ⊙ n (the plain h: dropout is on the product)
         return (h,), (r, z, n, h)
 
     return step
@@ -242,6 +246,7 @@ for _nl, _kernel, _choice in (("tanh", 0, "rnn"), ("relu", 1, None)):
             kernel=_kernel,
             choice=_choice,
             options={"nonlinearity": _nl},
+            h_mask=True,
             doc=f"Elman: h' = {_nl}(xw + h @ w_hhᵀ + b_hh)",
         )
     )
@@ -255,6 +260,7 @@ register(
         kernel=2,
         choice="lstm",
         state_type=LSTMState,
+        h_mask=True,
         doc="c' = f ⊙ c + i ⊙ g; h' = o ⊙ tanh(c')",
     )
 )
@@ -270,6 +276,7 @@ for _after, _kernel in ((True, 3), (False, 4)):
             choice="gru" if _after else None,
             options={"reset_after": _after},
             kept_bias=("n",) if _after else (),  # torch.nn's b_hn sits inside r ⊙ (…)
+            h_mask=True,
             doc="h' = z ⊙ h + (1 − z) ⊙ n; n = tanh(x_n + r ⊙ h_n)"
             if _after
             else "h' = z ⊙ h + (1 − z) ⊙ n; n = tanh(x_n + (r ⊙ h) @ w_hnᵀ + b_hn)",

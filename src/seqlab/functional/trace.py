@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from seqlab.functional.scan import scan
+from seqlab.functional.scan import scan, with_h_mask
 from seqlab.functional.spec import CellSpec, Params, SpecView, get_spec
 
 TRACE_NAMES = SpecView(lambda spec: spec.trace)  # kept for older callers
@@ -26,9 +26,12 @@ def traced_run(
     params: Params,
     lengths: Tensor | None = None,
     reverse: bool = False,
+    h_mask: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor]]:
     """Like :func:`seqlab.functional.scan.reference_run`, also returning the trace dict."""
     spec = get_spec(mode)
+    if h_mask is not None:
+        params = with_h_mask(spec, params, h_mask)
 
     def step(xw: Tensor, s: tuple[Tensor, ...]):
         new, record = spec.step(xw, s, params)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.cells import Cell
 from seqlab.functional.cells import gru_gates, lstm_gates, rnn_preactivation
 from seqlab.functional.scan import reverse_padded, step_mask
 from seqlab.functional.spec import CellSpec, get_spec
@@ -54,7 +55,13 @@ def _is_layer(m: nn.Module) -> bool:
 
 
 def _is_cell(m: nn.Module) -> bool:
-    return not hasattr(m, "num_layers") and hasattr(m, "weight_ih") and _mode(m) is not None
+    """A seqlab cell running its kind's own step: a subclass overriding ``forward`` or
+    ``step`` is left alone (its code, not the kind's step math, is what the model runs)."""
+    if hasattr(m, "num_layers") or not hasattr(m, "weight_ih") or _mode(m) is None:
+        return False
+    return not isinstance(m, Cell) or (
+        type(m).forward is Cell.forward and type(m).step is Cell.step
+    )
 
 
 def step(mode: str, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None):
@@ -282,8 +289,7 @@ class Probe:
             if k == 0:
                 part.inputs.append(x)
             part.cell_steps.setdefault(k, []).append((record, new))
-            h = new[0]
-            return (h, spec.pack(new)) if len(new) > 1 else (h, h)
+            return spec.pack(new)  # torch.nn's cell return: h, or e.g. LSTMState(h, c)
 
         return forward
 

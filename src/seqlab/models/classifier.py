@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.functional.regularisers import NAMES as REGULARISERS
 from seqlab.models._checks import (
     check_choice,
     check_features,
@@ -80,6 +81,10 @@ class ClassifierConfig:
     causal: bool = False  # cell="transformer" only
     attn_dropout: float | None = None  # cell="transformer" only (None: dropout)
     ngram_buckets: int = 0  # K > 0: add the bag of unigrams + K hashed bigram slots (tokens)
+    # recurrent cells only: per-sequence masks inside each layer (seqlab.functional.regularisers)
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
 
 
 def embed_or_check(module: nn.Module, inputs: Tensor, vocab: int | None, size: int | None):
@@ -116,16 +121,27 @@ class SequenceClassifier(nn.Module):
         if c.vocab_size is not None:
             self.embed = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.pad_id)
             in_size = c.embed_size
+        regularisers = {k: getattr(c, k) for k in REGULARISERS}
         if c.cell == "transformer":
             if c.bidirectional:
                 raise ValueError("bidirectional: not applicable to cell='transformer'")
+            for name, p in regularisers.items():
+                if p:
+                    raise ValueError(f"{name}: not applicable to cell='transformer'")
             drop = c.dropout if c.attn_dropout is None else c.attn_dropout
             self.encoder: nn.Module = SequenceEncoder(
                 in_size, c.hidden_size, c.nhead, c.num_layers, drop, c.max_len, c.causal
             )
         else:
             self.encoder = RecurrentEncoder(
-                c.cell, in_size, c.hidden_size, c.num_layers, c.bidirectional, c.dropout, c.impl
+                c.cell,
+                in_size,
+                c.hidden_size,
+                c.num_layers,
+                c.bidirectional,
+                c.dropout,
+                c.impl,
+                **regularisers,
             )
         R = self.encoder.output_size
         if c.pooling == "attention":

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from seqlab.cells import make_cell
 from seqlab.functional.cells import LSTMState
+from seqlab.functional.regularisers import NAMES as REGULARISERS
 from seqlab.functional.scan import detach_state, tree_map
 from seqlab.functional.spec import spec_for_choice
 from seqlab.layers import make_layer
@@ -90,11 +91,14 @@ def make_recurrent(
     bidirectional: bool = False,
     dropout: float = 0.0,
     impl: str = "seqlab",
+    **regularisers: float,
 ) -> nn.Module:
     """A batch-first multi-layer recurrent layer of the given cell type.
 
     ``impl="seqlab"`` (default): seqlab's own layer (our BPTT engine). ``impl="torch"``:
     torch.nn's fused layer wrapped to accept ``lengths`` like ours; same state_dict.
+    ``regularisers``: ``input_dropout``, ``recurrent_dropout``, ``weight_dropout`` of
+    seqlab's layers (:mod:`seqlab.functional.regularisers`); torch.nn has none of them.
     """
     check_choice("cell", cell, cells())
     check_choice("impl", impl, IMPLS)
@@ -107,11 +111,19 @@ def make_recurrent(
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )
+    unknown = set(regularisers) - set(REGULARISERS)
+    if unknown:
+        raise TypeError(f"make_recurrent: unexpected arguments {sorted(unknown)}")
+    regularisers = {k: v for k, v in regularisers.items() if v}
     if impl == "torch":
+        if regularisers:
+            raise ValueError(
+                f"impl: 'torch' has no {', '.join(sorted(regularisers))}; use impl='seqlab'"
+            )
         if cell not in _TORCH_LAYERS:
             raise ValueError(f"impl: 'torch' has no {cell!r} layer; use impl='seqlab'")
         return _TORCH_LAYERS[cell](input_size, hidden_size, **kwargs)
-    return make_layer(spec_for_choice(cell), input_size, hidden_size, **kwargs)
+    return make_layer(spec_for_choice(cell), input_size, hidden_size, **kwargs, **regularisers)
 
 
 def as_state(cell: str, state: Any) -> State:
@@ -169,6 +181,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         impl: str = "seqlab",
+        **regularisers: float,
     ) -> None:
         super().__init__()
         self.cell = cell
@@ -176,7 +189,7 @@ class RecurrentEncoder(nn.Module):
         self.num_layers = num_layers
         self.directions = 2 if bidirectional else 1
         self.rnn = make_recurrent(
-            cell, input_size, hidden_size, num_layers, bidirectional, dropout, impl
+            cell, input_size, hidden_size, num_layers, bidirectional, dropout, impl, **regularisers
         )
 
     @property
@@ -232,7 +245,7 @@ class CellStack(nn.Module):
 
         def layer_fn(cell: nn.Module):
             def run(inp: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-                y, new = cell(inp, spec.pack(s))
+                y, new = cell.step(inp, spec.pack(s))
                 return y, spec.unpack(new)
 
             return run

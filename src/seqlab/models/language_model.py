@@ -52,6 +52,10 @@ class LanguageModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     impl: str = "seqlab"  # seqlab | torch (see make_recurrent)
+    # per-sequence masks inside each recurrent layer (seqlab.functional.regularisers)
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
 
 
 class LanguageModel(nn.Module):
@@ -76,7 +80,16 @@ class LanguageModel(nn.Module):
             )
         self.embed = nn.Embedding(c.vocab_size, c.embed_size)
         self.rnn = RecurrentEncoder(
-            c.cell, c.embed_size, c.hidden_size, c.num_layers, False, c.dropout, c.impl
+            c.cell,
+            c.embed_size,
+            c.hidden_size,
+            c.num_layers,
+            False,
+            c.dropout,
+            c.impl,
+            input_dropout=c.input_dropout,
+            recurrent_dropout=c.recurrent_dropout,
+            weight_dropout=c.weight_dropout,
         )
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_size, c.vocab_size)

@@ -46,6 +46,10 @@ class TaggerConfig:
     causal: bool = True
     dropout: float = 0.0
     pad_id: int = 0
+    # per-sequence masks inside each recurrent layer (seqlab.functional.regularisers)
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
 
 
 class SequenceTagger(nn.Module):
@@ -74,7 +78,15 @@ class SequenceTagger(nn.Module):
             self.embed = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.pad_id)
             in_size = c.embed_size
         self.encoder = RecurrentEncoder(
-            c.cell, in_size, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
+            c.cell,
+            in_size,
+            c.hidden_size,
+            c.num_layers,
+            c.bidirectional,
+            c.dropout,
+            input_dropout=c.input_dropout,
+            recurrent_dropout=c.recurrent_dropout,
+            weight_dropout=c.weight_dropout,
         )
         self.drop = nn.Dropout(c.dropout)
         # The TimeDistributed dense layer: nn.Linear acts on the last dim of (B, T, R).

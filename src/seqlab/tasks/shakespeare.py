@@ -49,6 +49,9 @@ class ShakespeareConfig(TaskConfig):
     hidden: int = 384  # units per recurrent layer (transformer: d_model)
     layers: int = 1  # recurrent layers (transformer: blocks)
     dropout: float = 0.0  # dropout between layers and before the output
+    input_dropout: float = 0.0  # recurrent models: variational dropout on each layer's input
+    recurrent_dropout: float = 0.0  # recurrent models: variational dropout on h_(t-1)
+    weight_dropout: float = 0.0  # recurrent models: DropConnect on w_hh (AWD-LSTM)
     heads: int = 4  # transformer only
     context: int = 256  # transformer only: attention window (characters)
     batch_size: int = 32  # parallel lanes the text is cut into (TBPTT batch)
@@ -112,12 +115,24 @@ class StreamingTransformerLM(nn.Module):
 
 def build_model(cfg: ShakespeareConfig, vocab_size: int) -> nn.Module:
     if cfg.model == "transformer":
+        for name in ("input_dropout", "recurrent_dropout", "weight_dropout"):
+            if getattr(cfg, name):
+                raise ValueError(f"{name}: recurrent models only, not model='transformer'")
         return StreamingTransformerLM(
             vocab_size, cfg.hidden, cfg.heads, cfg.layers, cfg.dropout, cfg.context
         )
     model = LanguageModel(
         LanguageModelConfig(
-            vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.model, cfg.dropout, impl=cfg.impl
+            vocab_size,
+            cfg.embed,
+            cfg.hidden,
+            cfg.layers,
+            cfg.model,
+            cfg.dropout,
+            impl=cfg.impl,
+            input_dropout=cfg.input_dropout,
+            recurrent_dropout=cfg.recurrent_dropout,
+            weight_dropout=cfg.weight_dropout,
         )
     )
     init_forget_bias(model)

@@ -16,7 +16,8 @@ cell state ``c_t``.
 
 What is reported: for layers (``torch.nn.RNN/LSTM/GRU`` or seqlab's, unidirectional,
 any ``num_layers``) the top layer's ``h_t``, whose values are the layer's outputs; for
-cells (``forward(x (B, I), state) -> (y, state)``) the cell's ``h_t``. Norms are Frobenius
+cells (stepped by :func:`seqlab.cells.cell_step`: ``step(x (B, I), state) -> (y, state)``)
+the cell's ``h_t``. Norms are Frobenius
 over the batch: ``‖∂L/∂h_t‖ = sqrt(Σ_{b,j} (∂L/∂h_t[b, j])²)``.
 
 Example::
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from seqlab.cells import cell_step
 from seqlab.training.tbptt import State
 
 
@@ -48,8 +50,8 @@ class GradFlow(NamedTuple):
 def _is_cell(module: Any) -> bool:
     if isinstance(module, nn.RNNCellBase):
         raise TypeError(
-            "module: torch.nn cells return a bare state, not (y, state); use a layer "
-            "(torch.nn.RNN/LSTM/GRU) or a seqlab cell"
+            "module: torch.nn cells have no step(x, state) -> (y, state); use a layer "
+            "(torch.nn.RNN/LSTM/GRU) or a seqlab cell (same call and weights as torch.nn's)"
         )
     return not hasattr(module, "num_layers")
 
@@ -138,7 +140,7 @@ def hidden_grad_norms(
     zs_c: list[Tensor] = []
     for t in range(x.shape[tdim]):
         if is_cell:
-            _, new = module(x.select(tdim, t), state)
+            _, new = cell_step(module)(x.select(tdim, t), state)
         else:
             _, new = module(x.narrow(tdim, t, 1), state)
         h, c = _split(new)

@@ -133,3 +133,12 @@ inline void check_backward(int64_t mode, const at::Tensor& x, const at::Tensor& 
   if (mode == LSTM) check_like(op, "gcn", gcn, {B, H}, x, "(B, H) like c_n (mode lstm)");
   check_lengths(op, len, T, B);
 }
+
+// h_mask of the masked ops: (B, H) like x, for the team-loop kinds only
+inline void check_h_mask(const char* op, int64_t mode, const at::Tensor& h_mask,
+                         const at::Tensor& x, int64_t B, int64_t H) {
+  TORCH_CHECK(mode != GRU_BEFORE, op,
+              ": mode: gru_reset_before takes no h_mask here (run it on the fused kernel)");
+  const int64_t shape[] = {B, H};
+  check_like(op, "h_mask", h_mask, shape, x, "(batch, hidden)");
+}

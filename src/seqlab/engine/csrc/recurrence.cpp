@@ -219,12 +219,16 @@ std::vector<at::Tensor> forward_outputs(const States& st, const at::Tensor& gate
 
 // ---- the team loop, forward: per chunk of steps each shard projects its units' inputs, per
 // step it adds its share of the recurrent product and runs its units' row kernel
+//
+// With a recurrent dropout mask m (B, H) the recurrent product reads hm = h_prev ⊙ m: hm of
+// h0 is formed before the loop, and each shard writes its units' slice of hm of the h it
+// just computed into the other of two parity buffers (read by everyone after the barrier).
 template <typename Cell, typename S>
 std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const at::Tensor& b_ih,
                                      const at::Tensor& b_hh, const at::Tensor& len, bool reverse,
-                                     bool save) {
+                                     bool save, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   constexpr int64_t G = Cell::G;
   const int64_t gs = Cell::gate_stride(H);
@@ -250,6 +254,11 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
   S* hb = sb.hbuf.data_ptr<S>();
   S* cb = Cell::has_c ? sb.cbuf.data_ptr<S>() : nullptr;
   S* yb = len.defined() ? sb.y.data_ptr<S>() : nullptr;
+  const bool masked = hmask.defined();
+  at::Tensor hmbuf = masked ? at::empty({2, B, H}, x.options()) : at::Tensor();
+  if (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
+  S* hmb = masked ? hmbuf.data_ptr<S>() : nullptr;
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
   auto place = [&](FwdStep<S>& st, int64_t step) {
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -285,16 +294,27 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
     st.u1 = sh.u1;
     S* pre = sh.tp + (st.t - t_lo) * B * G * n;
     st.ak = pre;
+    const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
     if (Cell::apart) {  // h_prev @ Wᵀ on its own (GRU: r multiplies the n-block)
-      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, false, sh.tp2, G * n);
+      gemm_p<S>(*sh.pw, true, B, G * n, H, hr, H, sh.wp, H, false, sh.tp2, G * n);
       st.hw = sh.tp2;
     } else {
-      gemm_p<S>(*sh.pw, true, B, G * n, H, st.hp, H, sh.wp, H, true, pre, G * n);
+      gemm_p<S>(*sh.pw, true, B, G * n, H, hr, H, sh.wp, H, true, pre, G * n);
     }
     if (P == 1)
       rows<FwdStep<S>>(fn, st, B, G * H);
     else
       fn(st, 0, B);
+    if (masked && step + 1 < T) {  // this shard's units of the next step's hm
+      S* out = hmb + ((step + 1) & 1) * B * H;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t o = b * H;
+        const S* __restrict h = st.hc + o;
+        const S* __restrict m = mk + o;
+        S* __restrict d = out + o;
+        for (int64_t j = sh.u0; j < sh.u1; ++j) d[j] = h[j] * m[j];
+      }
+    }
   });
   return forward_outputs(sb, gates, Cell::has_c, Cell::keeps_gates, reverse, save);
 }
@@ -399,11 +419,15 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
                                       const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
                                       const at::Tensor& cbuf, const at::Tensor& gates,
                                       const at::Tensor& gy, const at::Tensor& ghn,
-                                      const at::Tensor& gcn) {
+                                      const at::Tensor& gcn, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = hbuf.size(2);
   constexpr int64_t G = Cell::G;
   if (T == 0 || B == 0 || H == 0)
     return backward_empty(G, x, H, Cell::has_c, has_b_ih, has_b_hh, ghn, gcn);
+  // recurrent dropout m: the recurrent path's dh_prev is (dA @ W_hh) ⊙ m, and dW_hh reads
+  // h_prev ⊙ m (formed per chunk in a shard's scratch)
+  const bool masked = hmask.defined();
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
   const int64_t gs = Cell::gate_stride(H);
   auto opts = x.options();
   at::Tensor dc = Cell::has_c ? gcn.clone() : at::empty({0}, opts);
@@ -447,10 +471,12 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
   S* prt = P == 1 ? nullptr : part.data_ptr<S>();
   S* dsb = P == 1 ? nullptr : dsum.data_ptr<S>();
   // per shard: its rows of dW_ih, dW_hh, the bias gradients, and its share of dx
-  std::vector<at::Tensor> dwi, dwh, dbk, dbkr, dxs;
+  std::vector<at::Tensor> dwi, dwh, dbk, dbkr, dxs, hms;
   at::Tensor dx = at::empty({T * B, I}, opts);
+  at::Tensor mprod = masked && P == 1 ? at::empty({B, H}, opts) : at::Tensor();
   for (int64_t q = 0; q < P; ++q) {
     const int64_t GN = G * (shards[q].u1 - shards[q].u0);
+    if (masked) hms.push_back(at::empty({Tc * B, H}, opts));
     dwi.push_back(at::zeros({GN, I}, opts));
     dwh.push_back(at::zeros({GN, H}, opts));
     dbk.push_back(at::zeros({GN, 1}, opts));
@@ -476,7 +502,14 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     if (P == 1) {
       st.dh = dir + (1 - par) * B * H;
       rows<BwdStep<S>>(fn, st, B, GN);
-      gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, true, st.dhn, H);
+      if (!masked) {
+        gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, true, st.dhn, H);
+      } else {
+        S* mp = mprod.data_ptr<S>();
+        gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, false, mp, H);
+        S* __restrict d = st.dhn;
+        for (int64_t i = 0; i < B * H; ++i) d[i] += mp[i] * mk[i];
+      }
     } else {
       if (step > 0) {  // this shard's columns of dh = direct + every shard's partial
         const S* d0 = dir + (1 - par) * B * H;
@@ -484,10 +517,18 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
         for (int64_t b = 0; b < B; ++b) {
           S* __restrict out = dsb + b * H + sh.u0;
           const S* __restrict d = d0 + b * H + sh.u0;
-          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          if (masked) {  // the partials sum (dA @ W_hh), which the mask scales
+            for (int64_t j = 0; j < n; ++j) out[j] = S(0);
+          } else {
+            for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          }
           for (int64_t r = 0; r < P; ++r) {
             const S* __restrict pr = p0 + (r * B + b) * H + sh.u0;
             for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+          }
+          if (masked) {
+            const S* __restrict m = mk + b * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
           }
         }
       }
@@ -504,6 +545,16 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     if (step == c0 + L - 1) {  // the chunk is done: its share of the weight gradients and dx
       const int64_t R = L * B;
       const S* hprev = hb + (t_lo + (reverse ? 1 : 0)) * B * H;
+      if (masked) {  // the chunk's h_prev ⊙ m, all H columns (this shard's dW_hh rows read all)
+        S* hm = hms[q].data_ptr<S>();
+        for (int64_t r = 0; r < R; ++r) {
+          const S* __restrict h = hprev + r * H;
+          const S* __restrict m = mk + (r % B) * H;
+          S* __restrict d = hm + r * H;
+          for (int64_t j = 0; j < H; ++j) d[j] = h[j] * m[j];
+        }
+        hprev = hm;
+      }
       gemm_ta<S>(GN, I, R, sh.tp, GN, xb + t_lo * B * I, I, true, dwi[q].data_ptr<S>(), I);
       const S* rec = Cell::apart ? sh.tp2 : sh.tp;
       gemm_ta<S>(GN, H, R, rec, GN, hprev, H, true, dwh[q].data_ptr<S>(), H);
@@ -516,7 +567,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
   loop_threads.reset();
   const int64_t last = (T - 1) & 1;
   at::Tensor dh = direct[last];
-  if (P > 1) dh = dh.add(part[last].sum(0));
+  if (P > 1) dh = dh.add(masked ? part[last].sum(0).mul_(hmask) : part[last].sum(0));
   for (int64_t q = 1; q < P; ++q) dx.add_(dxs[q]);
   at::Tensor empty = at::empty({0}, opts);
   at::Tensor db = join_units(shards, dbk, G, H).view({G * H});
@@ -610,18 +661,18 @@ std::vector<at::Tensor> forward_mode(int64_t mode, const at::Tensor& x, const at
                                      const at::Tensor& c0, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const at::Tensor& b_ih,
                                      const at::Tensor& b_hh, const at::Tensor& len, bool reverse,
-                                     bool save) {
+                                     bool save, const at::Tensor& m) {
   switch (mode) {
     case RNN_TANH:
       return forward_team<RnnCell<false>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
-                                             save);
+                                             save, m);
     case RNN_RELU:
       return forward_team<RnnCell<true>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
-                                            save);
+                                            save, m);
     case LSTM:
-      return forward_team<LstmCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save);
+      return forward_team<LstmCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
     case GRU:
-      return forward_team<GruCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save);
+      return forward_team<GruCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
     default:
       return forward_reset_before<S>(x, h0, w_ih, w_hh, b_ih, b_hh, len, reverse, save);
   }
@@ -633,20 +684,20 @@ std::vector<at::Tensor> backward_mode(int64_t mode, const at::Tensor& x, const a
                                       const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
                                       const at::Tensor& cbuf, const at::Tensor& gates,
                                       const at::Tensor& gy, const at::Tensor& ghn,
-                                      const at::Tensor& gcn) {
+                                      const at::Tensor& gcn, const at::Tensor& m) {
   switch (mode) {
     case RNN_TANH:
       return backward_team<RnnCell<false>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
-                                              hbuf, cbuf, gates, gy, ghn, gcn);
+                                              hbuf, cbuf, gates, gy, ghn, gcn, m);
     case RNN_RELU:
       return backward_team<RnnCell<true>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
-                                             hbuf, cbuf, gates, gy, ghn, gcn);
+                                             hbuf, cbuf, gates, gy, ghn, gcn, m);
     case LSTM:
       return backward_team<LstmCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
-                                        cbuf, gates, gy, ghn, gcn);
+                                        cbuf, gates, gy, ghn, gcn, m);
     case GRU:
       return backward_team<GruCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
-                                       cbuf, gates, gy, ghn, gcn);
+                                       cbuf, gates, gy, ghn, gcn, m);
     default:
       return backward_reset_before<S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
                                       gates, gy, ghn);
@@ -662,7 +713,24 @@ std::vector<at::Tensor> forward(int64_t mode, const at::Tensor& x, const at::Ten
   check_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), opt(lengths));
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_forward", [&] {
     return forward_mode<scalar_t>(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
-                                  opt(lengths), reverse, save);
+                                  opt(lengths), reverse, save, at::Tensor());
+  });
+}
+
+// forward with recurrent dropout: the recurrent product reads h_prev ⊙ h_mask (B, H);
+// the team-loop kinds only (rnn_tanh, rnn_relu, lstm, gru)
+std::vector<at::Tensor> forward_masked(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                       const std::optional<at::Tensor>& c0,
+                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                       const std::optional<at::Tensor>& b_ih,
+                                       const std::optional<at::Tensor>& b_hh,
+                                       const std::optional<at::Tensor>& lengths, bool reverse,
+                                       bool save, const at::Tensor& h_mask) {
+  check_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), opt(lengths));
+  check_h_mask("forward_masked", mode, h_mask, x, x.size(1), h0.size(1));
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_forward_masked", [&] {
+    return forward_mode<scalar_t>(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
+                                  opt(lengths), reverse, save, h_mask);
   });
 }
 
@@ -675,7 +743,25 @@ std::vector<at::Tensor> backward(int64_t mode, const at::Tensor& x, const at::Te
   check_backward(mode, x, w_ih, w_hh, opt(lengths), hbuf, cbuf, gates, gy, ghn, opt(gcn));
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_backward", [&] {
     return backward_mode<scalar_t>(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, opt(lengths),
-                                   reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn));
+                                   reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn), at::Tensor());
+  });
+}
+
+// backward of forward_masked (the same h_mask)
+std::vector<at::Tensor> backward_masked(int64_t mode, const at::Tensor& x,
+                                        const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                        bool has_b_ih, bool has_b_hh,
+                                        const std::optional<at::Tensor>& lengths, bool reverse,
+                                        const at::Tensor& hbuf, const at::Tensor& cbuf,
+                                        const at::Tensor& gates, const at::Tensor& gy,
+                                        const at::Tensor& ghn,
+                                        const std::optional<at::Tensor>& gcn,
+                                        const at::Tensor& h_mask) {
+  check_backward(mode, x, w_ih, w_hh, opt(lengths), hbuf, cbuf, gates, gy, ghn, opt(gcn));
+  check_h_mask("backward_masked", mode, h_mask, x, x.size(1), hbuf.size(2));
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_backward_masked", [&] {
+    return backward_mode<scalar_t>(mode, x, w_ih, w_hh, has_b_ih, has_b_hh, opt(lengths),
+                                   reverse, hbuf, cbuf, gates, gy, ghn, opt(gcn), h_mask);
   });
 }
 
@@ -686,5 +772,7 @@ std::string isa() { return cpu_has_avx2() ? "avx2+fma" : "baseline"; }
 TORCH_LIBRARY(seqlab_engine, m) {
   m.def("forward", &forward);
   m.def("backward", &backward);
+  m.def("forward_masked", &forward_masked);
+  m.def("backward_masked", &backward_masked);
   m.def("isa", &isa);
 }
