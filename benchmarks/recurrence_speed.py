@@ -10,6 +10,7 @@ memory of one C3 training step for each implementation, each in a fresh process.
     python benchmarks/recurrence_speed.py            # full table (~10 min on 2 cores)
     python benchmarks/recurrence_speed.py --quick    # < 2 min idle: 3 rounds, no memory probe
     python benchmarks/recurrence_speed.py --recurrent-only   # only the Recurrent(cell) rows
+    python benchmarks/recurrence_speed.py --minimal-only     # only the minGRU/minLSTM rows
 
 The LayerNorm table times seqlab's LayerNorm LSTM/GRU layers (``lnlstm``/``lngru``, the
 kernel the engine picks: the fused one unless the backend has its own) against seqlab's
@@ -21,6 +22,15 @@ and against the same LN layer on the reference loop (the speed-up of the kernel)
 The last table times ``seqlab.Recurrent(cell)`` (and a 2-layer bidirectional
 ``Stacked``/``Bidirectional`` composition of cells) against the equivalent seqlab layer
 with the same weights, interleaved the same way; target ratio <= 1.1 (train, C1 and C4).
+
+The minGRU/minLSTM section (issue 13) times their training (forward + backward) at
+T=1000, B=16, H=256 and I=256 (= H) or I=64 against ``seqlab.GRU`` of the same sizes
+(the GEMMs bound the speed-up by 3(I+H)/(G·I): 3.0 for minGRU at I=H), by each method of
+:mod:`seqlab.engine.minimal` (``scan``: the log-space parallel scan; ``sequential``: the
+fused native loop, what ``auto`` picks on CPU); the ratio is GRU time / min time (speed-up,
+higher is better; goal >= 3). Then the sequential minGRU at P0 in µs per step (goal <= 2,
+train and forward), interleaved with ``seqlab.GRU`` at P0, and one step of ``Cell("mingru")``
+(one Python call per token, as in generation) against ``seqlab.GRUCell``.
 """
 
 from __future__ import annotations
@@ -254,6 +264,88 @@ def bench_ln(cell: str, cfg: str, rounds: int, budget: float, backend: str | Non
     return med, statistics.median(ratios), statistics.median(speedups)
 
 
+MINIMAL_SIZES = (1000, 16, 256, 256)  # T, B, I, H
+MINIMAL_INPUTS = (256, 64)  # I = H (as C2), and a narrower input
+MINIMAL_SPEEDUP_TARGET = 3.0
+MINIMAL_P0_TARGET_US = 2.0
+
+
+def minimal_runner(layer: torch.nn.Module, method: str):
+    from seqlab.engine import minimal
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with minimal.evaluation(method):
+            return layer(x)[0]
+
+    return run
+
+
+def bench_minimal(rounds: int, budget: float) -> list[tuple[str, bool]]:
+    """Print the minGRU/minLSTM tables; returns (row name, met) pairs."""
+    import seqlab
+
+    results = []
+    T, B, _, H = MINIMAL_SIZES
+    print(f"\nminGRU/minLSTM training (forward + backward) vs seqlab.GRU, T={T}, B={B}, "
+          f"H={H}, I as given; speed-up = GRU time / min time, goal >= "
+          f"{MINIMAL_SPEEDUP_TARGET:.0f}; GEMM bound = GRU GEMM flops / min GEMM flops "
+          f"= 3(I+H) / (G·I), the speed-up if the min cell's pointwise work were free:"
+          )  # fmt: skip
+    print("| cell | I | method | min ms | GRU ms | speed-up | GEMM bound | met |")
+    print("|" + "---|" * 8)
+    for I in MINIMAL_INPUTS:  # noqa: E741
+        torch.manual_seed(0)
+        gru = seqlab.GRU(I, H)
+        x = torch.randn(T, B, I, requires_grad=True)
+        for mode in ("mingru", "minlstm"):
+            layer = seqlab.RecurrentLayer(mode, I, H)
+            bound = 3 * (I + H) / (layer.spec.G * I)
+            for method in ("scan", "sequential"):
+                steps = {
+                    "gru": make_step(lambda v, gru=gru: gru(v)[0], x, True),
+                    "min": make_step(minimal_runner(layer, method), x, True),
+                }
+                times, ratios = interleaved(steps, rounds, budget)
+                med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+                speedup = statistics.median(ratios)
+                ok = speedup >= MINIMAL_SPEEDUP_TARGET
+                results.append((f"{mode}/{method}/I{I}", ok))
+                print(f"| {mode} | {I} | {method} | {med['min']:.1f} | {med['gru']:.1f} | "
+                      f"{speedup:.2f} | {bound:.1f} | {'met' if ok else 'NOT met'} |",
+                      flush=True)  # fmt: skip
+    T, B, I, H = CONFIGS["P0"]
+    print(f"\nSequential minGRU at P0 (T={T}, B={B}, I={I}, H={H}), µs/step, goal <= "
+          f"{MINIMAL_P0_TARGET_US:.0f}; ratio = minGRU / seqlab.GRU time:")  # fmt: skip
+    print("| mode | minGRU µs/step | best round | GRU µs/step | ratio | met |")
+    print("|" + "---|" * 6)
+    torch.manual_seed(0)
+    layer, gru = seqlab.RecurrentLayer("mingru", I, H), seqlab.GRU(I, H)
+    for train in (False, True):
+        x = torch.randn(T, B, I, requires_grad=train)
+        steps = {
+            "min": make_step(minimal_runner(layer, "sequential"), x, train),
+            "gru": make_step(lambda v: gru(v)[0], x, train),
+        }
+        times, ratios = interleaved(steps, rounds, budget)
+        us = {k: 1e6 * statistics.median(v) / T for k, v in times.items()}
+        best = 1e6 * min(times["min"]) / T
+        ok = us["min"] <= MINIMAL_P0_TARGET_US
+        mode = "train" if train else "fwd"
+        results.append((f"mingru/sequential/P0/{mode}", ok))
+        ratio = statistics.median(ratios)
+        print(f"| {mode} | {us['min']:.2f} | {best:.2f} | {us['gru']:.2f} | {ratio:.2f} | "
+              f"{'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
+    cell, gru_cell = seqlab.Cell("mingru", I, H), seqlab.GRUCell(I, H)
+    x1, h1 = torch.randn(B, I), torch.zeros(B, H)
+    with torch.no_grad():
+        steps = {"min": lambda: cell(x1, h1), "gru": lambda: gru_cell(x1, h1)}
+        times, ratios = interleaved(steps, rounds, budget)
+    us = {k: 1e6 * statistics.median(v) for k, v in times.items()}
+    print(f"\nOne Cell call (generation, one token, no grad): Cell('mingru') {us['min']:.1f} µs, "
+          f"GRUCell {us['gru']:.1f} µs, ratio {statistics.median(ratios):.2f}")  # fmt: skip
+    return results
+
+
 MEMORY_CHILD = """
 import json, sys, torch
 sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
@@ -315,6 +407,7 @@ def main() -> None:
     )
     parser.add_argument("--ln-only", action="store_true", help="only the LayerNorm cell rows")
     parser.add_argument("--ln-configs", default=",".join(LN_CONFIGS))
+    parser.add_argument("--minimal-only", action="store_true", help="only the minGRU/minLSTM rows")
     args = parser.parse_args()
     only = args.recurrent_only or args.ln_only
     torch.set_num_threads(args.threads)
@@ -330,9 +423,13 @@ def main() -> None:
         "| cell | cfg | mode | seqlab ms | torch ms | seqlab tok/s | seqlab %peak | "
         "torch %peak | ratio | target | met |"
     )
+    rows = []
+    if args.minimal_only:
+        missed = [name for name, ok in bench_minimal(rounds, budget) if not ok]
+        print("\nminGRU/minLSTM goals not met: " + (", ".join(missed) if missed else "none"))
+        return
     print(header)
     print("|" + "---|" * 11)
-    rows = []
     for cell in [] if only else args.cells.split(","):
         for cfg in args.configs.split(","):
             for train in (False, True):
@@ -397,6 +494,8 @@ def main() -> None:
                 print(f"| {cell} | {cfg} | {comp} | {med['recurrent']:.2f} | {med['layer']:.2f} "
                       f"| {ratio:.2f} | {'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
     missed = [f"{r['cell']}/{r['cfg']}/{r['mode']}" for r, ok in rows if not ok]
+    if not only:
+        missed += [name for name, ok in bench_minimal(rounds, budget) if not ok]
     print("\nratio targets not met: " + (", ".join(missed) if missed else "none"))
 
 

@@ -103,6 +103,11 @@ def test_fused_and_default_equal_reference(mode, dtype, bias, lengths, reverse, 
         names += [f"d{n}" for n, p in params.items() if p is not None]
         for name, a, b in zip(names, out + grads, want_out + want_grads, strict=True):
             assert_close(a, b, dtype, f"{backend}: {name}")
+    with torch.no_grad():  # inference: the kernel saves nothing for a backward
+        y, final = engine.run(mode, x, state, params, lens, reverse, backend="fused")
+    for k, (a, b) in enumerate(zip([y, *final], want_out, strict=True)):
+        assert_close(a, b, dtype, f"no_grad: output {k}")
+    assert calls["forward"] == before["forward"] + 1 + runs
     if lens is not None:  # padding: outputs exactly 0, the empty row keeps its state
         assert torch.equal(out[0][3:, 1], torch.zeros(T - 3, H, dtype=dtype))
         assert torch.equal(out[1][3], state[0][3])
@@ -257,4 +262,27 @@ def test_zero_sizes_as_the_reference(mode, I, H, calls):  # noqa: E741
     want = run_and_grads(mode, "reference", x, state, params, torch.tensor([4, 2]), False)
     for k, (a, b) in enumerate(zip(got[0] + got[1], want[0] + want[1], strict=True)):
         assert_close(a, b, F64, f"tensor {k}")
+    assert calls["forward"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_double_backward_matches_reference(mode, calls):
+    """``create_graph=True`` through the kernel gives differentiable gradients (the engine
+    re-runs the reference loop for them): second derivatives equal the reference's."""
+    spec = get_spec(mode)
+    params = random_params(spec, 3, 4, True, F64)
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    state = [torch.randn(2, 4, dtype=F64) for _ in spec.state]
+    lengths = torch.tensor([4, 3])
+    results = []
+    for backend in ("reference", "fused"):
+        y, _ = engine.run(mode, x, state, params, lengths, True, backend=backend)
+        (gx,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)
+        results.append(
+            torch.autograd.grad(
+                (gx * gx).sum(), [x, params["w_hh"], params["g_c" if mode == "lnlstm" else "g_hh"]]
+            )
+        )
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        assert_close(a, b, F64, f"second derivative {k}")
     assert calls["forward"] == 1

@@ -586,3 +586,30 @@ def test_classifier_and_tagger_configs():
         assert model.encoder.rnn.input_dropout == 0.3
     with pytest.raises(ValueError, match="input_dropout: not applicable to cell='transformer'"):
         SequenceClassifier(ClassifierConfig(3, vocab_size=10, cell="transformer", **REGS))
+
+
+def test_unbatched_packed_and_projected_inputs():
+    """Unbatched input (B = 1 masks), a PackedSequence (masks passed through) and an LSTM
+    with proj_size (input and weight dropout; w_hh is (4H, P)) all take the regularisers."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    layer = seqlab.GRU(3, 4, **REGS).to(F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    masks1 = layer.sample_masks(1)
+    y1, _ = layer(x[:, 0], masks=masks1)
+    assert torch.equal(y1, layer(x[:, :1], masks=masks1)[0][:, 0])
+    masks = layer.sample_masks(2)
+    lengths = torch.tensor([5, 3])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    yp, _ = pad_packed_sequence(layer(packed, masks=masks)[0])
+    assert_close(yp, layer(x, lengths=lengths, masks=masks)[0], F64, "packed")
+    proj = seqlab.LSTM(3, 4, proj_size=2, input_dropout=0.3, weight_dropout=0.5).to(F64)
+    (m,) = proj.sample_masks(2)
+    assert m.weight.shape == (16, 2)
+    y, _ = proj(x, masks=[m])
+    plain = seqlab.LSTM(3, 4, proj_size=2).to(F64)
+    plain.load_state_dict(proj.state_dict())
+    with torch.no_grad():
+        plain.weight_hh_l0.mul_(m.weight)
+    assert_close(y, plain(x * m.input)[0], F64, "projected LSTM with masks")

@@ -75,11 +75,12 @@ def init_params(
         if "f" not in spec.gates:
             raise ValueError("forget_bias: only LSTM cells have a forget gate")
         b_ih, b_hh = params.get("b_ih"), params.get("b_hh")
-        if b_ih is None or b_hh is None:
+        if b_ih is None or (b_hh is None and "b_hh" in spec.param_names()):
             raise ValueError("forget_bias: needs bias=True")
         f = spec.gate_slice("f", H)
         b_ih[f].fill_(forget_bias)
-        b_hh[f].zero_()
+        if b_hh is not None:  # kinds without b_hh (minLSTM) have the whole bias in b_ih
+            b_hh[f].zero_()
 
 
 def init_recurrent(

@@ -242,10 +242,17 @@ class RecurrentLayer(nn.Module):
                 if self.recurrent_dropout:
                     m_h = dropout_mask((batch_size, self.hidden_size), self.recurrent_dropout, **kw)
                 if self.weight_dropout:
-                    shape = tuple(getattr(self, "weight_hh" + suffix).shape)
+                    shape = tuple(self._w_hh(suffix).shape)
                     m_w = dropout_mask(shape, self.weight_dropout, **kw)
                 out.append(DropoutMasks(m_x, m_h, m_w))
         return out
+
+    def _w_hh(self, suffix: str) -> Tensor | None:
+        """The recurrent matrix ``w_hh`` of one layer/direction (None for kinds without one)."""
+        for p in self.spec.params:
+            if p.name == "w_hh" and p.cols:
+                return getattr(self, p.attr + suffix)
+        return None
 
     def _check_masks(self, masks: object, batch: int, x: Tensor) -> list[DropoutMasks]:
         LD = self.num_layers * self.num_directions
@@ -265,7 +272,7 @@ class RecurrentLayer(nn.Module):
             if mk.weight is not None:
                 check_regularisers(self.spec, self.proj_size, 0.0, 1.0)
             suffix = self._suffixes(k // self.num_directions)[k % self.num_directions]
-            w_hh = getattr(self, "weight_hh" + suffix, None)
+            w_hh = self._w_hh(suffix)
             shapes = (
                 (batch, self._layer_input_size(k // self.num_directions)),
                 (batch, self.hidden_size),

@@ -21,7 +21,9 @@ is in use and why.
 
 Which cell kinds a backend covers is read from their descriptions
 (:mod:`seqlab.functional.spec`): a kind with a kernel id runs on the fused and (if
-``spec.native``) the native kernel; a kind without one always runs on the reference loop.
+``spec.native``) the native kernel; other kinds run on a kernel registered for them
+(:func:`register_kernel`; e.g. the LayerNorm cells' :mod:`.fused_ln`), else on the
+reference loop.
 
 Forward equations per cell kind are in :mod:`seqlab.functional.cells`. The backward is, per
 step and in reverse time order, ``dA_t = ∂L/∂(x_t W_ihᵀ + b)`` from the saved gates and
@@ -351,3 +353,9 @@ def run_layer(
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """:func:`run` for a classic cell given ``(w_ih (G·H, I), w_hh (G·H, H), b_ih, b_hh)``."""
     return run(mode, x, state, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, backend, h_mask)
+
+
+# minGRU/minLSTM: the parallel-scan kernel (a module of its own, registered like any other)
+from seqlab.engine import minimal as _minimal  # noqa: E402
+
+register_kernel(_minimal.KERNEL)

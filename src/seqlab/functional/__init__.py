@@ -1,6 +1,7 @@
 """Pure functions: one-step cell math and the reference time loop."""
 
-from seqlab.functional import layernorm  # noqa: F401  (registers lnlstm, lngru)
+# modules that register cell kinds: lnlstm, lngru; mingru, minlstm
+from seqlab.functional import layernorm, minimal  # noqa: F401
 from seqlab.functional.cells import (
     LSTMState,
     gru_cell,

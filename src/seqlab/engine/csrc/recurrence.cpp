@@ -776,3 +776,5 @@ TORCH_LIBRARY(seqlab_engine, m) {
   m.def("backward_masked", &backward_masked);
   m.def("isa", &isa);
 }
+
+#include "minimal.h"  // minGRU/minLSTM: fused sequential forward/backward (own op fragment)

@@ -1,0 +1,211 @@
+"""The minGRU/minLSTM kernel: a parallel scan over time, or a sequential loop.
+
+Equations and parameters: :mod:`seqlab.functional.minimal`. One layer, one direction is
+
+1. ``xw = x @ w_ihᵀ + b_ih`` for all steps (one GEMM); ``reverse`` reverses ``xw`` within
+   each row's valid prefix (as the reference loop does);
+2. ``h_t = a_t ⊙ h_{t−1} + b_t`` with ``a_t, b_t`` pointwise from ``xw_t``; padded steps
+   get ``a = 1, b = 0`` (they keep the state); by one of the methods (:data:`METHODS`):
+
+   * ``"scan"``: ``(log a, log b)`` by torch ops, then the log-space parallel scan
+     (:func:`.linear_scan.log_scan`: cumulative sums of ``log a`` and logcumsumexp);
+   * ``"sequential"``: one step at a time; where the native engine is built, one fused op
+     for the coefficients and the loop (``csrc/minimal.h``), else torch ops and a Python
+     loop (:func:`.linear_scan.loop`);
+   * ``"auto"`` (default): sequential where the native op runs (CPU float32/float64 with
+     the engine built), else the scan (CUDA, no compiler, other dtypes).
+
+3. outputs ``y_t = h_t`` on valid steps and 0 on padded ones; the final state is the last
+   ``h`` (= the state after each row's last valid step).
+
+Backward (hand-derived; ``ĝ_t = ∂L/∂h_t`` in total, ``c_t = ∂L/∂y_t`` on valid steps)::
+
+    ĝ_t    = c_t + a_{t+1} ⊙ ĝ_{t+1},   ĝ_{T−1} = c_{T−1} + ∂L/∂h_T
+    ∂L/∂h_0 = a_0 ⊙ ĝ_0
+
+a linear recurrence backwards in time, solved by the forward's method (the scan splits the
+signed ``c`` into its positive and negative parts). Then, with ``δ_t = ĝ_t ⊙ (n_t − h_{t−1})``::
+
+    minGRU:   ∂k = δ ⊙ z(1 − z),          ∂ĥ = ĝ ⊙ z ⊙ g'(ĥ)
+    minLSTM:  ∂d = δ ⊙ f'i',  ∂k_f = −∂d ⊙ σ(−k_f),  ∂k_i = ∂d ⊙ σ(−k_i),  ∂ĥ = ĝ ⊙ i' ⊙ g'(ĥ)
+
+(zero on padded steps), ``dX = dXW W_ih``, ``dW_ih = dXWᵀ X``, ``db_ih = Σ dXW``.
+
+The kernel is registered with :func:`seqlab.engine.register_kernel` under the name
+``"minimal"``. No other kernel covers these kinds, so :func:`seqlab.engine.run` uses it on
+every backend (native, fused, torch) except ``"reference"`` (the plain step loop);
+:func:`evaluation` picks the method for the calls made inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seqlab.engine import native
+from seqlab.engine.linear_scan import log_scan, loop, signed_log_scan
+from seqlab.functional.minimal import MINGRU, MINLSTM, dg, g, log_coefficients
+from seqlab.functional.scan import reverse_padded, step_mask
+from seqlab.functional.spec import CellSpec
+
+__all__ = ["METHODS", "MinimalKernel", "KERNEL", "evaluation", "current_method", "resolve"]
+
+METHODS = ("auto", "scan", "sequential")
+_METHOD: ContextVar[str] = ContextVar("seqlab_minimal_method", default="auto")
+# what a forward ran by, saved for its backward (one shared 0-d tensor per way)
+_SCAN, _LOOP, _NATIVE = 0, 1, 2
+_HOW = [torch.tensor(k) for k in (_SCAN, _LOOP, _NATIVE)]
+
+
+@contextmanager
+def evaluation(method: str) -> Iterator[None]:
+    """Run minGRU/minLSTM layers inside the block by ``method`` (see :data:`METHODS`).
+
+    All compute the same function. ``"scan"``: the log-space parallel scan;
+    ``"sequential"``: the step-by-step loop (one fused native op for the whole sequence where
+    the native engine is built, else a Python loop); ``"auto"`` (the default): sequential on
+    CPU float32/float64 when the native engine is built, else the scan. A backward runs by
+    the method its forward ran by.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    token = _METHOD.set(method)
+    try:
+        yield
+    finally:
+        _METHOD.reset(token)
+
+
+def current_method() -> str:
+    """The method minGRU/minLSTM layers use now (``"auto"`` unless inside :func:`evaluation`)."""
+    return _METHOD.get()
+
+
+def _native_ops(x: Tensor):
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    ops = native.load()
+    return ops if ops is not None and hasattr(ops, "minimal_forward") else None
+
+
+def resolve(x: Tensor) -> int:
+    """How a call on ``x`` runs now: ``_SCAN``, ``_LOOP`` (Python) or ``_NATIVE``."""
+    method = _METHOD.get()
+    if method == "scan":
+        return _SCAN
+    ops = _native_ops(x)
+    if ops is not None:
+        return _NATIVE
+    return _LOOP if method == "sequential" else _SCAN
+
+
+class MinimalKernel:
+    """The :class:`~seqlab.engine.function.Kernel` of ``"mingru"`` and ``"minlstm"``.
+
+    params ``(w_ih (G·H, I), b_ih (G·H,) | None)``, state ``(h0,)``; ``saved`` is
+    ``(xw, h, h0, how)``: the projection and states in the order of processing, and which
+    way the forward ran (0-d: scan, Python loop, native).
+    """
+
+    name = "minimal"
+    kinds = (MINGRU.name, MINLSTM.name)
+
+    def covers(self, spec: CellSpec) -> bool:
+        return spec.name in self.kinds
+
+    def forward(self, spec, x, state, params, lengths, reverse, save):
+        w_ih, b_ih = params
+        T = x.shape[0]
+        xw = F.linear(x, w_ih, b_ih)
+        if reverse:
+            xw = reverse_padded(xw, lengths)
+        mask = _mask(lengths, T, x)
+        h0 = state[0]
+        how = resolve(x)
+        if how == _NATIVE:
+            kind = self.kinds.index(spec.name)
+            h = _native_ops(x).minimal_forward(kind, xw, h0, lengths)
+        else:
+            log_a, log_b = log_coefficients(spec.name, xw)
+            if mask is not None:
+                log_a = log_a.masked_fill(~mask, 0.0)
+                log_b = log_b.masked_fill(~mask, float("-inf"))
+            scan = how == _SCAN
+            h = log_scan(log_a, log_b, h0) if scan else loop(log_a.exp(), log_b.exp(), h0)
+        final = h[-1].clone()
+        y = h if mask is None else h * mask
+        if reverse:
+            y = reverse_padded(y, lengths)
+        return y, (final,), ((xw, h, h0, _HOW[how]) if save else ())
+
+    def backward(self, spec, x, params, lengths, reverse, saved, gy, gstate):
+        w_ih, b_ih = params
+        xw, h, h0, how = saved
+        how = int(how)
+        T, B, I = x.shape  # noqa: E741
+        mask = _mask(lengths, T, x)
+        if reverse:
+            gy = reverse_padded(gy, lengths)
+        c = gy * mask if mask is not None else gy.contiguous()
+        if how == _NATIVE:
+            kind = self.kinds.index(spec.name)
+            dxw, dh0 = _native_ops(x).minimal_backward(
+                kind, xw, h, h0, c, gstate[0].contiguous(), lengths
+            )
+        else:
+            dxw, dh0 = _pointwise_backward(spec, xw, h, h0, c, gstate[0], mask, how)
+        if reverse:
+            dxw = reverse_padded(dxw, lengths)
+        rows = dxw.reshape(T * B, -1)
+        dx = (rows @ w_ih).view(T, B, I)
+        dw_ih = rows.T @ x.reshape(T * B, I)
+        db_ih = None if b_ih is None else rows.sum(0)
+        return dx, (dh0,), (dw_ih, db_ih)
+
+
+def _pointwise_backward(spec, xw, h, h0, c, ghn, mask, how):
+    """``(dxw, dh0)`` by torch ops (the module docstring's equations); ĝ by ``how``."""
+    if spec.name == MINGRU.name:
+        k, u = xw.chunk(2, dim=-1)
+        log_a = -F.softplus(k)
+    else:
+        k_f, k_i, u = xw.chunk(3, dim=-1)
+        d = F.softplus(-k_f) - F.softplus(-k_i)
+        log_a = -F.softplus(d)
+    if mask is not None:
+        log_a = log_a.masked_fill(~mask, 0.0)
+    # ĝ_t = c_t + a_{t+1} ĝ_{t+1}: a recurrence on the time-flipped sequences
+    log_alpha = torch.cat([log_a[1:], log_a.new_zeros((1,) + log_a.shape[1:])])
+    if how == _SCAN:
+        gh = signed_log_scan(log_alpha.flip(0), c.flip(0), ghn).flip(0)
+    else:
+        gh = loop(log_alpha.exp().flip(0), c.flip(0), ghn).flip(0)
+    dh0 = log_a[0].exp() * gh[0]
+    h_prev = torch.cat([h0.unsqueeze(0), h[:-1]])
+    delta = gh * (g(u) - h_prev)
+    if spec.name == MINGRU.name:
+        z = torch.sigmoid(k)
+        dxw = torch.cat([delta * z * torch.sigmoid(-k), gh * z * dg(u)], dim=-1)
+    else:
+        i_n = torch.sigmoid(d)  # i' (f' = σ(−d))
+        dd = delta * torch.sigmoid(-d) * i_n
+        dxw = torch.cat(
+            [-dd * torch.sigmoid(-k_f), dd * torch.sigmoid(-k_i), gh * i_n * dg(u)], dim=-1
+        )
+    if mask is not None:
+        dxw = dxw * mask
+    return dxw, dh0
+
+
+def _mask(lengths: Tensor | None, T: int, x: Tensor) -> Tensor | None:
+    """``(T, B, 1)`` bool, True on valid steps (None without lengths)."""
+    m = step_mask(lengths, T, x.device)
+    return None if m is None else m.unsqueeze(-1)
+
+
+KERNEL = MinimalKernel()

@@ -1,0 +1,306 @@
+"""minGRU/minLSTM: the layer (parallel scan and sequential loop) against a hand-written loop
+in values, final states and every gradient; scan == sequential with lengths, reverse, two
+layers, bidirectional, float32/float64; stability at T = 1000; float64 gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seqlab
+from helpers import assert_close
+from seqlab import engine
+from seqlab.cells import Cell
+from seqlab.engine import linear_scan, minimal
+from seqlab.models import LanguageModel, LanguageModelConfig
+
+F64 = torch.float64
+MODES = ("mingru", "minlstm")
+METHODS = ("scan", "sequential")  # "auto" is one of these
+
+
+def sig(v):
+    return 1 / (1 + torch.exp(-v))
+
+
+def g_hand(v):
+    return torch.where(v >= 0, v + 0.5, sig(v))
+
+
+def hand_loop(mode, x, h, W, b, lengths=None):
+    """The paper's equations, one step at a time; padded steps keep h and output 0."""
+    H = h.shape[1]
+    ys = []
+    for t in range(x.shape[0]):
+        xw = x[t] @ W.T + (0 if b is None else b)
+        if mode == "mingru":
+            z, n = sig(xw[:, :H]), g_hand(xw[:, H:])
+            new = (1 - z) * h + z * n
+        else:
+            f, i, n = sig(xw[:, :H]), sig(xw[:, H : 2 * H]), g_hand(xw[:, 2 * H :])
+            new = f / (f + i) * h + i / (f + i) * n
+        if lengths is not None:
+            valid = (t < lengths).unsqueeze(1)
+            new = torch.where(valid, new, h)
+            ys.append(torch.where(valid, new, torch.zeros_like(new)))
+        else:
+            ys.append(new)
+        h = new
+    return torch.stack(ys), h
+
+
+def hand_layer(layer, x, h0, lengths):
+    """A (possibly 2-layer, bidirectional) stack of hand loops with the layer's weights."""
+    from seqlab.functional.scan import reverse_padded
+
+    D = 2 if layer.bidirectional else 1
+    finals, inp = [], x
+    for k in range(layer.num_layers):
+        outs = []
+        for d, suffix in enumerate([f"_l{k}", f"_l{k}_reverse"][:D]):
+            p = layer.params(suffix)
+            src = inp if d == 0 else reverse_padded(inp, lengths)
+            y, hT = hand_loop(layer.mode, src, h0[k * D + d], p["w_ih"], p.get("b_ih"), lengths)
+            outs.append(y if d == 0 else reverse_padded(y, lengths))
+            finals.append(hT)
+        inp = torch.cat(outs, -1)
+    return inp, torch.stack(finals)
+
+
+def randomise(module, scale=0.5):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
+def outputs_and_grads(fn, leaves):
+    y, h = fn()
+    gen = torch.Generator().manual_seed(3)
+    loss = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() + (h * h.cos()).sum()
+    return [y, h], list(torch.autograd.grad(loss, leaves))
+
+
+def assert_all_close(got, want, dtype, what):
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert_close(a, b, dtype, f"{what}: tensor {k}")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", MODES)
+def test_layer_matches_hand_loop_values_states_gradients(mode, method):
+    """Two bidirectional layers with lengths: outputs, final state and the gradient of
+    the input, the initial state and every parameter equal the hand loop's (float64)."""
+    torch.manual_seed(0)
+    layer = seqlab.RecurrentLayer(mode, 3, 4, num_layers=2, bidirectional=True).double()
+    randomise(layer)
+    names = [n for n, _ in layer.named_parameters()]
+    assert names == [
+        f"{n}_l{k}{s}" for k in (0, 1) for s in ("", "_reverse") for n in ("weight_ih", "bias_ih")
+    ]
+    G = 2 if mode == "mingru" else 3
+    assert layer.weight_ih_l1.shape == (G * 4, 8) and layer.bias_ih_l0.shape == (G * 4,)
+    x = torch.randn(7, 3, 3, dtype=F64, requires_grad=True)
+    h0 = torch.randn(4, 3, 4, dtype=F64, requires_grad=True)  # signed: exact in the scan
+    lengths = torch.tensor([7, 2, 5])
+    leaves = [x, h0, *layer.parameters()]
+
+    def ours():
+        with minimal.evaluation(method):
+            return layer(x, h0, lengths=lengths)
+
+    got = outputs_and_grads(ours, leaves)
+    want = outputs_and_grads(lambda: hand_layer(layer, x, h0, lengths), leaves)
+    assert_all_close(got[0] + got[1], want[0] + want[1], F64, f"{mode}/{method}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "case", ["plain", "lengths", "reverse", "reverse+lengths", "two-layer-bi", "no-bias"]
+)
+def test_scan_equals_sequential(mode, dtype, case):
+    torch.manual_seed(1)
+    deep = case == "two-layer-bi"
+    layer = seqlab.RecurrentLayer(
+        mode,
+        5,
+        6,
+        num_layers=2 if deep else 1,
+        bidirectional=deep or "reverse" in case,
+        bias=case != "no-bias",
+    ).to(dtype)
+    randomise(layer)
+    T, B = 9, 4
+    x = torch.randn(T, B, 5, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(layer.num_layers * layer.num_directions, B, 6, dtype=dtype)
+    h0.requires_grad_(True)
+    lengths = torch.tensor([9, 1, 4, 7]) if "lengths" in case or deep else None
+    leaves = [x, h0, *layer.parameters()]
+    results = {}
+    for method in METHODS:
+        with minimal.evaluation(method):
+            results[method] = outputs_and_grads(lambda: layer(x, h0, lengths=lengths), leaves)
+    scan, seq = results["scan"], results["sequential"]
+    assert_all_close(scan[0] + scan[1], seq[0] + seq[1], dtype, f"{mode}/{case}")
+    if lengths is not None:  # padded outputs are exactly zero, in both methods
+        pad = torch.arange(T).unsqueeze(1) >= lengths
+        assert (scan[0][0][pad] == 0).all() and (seq[0][0][pad] == 0).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_sequence_is_stable(mode):
+    """T = 1000. Moderate weights: the log-space scan equals the hand loop in float64 (values
+    and every gradient). Large weights (gates near 0/1, products of a_t far below float's
+    range): every method stays finite; the scan's cumulative log-sums then reach |A| ~ 1e3,
+    so it agrees to a relative 1e-8 in float64 and 1e-3 in float32."""
+    torch.manual_seed(2)
+    layer = seqlab.RecurrentLayer(mode, 4, 8).double()
+    x = torch.randn(1000, 2, 4, dtype=F64, requires_grad=True)
+    h0 = torch.randn(1, 2, 8, dtype=F64, requires_grad=True)
+    leaves = [x, h0, *layer.parameters()]
+    for scale, tol in ((0.5, None), (3.0, 1e-8)):
+        randomise(layer, scale)
+        want = outputs_and_grads(lambda: hand_layer(layer, x, h0, None), leaves)
+        for method in METHODS:
+            with minimal.evaluation(method):
+                got = outputs_and_grads(lambda: layer(x, h0), leaves)
+            for k, (a, b) in enumerate(zip(got[0] + got[1], want[0] + want[1], strict=True)):
+                assert torch.isfinite(a).all(), f"{method}: tensor {k} not finite"
+                if tol is None or method == "sequential":
+                    assert_close(a, b, F64, f"{mode}/{method} x{scale}: tensor {k}")
+                else:
+                    rel = (a - b).abs().max() / b.abs().max().clamp(min=1)
+                    assert rel < tol, f"{method} x{scale}: tensor {k}: relative error {rel:.1e}"
+        layer32 = seqlab.RecurrentLayer(mode, 4, 8)
+        layer32.load_state_dict(layer.state_dict())
+        for method in METHODS:
+            with minimal.evaluation(method):
+                y32, _ = layer32(x.detach().float(), h0.detach().float())
+            assert torch.isfinite(y32).all()
+            rel = (y32.double() - want[0][0]).abs().max() / want[0][0].abs().max()
+            assert rel < 1e-3, f"float32 {method} vs float64: relative error {rel:.2e}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck_float64(mode, method):
+    torch.manual_seed(4)
+    layer = seqlab.RecurrentLayer(mode, 3, 4, bidirectional=True).double()
+    randomise(layer)
+    x = torch.randn(5, 3, 3, dtype=F64, requires_grad=True)
+    h0 = torch.randn(2, 3, 4, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    params = list(layer.parameters())
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, h0, *ps):
+        with minimal.evaluation(method):
+            weights = dict(zip(names, ps, strict=True))
+            y, h = torch.func.functional_call(layer, weights, (x, h0), {"lengths": lengths})
+        return y, h
+
+    assert torch.autograd.gradcheck(f, (x, h0, *params))
+
+
+def test_layer_runs_the_registered_kernel_on_the_default_backend(monkeypatch):
+    """engine.run picks the scan kernel (no fused/native kernel covers these kinds);
+    backend='reference' runs the plain step loop, with the same result."""
+    assert minimal.KERNEL in engine.EXTRA_KERNELS and minimal.KERNEL.name == "minimal"
+    calls = []
+    forward = minimal.KERNEL.forward
+    monkeypatch.setattr(
+        minimal.KERNEL, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k)
+    )
+    layer = seqlab.RecurrentLayer("minlstm", 3, 4).double()
+    x = torch.randn(6, 2, 3, dtype=F64)
+    out, h = layer(x)
+    assert len(calls) == 1
+    ref = seqlab.RecurrentLayer("minlstm", 3, 4, backend="reference").double()
+    ref.load_state_dict(layer.state_dict())
+    out_ref, h_ref = ref(x)
+    assert len(calls) == 1
+    assert_close(out, out_ref, F64, "outputs")
+    assert_close(h, h_ref, F64, "final h")
+
+
+def test_linear_recurrence_solvers():
+    """The scans and the Python loop against a hand loop, with a signed h0 and signed b."""
+    a, b = torch.rand(600, 3, 4, dtype=F64), torch.randn(600, 3, 4, dtype=F64)
+    h0 = torch.randn(3, 4, dtype=F64)
+    want, h = [], h0
+    for t in range(600):
+        h = a[t] * h + b[t]
+        want.append(h)
+    want = torch.stack(want)
+    assert_close(linear_scan.loop(a, b, h0), want, F64, "loop")
+    for chunk in (None, 7, 1000):  # 600 steps: 3 chunks of the default 256, 86 of 7, one
+        got = linear_scan.signed_log_scan(a.log(), b, h0, chunk)
+        assert_close(got, want, F64, f"signed log scan, chunk {chunk}")
+    pos = b.abs()
+    want_pos = linear_scan.loop(a, pos, h0)
+    assert_close(linear_scan.log_scan(a.log(), pos.log(), h0, 5), want_pos, F64, "log scan")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sequential_without_native_engine(mode, monkeypatch):
+    """Where the native engine is not built, "sequential" is torch ops and a Python loop and
+    "auto" is the scan; all equal the native fused op (values and every gradient)."""
+    torch.manual_seed(6)
+    layer = seqlab.RecurrentLayer(mode, 3, 5, bidirectional=True).double()
+    randomise(layer)
+    x = torch.randn(6, 3, 3, dtype=F64, requires_grad=True)
+    h0 = torch.randn(2, 3, 5, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([6, 1, 3])
+    leaves = [x, h0, *layer.parameters()]
+    run = lambda: layer(x, h0, lengths=lengths)  # noqa: E731
+    results = {}
+    with minimal.evaluation("sequential"):
+        results["native"] = outputs_and_grads(run, leaves)
+        assert minimal.resolve(x) == (2 if engine.native.load() is not None else 1)
+    monkeypatch.setattr(minimal.native, "load", lambda: None)
+    for method in ("sequential", "auto"):
+        with minimal.evaluation(method):
+            assert minimal.resolve(x) == (1 if method == "sequential" else 0)
+            results[method] = outputs_and_grads(run, leaves)
+    for method in ("sequential", "auto"):
+        got, want = results[method], results["native"]
+        assert_all_close(got[0] + got[1], want[0] + want[1], F64, f"{mode}/{method}")
+
+
+def test_cell_recurrent_trace_and_models():
+    torch.manual_seed(5)
+    for mode in MODES:
+        cell = Cell(mode, 3, 4).double()
+        assert [n for n, _ in cell.named_parameters()] == ["weight_ih", "bias_ih"]
+        x = torch.randn(5, 2, 3, dtype=F64)
+        h0 = torch.randn(2, 4, dtype=F64)
+        want, h_want = hand_loop(mode, x, h0, cell.weight_ih, cell.bias_ih)
+        out, h = seqlab.Recurrent(cell)(x, h0)
+        assert_close(out, want, F64, f"{mode} Recurrent")
+        assert_close(h, h_want, F64, f"{mode} final h")
+        y1, s1 = cell.step(x[0], h0)
+        assert_close(y1, want[0], F64, f"{mode} one step")
+        assert_close(cell(x[0], h0), want[0], F64, f"{mode} torch-style call returns h")
+        layer = seqlab.RecurrentLayer(mode, 3, 4).double()
+        out, _, (tr,) = layer(x, trace=True)
+        assert set(tr) == set(layer.spec.trace)
+        if mode == "mingru":  # h = (1 − z) h_prev + z n, recorded per step
+            prev = torch.cat([torch.zeros_like(out[:1]), out[:-1]])
+            assert_close((1 - tr["z"]) * prev + tr["z"] * tr["n"], out, F64, "trace")
+        else:
+            assert_close(tr["f"] + tr["i"], torch.ones_like(out), F64, "f' + i' = 1")
+        config = LanguageModelConfig(vocab_size=7, embed_size=3, hidden_size=4, cell=mode)
+        lm = LanguageModel(config)
+        logits, state = lm(torch.randint(0, 7, (2, 5)))
+        assert logits.shape == (2, 5, 7) and state.shape == (1, 2, 4)
+
+
+def test_forget_bias_bias_false_and_bad_method():
+    layer = seqlab.RecurrentLayer("minlstm", 3, 4, forget_bias=2.0)
+    assert (layer.bias_ih_l0[:4] == 2.0).all()
+    no_bias = seqlab.RecurrentLayer("mingru", 3, 4, bias=False)
+    assert [n for n, _ in no_bias.named_parameters()] == ["weight_ih_l0"]
+    with pytest.raises(ValueError, match="forget_bias"):
+        seqlab.RecurrentLayer("mingru", 3, 4, forget_bias=1.0)
+    with pytest.raises(ValueError, match="method"), minimal.evaluation("parallel"):
+        pass
