@@ -18,7 +18,7 @@ import seqlab
 from seqlab.cli import main
 from seqlab.functional import SPECS, LSTMState, register
 from seqlab.functional.layernorm import LNLSTM, layer_norm
-from seqlab.functional.spec import CellSpec
+from seqlab.functional.spec import CellSpec, spec_for_choice
 from seqlab.inspection import Probe
 from seqlab.layers import make_layer
 from seqlab.models import LanguageModel, LanguageModelConfig, Seq2Seq, Seq2SeqConfig
@@ -73,10 +73,15 @@ def test_charlm_trains_an_lnlstm_through_cell_setting(tmp_path):
     assert out["val_nats"] == pytest.approx(summary["val_nats"], rel=1e-5)
 
 
-def test_forecast_trains_an_lngru_through_cell_setting(tmp_path):
-    run = train(tmp_path, "forecast", FORECAST, "lngru")
-    assert json.loads((run / "summary.json").read_text())["model"] == "lngru"
-    assert any(n.endswith("ln_weight_ih_l0") for n in weight_names(run))
+@pytest.mark.parametrize("cell", ["lngru", "mingru"])
+def test_forecast_trains_new_kinds_through_cell_setting(tmp_path, cell):
+    run = train(tmp_path, "forecast", FORECAST, cell)
+    assert json.loads((run / "summary.json").read_text())["model"] == cell
+    names = weight_names(run)  # exactly the kind's parameters, as its description names them
+    spec = spec_for_choice(cell)
+    for p in spec.params:
+        assert any(n.endswith(f"{p.attr}_l0") for n in names), (p.attr, names)
+    assert ("weight_hh_l0" in " ".join(names)) == any(p.attr == "weight_hh" for p in spec.params)
 
 
 def test_unknown_cell_is_a_bad_setting_naming_the_choices(tmp_path):
