@@ -405,7 +405,9 @@ def main() -> None:
     parser.add_argument(
         "--recurrent-only", action="store_true", help="only the Recurrent(cell) vs layer rows"
     )
-    parser.add_argument("--ln-only", action="store_true", help="only the LayerNorm cell rows")
+    parser.add_argument(
+        "--ln-only", "--layernorm-only", action="store_true", help="only the LayerNorm cell rows"
+    )
     parser.add_argument("--ln-configs", default=",".join(LN_CONFIGS))
     parser.add_argument("--minimal-only", action="store_true", help="only the minGRU/minLSTM rows")
     args = parser.parse_args()

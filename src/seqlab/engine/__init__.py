@@ -359,3 +359,9 @@ def run_layer(
 from seqlab.engine import minimal as _minimal  # noqa: E402
 
 register_kernel(_minimal.KERNEL)
+
+
+# the native LayerNorm LSTM/GRU kernel (covers them only while the native library is loaded)
+from seqlab.engine.native_ln import KERNEL as _NATIVE_LN  # noqa: E402
+
+register_kernel(_NATIVE_LN)

@@ -343,6 +343,12 @@ def _load_once() -> Any | None:
     return _state["ops"]
 
 
+def loaded() -> Any | None:
+    """The ops namespace if this process has already loaded the library, else None (never
+    builds; for cheap availability checks on a hot path)."""
+    return None if disabled_reason() is not None else _state["ops"]
+
+
 def ensure_built() -> float:
     """Build (or wait for) and load the native engine now; the seconds this call took.
 

@@ -5,6 +5,8 @@
 // Included once by recurrence.cpp at global scope (the BLAS symbols are C functions); the rest
 // lives in the translation unit's anonymous namespace. No cell-specific code here.
 
+#include <limits>
+
 extern "C" {
 // Fortran BLAS exported by libtorch_cpu (MKL on x86 wheels). Weak: absent -> ATen fallback.
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
@@ -151,9 +153,15 @@ bool use_panels(int64_t M, int64_t N, int64_t K) {
 #endif
 }
 
+// Preparing W costs about as much as many products with it (MKL's pack of a 2048×512 W
+// took ~4.5 ms, ~12 one-row products): below this many rows of A over W's lifetime
+// (steps × batch; generation feeds one token at a time) the plain GEMM is faster.
+constexpr int64_t kPackRows = 256;
+
 // The loop-invariant right operand W of `gemm` prepared once for a fixed (tb, N, K): as
 // panels (float, small per-step products that run on one thread, AVX2), else packed by MKL
-// (float, when the packed API exists and the product is not tiny), else inactive.
+// (float, when the packed API exists and the product is not tiny), else inactive. `rows`:
+// how many rows of A will meet W in all (inactive below kPackRows).
 template <typename S>
 struct PackedW {
   at::Tensor buf;
@@ -162,8 +170,9 @@ struct PackedW {
   std::optional<Panels> panels;
 #endif
   PackedW(bool tb, int64_t M, int64_t N, int64_t K, const S* W, int64_t ldw,
-          bool one_thread = true) {
+          bool one_thread = true, int64_t rows = std::numeric_limits<int64_t>::max()) {
     if (!std::is_same<S, float>::value || M * N * K <= kSmallGemm) return;
+    if (rows < kPackRows) return;
 #ifdef SEQLAB_HAVE_AVX2
     if (one_thread && use_panels(M, N, K)) {
       panels = make_panels(tb, N, K, reinterpret_cast<const float*>(W), ldw);

@@ -276,7 +276,8 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
   const FwdRows<S> fn = Cell::template fwd<S>();
   const int64_t P0 = team_size(B, G, H);
   const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
-  std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, true, Cell::apart);
+  std::vector<Shard<S>> shards =
+      make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, true, Cell::apart, T);
   const int64_t P = static_cast<int64_t>(shards.size());
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
@@ -356,8 +357,8 @@ std::vector<at::Tensor> forward_reset_before(const at::Tensor& x, const at::Tens
   BlasThreads loop_threads(B * G * H * H);
   const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
       loop_threads.previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
-  PackedW<S> pw(true, B, 2 * H, H, whh, H, one);
-  PackedW<S> pwn(true, B, H, H, whh + 2 * H * H, H, one);
+  PackedW<S> pw(true, B, 2 * H, H, whh, H, one, T * B);
+  PackedW<S> pwn(true, B, H, H, whh + 2 * H * H, H, one, T * B);
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -459,7 +460,8 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
   const BwdRows<S> fn = Cell::template bwd<S>();
   const int64_t P0 = team_size(B, G, H);
   const int64_t Tc = chunk_steps(T, B, G, H, P0, sizeof(S));
-  std::vector<Shard<S>> shards = make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, false, Cell::apart);
+  std::vector<Shard<S>> shards =
+      make_shards<S>(w_hh, w_ih, G, H, B, P0, Tc, false, Cell::apart, T);
   const int64_t P = static_cast<int64_t>(shards.size());
   // dL/dh_prev of a step = direct[par] (+ the team's partial GEMM sums part[par][q]);
   // two parities so that a step's writes never meet the previous step's reads
@@ -618,8 +620,8 @@ std::vector<at::Tensor> backward_reset_before(const at::Tensor& x, const at::Ten
     BlasThreads loop_threads(B * G * H * H);
     const bool one =
         loop_threads.previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
-    PackedW<S> pw(false, B, H, 2 * H, whh, H, one);
-    PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H, one);
+    PackedW<S> pw(false, B, H, 2 * H, whh, H, one, T * B);
+    PackedW<S> pwn(false, B, H, H, whh + 2 * H * H, H, one, T * B);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? step : T - 1 - step;
       const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
@@ -768,6 +770,8 @@ std::vector<at::Tensor> backward_masked(int64_t mode, const at::Tensor& x,
 std::string isa() { return cpu_has_avx2() ? "avx2+fma" : "baseline"; }
 
 }  // namespace
+
+#include "layernorm_cells.h"  // LayerNorm LSTM/GRU: ops ln_forward, ln_backward
 
 TORCH_LIBRARY(seqlab_engine, m) {
   m.def("forward", &forward);

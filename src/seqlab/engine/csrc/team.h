@@ -53,7 +53,7 @@ inline at::Tensor unit_rows(const at::Tensor& w, int64_t G, int64_t H, int64_t u
 template <typename S>
 std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih, int64_t G,
                                   int64_t H, int64_t B, int64_t P, int64_t Tc, bool fwd,
-                                  bool gru) {
+                                  bool gru, int64_t T) {
   const int64_t I = w_ih.size(1);
   const int64_t chunk = (H + P - 1) / P;
   const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
@@ -75,11 +75,11 @@ std::vector<Shard<S>> make_shards(const at::Tensor& w_hh, const at::Tensor& w_ih
       k.tp2 = static_cast<S*>(k.tmp2.data_ptr());
     }
     if (fwd) {
-      k.pw.emplace(true, B, G * n, H, k.wp, H);
-      k.pwi.emplace(true, Tc * B, G * n, I, k.wip, I);
+      k.pw.emplace(true, B, G * n, H, k.wp, H, true, T * B);
+      k.pwi.emplace(true, Tc * B, G * n, I, k.wip, I, true, T * B);
     } else {
-      k.pw.emplace(false, B, H, G * n, k.wp, H);
-      k.pwi.emplace(false, Tc * B, I, G * n, k.wip, I);
+      k.pw.emplace(false, B, H, G * n, k.wp, H, true, T * B);
+      k.pwi.emplace(false, Tc * B, I, G * n, k.wip, I, true, T * B);
     }
   }
   return out;

@@ -1,0 +1,692 @@
+// Native time loops of the LayerNorm LSTM and LayerNorm GRU (seqlab/functional/layernorm.py
+// holds the equations), forward and hand-derived BPTT, registered as
+// torch.ops.seqlab_engine.{ln_forward, ln_backward}.
+//
+// Included once by recurrence.cpp at global scope, after its anonymous namespace (it reuses
+// team.h's shards helpers and barrier, gemm.h's products, checks.h's argument checks and the
+// States/output helpers there).
+//
+// The thread team splits each step by hidden units, as the classic loop does, but a layer
+// normalisation needs statistics over all G·H columns of a row. Each step therefore runs in
+// phases separated by the team's spinning barrier:
+//   forward  A  own columns of h_prev W_hhᵀ (per-step GEMM), their partial mean/M2 per row
+//            B  combine the partials (Chan's formula) -> x̂_hh; gates; (LSTM: c and its
+//               partial moments over own units;  GRU: h, done)
+//            C  (LSTM) combine -> ĉ, h = o ⊙ tanh(γ_c ĉ + β_c)
+//   backward the mirror: each LN backward needs two row means (of dy⊙γ and dy⊙γ⊙x̂), summed
+//            from per-shard partials after a barrier; the last phase writes dL/d(h W_hhᵀ)
+//            and multiplies it by the shard's rows of W_hh (a partial dh_prev, summed by the
+//            owners of the units next step, as in the classic loop).
+// The input projection LN(x W_ihᵀ; γ_ih) is done for all steps before the loop (one GEMM, one
+// parallel pass over rows), and its backward after the loop, with dx, dW_ih and dW_hh as
+// single GEMMs over all T·B rows.
+
+template <typename S>
+struct LnFwd {
+  int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0;
+  const int64_t* len = nullptr;
+  const S* rec = nullptr;   // shard-local (B, G·n): h_prev W_hhᵀ of the shard's units
+  const S* st = nullptr;    // this phase's combined statistics: mean [0, B), rstd [B, 2B)
+  const S* xih = nullptr;   // x̂_ih of step t (B, G·H)
+  const S* gih = nullptr;   // γ_ih, γ_hh (G·H)
+  const S* ghh = nullptr;
+  const S* bias = nullptr;  // bias added to the pre-activations (G·H)
+  const S* bhn = nullptr;   // GRU: b_hn (H), inside r ⊙ (…)
+  const S* gc = nullptr;    // LSTM: γ_c, β_c (H)
+  const S* bc = nullptr;
+  S* xhh = nullptr;         // out: x̂_hh of step t (B, G·H)
+  S* g = nullptr;           // out: activated gates (B, gs)
+  S* ch = nullptr;          // out (LSTM): ĉ (B, H)
+  const S* hp = nullptr;
+  S* hc = nullptr;
+  const S* cp = nullptr;
+  S* cc = nullptr;
+  S* y = nullptr;           // masked output (lengths only) or null
+  double* part = nullptr;   // out: this shard's partial moments (B, 2)
+  bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
+};
+
+template <typename S>
+struct LnBwd {
+  int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0, K = 0;
+  const int64_t* len = nullptr;
+  const S* st = nullptr;    // this phase's two combined means: [0, B), [B, 2B)
+  const S* rs = nullptr;    // rstd of step t (B, K): [input, recurrent, cell]
+  const S* g = nullptr;     // saved gates, x̂_hh, ĉ of step t; h_prev, c_prev
+  const S* xhh = nullptr;
+  const S* ch = nullptr;
+  const S* hp = nullptr;
+  const S* cp = nullptr;
+  const S* gy = nullptr;    // dL/dy of step t, row stride gys (0: broadcast)
+  int64_t gys = 0;
+  const S* ghh = nullptr;
+  const S* gc = nullptr;
+  const S* bc = nullptr;
+  const S* dsum = nullptr;  // dL/dh of step t from later steps (B, H)
+  S* dhd = nullptr;         // out: direct part of dL/dh_prev (B, H)
+  S* dc = nullptr;          // LSTM: dL/dc, in place
+  S* du = nullptr;          // LSTM: dL/dĉ (B, H), between two phases
+  S* da = nullptr;          // out: dL/da of step t (B, G·H), the input side
+  S* drl = nullptr;         // shard-local (B, G·n): dy⊙γ_hh, then dL/d(h_prev W_hhᵀ)
+  S* dr = nullptr;          // out: dL/d(h_prev W_hhᵀ) of step t (B, G·H)
+  S* acc_ghh = nullptr;     // running dγ_hh, db_hh (G·H), dγ_c, dβ_c (H)
+  S* acc_bhh = nullptr;
+  S* acc_gc = nullptr;
+  S* acc_bc = nullptr;
+  double* part = nullptr;   // out: this shard's partial sums (B, 2)
+  bool valid(int64_t b) const { return len == nullptr || t < len[b]; }
+};
+
+namespace seqlab_base {
+#include "ln_kernels.h"
+}  // namespace seqlab_base
+
+#ifdef SEQLAB_HAVE_AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace seqlab_avx2 {
+#include "ln_kernels.h"
+}  // namespace seqlab_avx2
+#pragma GCC pop_options
+#endif
+
+namespace {
+
+enum LnMode : int64_t { LN_LSTM = 0, LN_GRU = 1 };
+constexpr double kLnEps = 1e-5;  // seqlab.functional.layernorm.LN_EPS
+
+inline const char* ln_mode_name(int64_t mode) { return mode == LN_LSTM ? "lnlstm" : "lngru"; }
+
+template <typename S>
+struct LnShard {
+  int64_t u0 = 0, u1 = 0;
+  at::Tensor w;    // W_hh rows of units [u0, u1), gate-major (G·n, H)
+  at::Tensor loc;  // (B, G·n): fwd h_prev @ wᵀ; bwd dy⊙γ_hh, then dL/d(h_prev W_hhᵀ)
+  at::Tensor stat;  // (2, B): this phase's combined statistics
+  std::optional<PackedW<S>> pw;
+  S* wp = nullptr;
+  S* lp = nullptr;
+  S* sp = nullptr;
+};
+
+template <typename S>
+std::vector<LnShard<S>> ln_shards(const at::Tensor& w_hh, int64_t G, int64_t H, int64_t B,
+                                  int64_t P, bool fwd) {
+  const int64_t chunk = (H + P - 1) / P;
+  const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
+  std::vector<LnShard<S>> out;
+  out.reserve(P);
+  for (int64_t u0 = 0; u0 < H; u0 += step) {
+    LnShard<S>& k = out.emplace_back();
+    k.u0 = u0;
+    k.u1 = std::min(H, u0 + step);
+    const int64_t n = k.u1 - k.u0;
+    k.w = unit_rows(w_hh, G, H, u0, n).contiguous();
+    k.wp = static_cast<S*>(k.w.data_ptr());
+    k.loc = at::empty({B, G * n}, w_hh.options());
+    k.lp = static_cast<S*>(k.loc.data_ptr());
+    k.stat = at::empty({2, B}, w_hh.options());
+    k.sp = static_cast<S*>(k.stat.data_ptr());
+    if (fwd)
+      k.pw.emplace(true, B, G * n, H, k.wp, H);
+    else
+      k.pw.emplace(false, B, H, G * n, k.wp, H);
+  }
+  return out;
+}
+
+// body(k, step, phase) for every shard k, step and phase, the team meeting after each phase
+template <typename F>
+void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
+  if (P == 1) {
+    for (int64_t step = 0; step < T; ++step)
+      for (int64_t ph = 0; ph < phases; ++ph) body(0, step, ph);
+    return;
+  }
+#ifdef _OPENMP
+  std::exception_ptr error;
+  std::atomic<int64_t> arrived{0};
+#pragma omp parallel num_threads(static_cast<int>(P))
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+    int64_t round = 0;
+    for (int64_t step = 0; step < T; ++step) {
+      for (int64_t ph = 0; ph < phases; ++ph) {
+        for (int64_t k = tid; k < P; k += nth) {
+          try {
+            body(k, step, ph);
+          } catch (...) {
+#pragma omp critical(seqlab_ln_team_error)
+            if (!error) error = std::current_exception();
+          }
+        }
+        meet(arrived, nth, ++round);
+      }
+    }
+    if (before >= 0) MKL_Set_Num_Threads_Local(before);
+  }
+  if (error) std::rethrow_exception(error);
+#else
+  for (int64_t step = 0; step < T; ++step)
+    for (int64_t ph = 0; ph < phases; ++ph)
+      for (int64_t k = 0; k < P; ++k) body(k, step, ph);
+#endif
+}
+
+// Chan et al.'s pairwise combination of the shards' (mean, M2) over cnt[q] columns each:
+// the row's mean and rstd = 1/√(M2/N + ε), into st[b] and st[B + b]
+template <typename S>
+void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t* cnt, S* st) {
+  for (int64_t b = 0; b < B; ++b) {
+    double n = 0.0, m = 0.0, m2 = 0.0;
+    for (int64_t q = 0; q < P; ++q) {
+      const double* pq = part + (q * B + b) * 2;
+      const double nb = static_cast<double>(cnt[q]), d = pq[0] - m, nt = n + nb;
+      m += d * nb / nt;
+      m2 += pq[1] + d * d * n * nb / nt;
+      n = nt;
+    }
+    st[b] = static_cast<S>(m);
+    st[B + b] = static_cast<S>(1.0 / std::sqrt(m2 / n + kLnEps));
+  }
+}
+
+// the shards' partial sums added up, divided by N: st[b], st[B + b]
+template <typename S>
+void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st) {
+  for (int64_t b = 0; b < B; ++b) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t q = 0; q < P; ++q) {
+      s1 += part[(q * B + b) * 2];
+      s2 += part[(q * B + b) * 2 + 1];
+    }
+    st[b] = static_cast<S>(s1 / static_cast<double>(N));
+    st[B + b] = static_cast<S>(s2 / static_cast<double>(N));
+  }
+}
+
+// Per-thread buffers reused across calls (as recurrence.cpp's `scratch`, own slots): the
+// backward's dA / dL/d(h W_hhᵀ) of all steps and the no-grad forward's x̂_ih are never
+// returned, and fresh multi-megabyte buffers cost their page faults on every call (measured:
+// ~15 % of an LN-LSTM backward at C1).
+enum LnSlot { LN_DA = 0, LN_DR = 1, LN_XIH = 2, kLnSlots = 3 };
+
+inline at::Tensor ln_scratch(LnSlot slot, at::IntArrayRef shape, const at::TensorOptions& opts) {
+  thread_local at::Tensor cache[kLnSlots];
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
+    return at::empty(shape, opts);
+  at::Tensor& t = cache[slot];
+  if (!t.defined() || t.storage().use_count() > 1 || t.numel() < numel ||
+      t.dtype() != opts.dtype())
+    t = at::empty({numel}, opts);
+  return t.narrow(0, 0, numel).view(shape);
+}
+
+// The forward's saved buffers (x̂_ih, x̂_hh, gates, ĉ: returned to autograd, released after the
+// backward) from a small per-thread pool: a buffer is handed out again once nothing but the
+// pool holds its storage. Fresh ones cost their page faults on every training step (~20 % of
+// an LN-LSTM forward at C1, measured); the pool keeps at most kLnPool buffers and
+// kScratchMaxBytes alive per thread.
+constexpr size_t kLnPool = 16;
+
+inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  thread_local std::vector<at::Tensor> pool;
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (numel == 0 || numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
+    return at::empty(shape, opts);  // (an empty view would pin a pooled buffer for nothing)
+  at::Tensor* best = nullptr;  // the smallest free buffer that fits
+  int64_t held = 0;
+  for (at::Tensor& t : pool) {
+    held += t.nbytes();
+    if (t.storage().use_count() == 1 && t.dtype() == opts.dtype() && t.numel() >= numel &&
+        (best == nullptr || t.numel() < best->numel()))
+      best = &t;
+  }
+  if (best == nullptr) {
+    const int64_t bytes = numel * static_cast<int64_t>(opts.dtype().itemsize());
+    if (pool.size() < kLnPool && held + bytes <= kScratchMaxBytes) {
+      pool.push_back(at::empty({numel}, opts));
+      best = &pool.back();
+    } else {
+      return at::empty(shape, opts);
+    }
+  }
+  return best->narrow(0, 0, numel).view(shape);
+}
+
+// Rows per block of the work before and after the loop (input projection and its LN, their
+// backward and the weight-gradient products): about 1 MB of G·H-wide rows, at least 64.
+inline int64_t ln_chunk_rows(int64_t GH, size_t itemsize) {
+  return std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(1, GH * itemsize));
+}
+
+inline at::Tensor or_zeros(const at::Tensor& t, int64_t n, const at::TensorOptions& opts) {
+  return t.defined() ? t : at::zeros({n}, opts);
+}
+
+// ---- forward: (y, h_n, c_n, hbuf, cbuf, gates, xih, xhh, ch, rs); the last six only with save
+//   gates (T, B, 4H): LSTM [i f g o], GRU [r z n hw_n];  xih, xhh (T, B, G·H): x̂ of the input
+//   and recurrent projections;  ch (T, B, H): ĉ (LSTM);  rs (T, B, K): their rstd per row
+template <typename S, bool LSTMC>
+std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h0,
+                                        const at::Tensor& c0, const at::Tensor& w_ih,
+                                        const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                        const at::Tensor& b_hh, const at::Tensor& g_ih,
+                                        const at::Tensor& g_hh, const at::Tensor& g_c,
+                                        const at::Tensor& b_c, const at::Tensor& len,
+                                        bool reverse, bool save) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
+  constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
+  const int64_t GH = G * H, gs = 4 * H, Ts = save ? T : 1;
+  auto opts = x.options();
+  States sb = make_states(x, h0, c0, LSTMC, len, reverse, save);
+  at::Tensor xih = save ? ln_pooled({T, B, GH}, opts) : ln_scratch(LN_XIH, {T, B, GH}, opts);
+  at::Tensor rs = at::empty({T, B, K}, opts);
+  at::Tensor gates = ln_pooled({Ts, B, gs}, opts), xhh = ln_pooled({Ts, B, GH}, opts);
+  at::Tensor ch = ln_pooled({LSTMC ? Ts : 0, B, H}, opts);
+  auto outputs = [&]() -> std::vector<at::Tensor> {
+    std::vector<at::Tensor> out = forward_outputs(sb, gates, LSTMC, true, reverse, save);
+    at::Tensor empty = at::empty({0}, opts);
+    out.push_back(save ? xih : empty);
+    out.push_back(save ? xhh : empty);
+    out.push_back(save && LSTMC ? ch : empty);
+    out.push_back(save ? rs : empty);
+    return out;
+  };
+  if (T == 0 || B == 0 || H == 0) return outputs();
+  const int64_t R = T * B, Rc = ln_chunk_rows(GH, sizeof(S));
+  S* xip = xih.data_ptr<S>();
+  S* rsp = rs.data_ptr<S>();
+  const auto rows_fn = SEQLAB_ISA(ln_rows<S>);
+  for (int64_t c0 = 0; c0 < R; c0 += Rc) {  // a block of rows: projected, then normalised
+    const int64_t L = std::min(Rc, R - c0);
+    gemm<S>(true, L, GH, I, x.data_ptr<S>() + c0 * I, I, w_ih.data_ptr<S>(), I, false,
+            xip + c0 * GH, GH);
+    at::parallel_for(c0, c0 + L, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
+      rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
+    });
+  }
+  at::Tensor bias = LSTMC ? sum_bias(b_ih, b_hh) : GruCell::fold_bias(b_ih, b_hh, H);
+  bias = or_zeros(bias, GH, opts).contiguous();
+  at::Tensor bhn = LSTMC ? at::Tensor() : GruCell::recurrent_bias(b_hh, H, opts);
+  at::Tensor gc = LSTMC ? g_c : at::Tensor(), bc = LSTMC ? or_zeros(b_c, H, opts) : at::Tensor();
+
+  LnFwd<S> s;
+  s.H = H;
+  s.B = B;
+  s.gs = gs;
+  s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+  s.gih = g_ih.data_ptr<S>();
+  s.ghh = g_hh.data_ptr<S>();
+  s.bias = bias.data_ptr<S>();
+  s.bhn = bhn.defined() ? bhn.data_ptr<S>() : nullptr;
+  s.gc = gc.defined() ? gc.data_ptr<S>() : nullptr;
+  s.bc = bc.defined() ? bc.data_ptr<S>() : nullptr;
+  S* hb = sb.hbuf.data_ptr<S>();
+  S* cb = LSTMC ? sb.cbuf.data_ptr<S>() : nullptr;
+  S* yb = len.defined() ? sb.y.data_ptr<S>() : nullptr;
+  S* gp = gates.data_ptr<S>();
+  S* xhp = xhh.data_ptr<S>();
+  S* chp = LSTMC ? ch.data_ptr<S>() : nullptr;
+
+  const int64_t P0 = team_size(B, G, H);
+  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, true);
+  const int64_t P = static_cast<int64_t>(shards.size());
+  std::vector<int64_t> cnt_rec(P), cnt_c(P);
+  for (int64_t q = 0; q < P; ++q) {
+    cnt_c[q] = shards[q].u1 - shards[q].u0;
+    cnt_rec[q] = G * cnt_c[q];
+  }
+  // the shards' partial moments per phase that writes them: (2, P, B, 2)
+  std::vector<double> parts(static_cast<size_t>(2 * P * B * 2));
+  double* pp = parts.data();
+  const auto gates_fn = LSTMC ? SEQLAB_ISA(lnlstm_fwd_gates<S>) : SEQLAB_ISA(lngru_fwd<S>);
+  const auto out_fn = SEQLAB_ISA(lnlstm_fwd_out<S>);
+  const auto moments_fn = SEQLAB_ISA(ln_part_moments<S>);
+  std::optional<BlasThreads> loop_threads;
+  if (P == 1) loop_threads.emplace(B * G * H * H);
+
+  ln_team(P, T, LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
+    LnShard<S>& sh = shards[q];
+    const int64_t n = sh.u1 - sh.u0, GN = G * n;
+    const int64_t t = reverse ? T - 1 - step : step;
+    const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
+    const int64_t ts = save ? t : 0;
+    LnFwd<S> st = s;
+    st.n = n;
+    st.u0 = sh.u0;
+    st.t = t;
+    st.rec = sh.lp;
+    st.st = sh.sp;
+    st.xih = xip + t * B * GH;
+    st.xhh = xhp + ts * B * GH;
+    st.g = gp + ts * B * gs;
+    st.ch = chp ? chp + ts * B * H : nullptr;
+    st.hp = hb + prev * B * H;
+    st.hc = hb + cur * B * H;
+    if (cb) {
+      st.cp = cb + prev * B * H;
+      st.cc = cb + cur * B * H;
+    }
+    st.y = yb ? yb + t * B * H : nullptr;
+    S* rst = rsp + t * B * K;
+    if (phase == 0) {  // own columns of h_prev W_hhᵀ and their moments
+      gemm_p<S>(*sh.pw, true, B, GN, H, st.hp, H, sh.wp, H, false, sh.lp, GN);
+      moments_fn(sh.lp, B, GN, pp + q * B * 2);
+    } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
+      ln_combine_moments<S>(pp, P, B, cnt_rec.data(), sh.sp);
+      if (q == 0)
+        for (int64_t b = 0; b < B; ++b) rst[b * K + 1] = sh.sp[B + b];
+      st.part = pp + (P + q) * B * 2;
+      gates_fn(st);
+    } else {  // LSTM: ĉ and h
+      ln_combine_moments<S>(pp + P * B * 2, P, B, cnt_c.data(), sh.sp);
+      if (q == 0)
+        for (int64_t b = 0; b < B; ++b) rst[b * K + 2] = sh.sp[B + b];
+      out_fn(st);
+    }
+  });
+  return outputs();
+}
+
+// ---- backward: (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c)
+template <typename S, bool LSTMC>
+std::vector<at::Tensor> ln_backward_impl(
+    const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& g_ih,
+    const at::Tensor& g_hh, const at::Tensor& g_c, const at::Tensor& b_c, bool has_b_ih,
+    bool has_b_hh, bool has_b_c, const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
+    const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
+    const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
+    const at::Tensor& ghn, const at::Tensor& gcn) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = hbuf.size(2);
+  constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
+  const int64_t GH = G * H, gs = 4 * H, R = T * B;
+  auto opts = x.options();
+  at::Tensor empty = at::empty({0}, opts);
+  at::Tensor dc = LSTMC ? gcn.clone() : empty;
+  if (T == 0 || B == 0 || H == 0) {
+    auto z = [&](int64_t n, bool has) { return has ? at::zeros({n}, opts) : empty; };
+    return {at::zeros({T, B, I}, opts), ghn.clone(), dc, at::zeros({GH, I}, opts),
+            at::zeros({GH, H}, opts), z(GH, has_b_ih), z(GH, has_b_hh), at::zeros({GH}, opts),
+            at::zeros({GH}, opts), LSTMC ? at::zeros({H}, opts) : empty,
+            z(H, LSTMC && has_b_c)};
+  }
+  at::Tensor da = ln_scratch(LN_DA, {T, B, GH}, opts), dr = ln_scratch(LN_DR, {T, B, GH}, opts);
+  at::Tensor dsum = ghn.clone(), dhd = at::zeros({B, H}, opts);
+  at::Tensor du = LSTMC ? at::empty({B, H}, opts) : empty;
+  at::Tensor acc = at::zeros({2 * GH + 2 * H}, opts);  // dγ_hh, db_hh, dγ_c, dβ_c
+  at::Tensor bc = LSTMC ? or_zeros(b_c, H, opts) : at::Tensor();
+  int64_t gts = 0;
+  LnBwd<S> s;
+  s.H = H;
+  s.B = B;
+  s.gs = gs;
+  s.K = K;
+  s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+  at::Tensor gyc = output_grad(gy, B, H, gts, s.gys);
+  const S* gyb = gyc.data_ptr<S>();
+  s.ghh = g_hh.data_ptr<S>();
+  s.gc = LSTMC ? g_c.data_ptr<S>() : nullptr;
+  s.bc = LSTMC ? bc.data_ptr<S>() : nullptr;
+  s.dsum = dsum.data_ptr<S>();
+  s.dhd = dhd.data_ptr<S>();
+  s.dc = LSTMC ? dc.data_ptr<S>() : nullptr;
+  s.du = LSTMC ? du.data_ptr<S>() : nullptr;
+  S* accp = acc.data_ptr<S>();
+  s.acc_ghh = accp;
+  s.acc_bhh = accp + GH;
+  s.acc_gc = accp + 2 * GH;
+  s.acc_bc = accp + 2 * GH + H;
+  const S* hb = hbuf.data_ptr<S>();
+  const S* cb = LSTMC ? cbuf.data_ptr<S>() : nullptr;
+  const S* gp = gates.data_ptr<S>();
+  const S* xhp = xhh.data_ptr<S>();
+  const S* chp = LSTMC ? ch.data_ptr<S>() : nullptr;
+  const S* rsp = rs.data_ptr<S>();
+  S* dap = da.data_ptr<S>();
+  S* drp = dr.data_ptr<S>();
+  S* dsp = dsum.data_ptr<S>();
+  const S* dhdp = dhd.data_ptr<S>();
+
+  const int64_t P0 = team_size(B, G, H);
+  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, false);
+  const int64_t P = static_cast<int64_t>(shards.size());
+  at::Tensor dpart = at::empty({P, B, H}, opts);  // each shard's share of dh_prev
+  S* dpp = dpart.data_ptr<S>();
+  std::vector<double> parts(static_cast<size_t>(2 * P * B * 2));
+  double* pp = parts.data();
+  const auto first_fn = LSTMC ? SEQLAB_ISA(lnlstm_bwd_cell<S>) : SEQLAB_ISA(lngru_bwd_gates<S>);
+  const auto gates_fn = SEQLAB_ISA(lnlstm_bwd_gates<S>);
+  const auto rec_fn = SEQLAB_ISA(ln_bwd_rec<S>);
+  const int64_t last = LSTMC ? 2 : 1;
+  std::optional<BlasThreads> loop_threads;
+  if (P == 1) loop_threads.emplace(B * G * H * H);
+
+  ln_team(P, T, last + 1, [&](int64_t q, int64_t step, int64_t phase) {
+    LnShard<S>& sh = shards[q];
+    const int64_t n = sh.u1 - sh.u0, GN = G * n;
+    const int64_t t = reverse ? step : T - 1 - step;
+    const int64_t prev = reverse ? t + 1 : t;
+    LnBwd<S> st = s;
+    st.n = n;
+    st.u0 = sh.u0;
+    st.t = t;
+    st.st = sh.sp;
+    st.rs = rsp + t * B * K;
+    st.g = gp + t * B * gs;
+    st.xhh = xhp + t * B * GH;
+    st.ch = chp ? chp + t * B * H : nullptr;
+    st.hp = hb + prev * B * H;
+    st.cp = cb ? cb + prev * B * H : nullptr;
+    st.gy = gyb + t * gts;
+    st.da = dap + t * B * GH;
+    st.dr = drp + t * B * GH;
+    st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
+    if (phase == 0) {
+      if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
+        for (int64_t b = 0; b < B; ++b) {
+          S* __restrict out = dsp + b * H + sh.u0;
+          const S* __restrict d = dhdp + b * H + sh.u0;
+          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          for (int64_t r = 0; r < P; ++r) {
+            const S* __restrict pr = dpp + (r * B + b) * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+          }
+        }
+      }
+      st.part = pp + q * B * 2;
+      first_fn(st);
+    } else if (phase < last) {  // LSTM: the cell LN's backward, the gates' dA
+      ln_combine_sums<S>(pp, P, B, H, sh.sp);
+      st.part = pp + (P + q) * B * 2;
+      gates_fn(st);
+    } else {  // the recurrent LN's backward, then this shard's share of dh_prev
+      ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
+      rec_fn(st, G);
+      gemm_p<S>(*sh.pw, false, B, H, GN, st.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
+    }
+  });
+  loop_threads.reset();
+  at::Tensor dh0 = dhd.add(dpart.sum(0));
+  // the input side after the loop: LN(x W_ihᵀ; γ_ih) + b_ih's backward, then the GEMMs
+  // by blocks of rows (kept in cache between the LN pass and the products): the LN backward,
+  // split over threads, each sub-block with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih);
+  // then the block's dx = dP W_ih, dW_ih += dPᵀ x and dW_hh += drᵀ h_prev
+  const int64_t Rc = ln_chunk_rows(GH, sizeof(S));
+  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Rc / 64));
+  at::Tensor sums = at::zeros({nblk, 2, GH}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts), dw_ih = at::zeros({GH, I}, opts);
+  at::Tensor dw_hh = at::zeros({GH, H}, opts);
+  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
+  const S* gip = g_ih.data_ptr<S>();
+  const S* xip = xih.data_ptr<S>();
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
+  S* smp = sums.data_ptr<S>();
+  for (int64_t c0 = 0; c0 < R; c0 += Rc) {
+    const int64_t L = std::min(Rc, R - c0), per = (L + nblk - 1) / nblk;
+    at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r0 = c0 + std::min(L, k * per), r1 = c0 + std::min(L, (k + 1) * per);
+        if (r0 < r1) bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + k * 2 * GH);
+      }
+    });
+    gemm<S>(false, L, I, GH, dap + c0 * GH, GH, wip, I, false, dx.data_ptr<S>() + c0 * I, I);
+    gemm_ta<S>(GH, I, L, dap + c0 * GH, GH, xp + c0 * I, I, true, dw_ih.data_ptr<S>(), I);
+    gemm_ta<S>(GH, H, L, drp + c0 * GH, GH, hpp + c0 * H, H, true, dw_hh.data_ptr<S>(), H);
+  }
+  at::Tensor sum2 = sums.sum(0);
+  at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
+  at::Tensor dg_hh = acc.narrow(0, 0, GH).clone();
+  // LSTM: d(LN_hh output) = dA, so db_hh = Σ dA = db_ih (not accumulated in the loop)
+  at::Tensor db_hh = !has_b_hh ? empty : LSTMC ? sum2[1].clone() : acc.narrow(0, GH, GH).clone();
+  at::Tensor dg_c = LSTMC ? acc.narrow(0, 2 * GH, H).clone() : empty;
+  at::Tensor db_c = LSTMC && has_b_c ? acc.narrow(0, 2 * GH + H, H).clone() : empty;
+  return {dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c};
+}
+
+// ---- argument checks (the ops are reachable directly; see checks.h)
+
+inline void check_ln_mode(const char* op, int64_t mode) {
+  TORCH_CHECK(mode == LN_LSTM || mode == LN_GRU, op, ": mode: expected 0 (lnlstm) or 1 (lngru), got ",
+              mode);
+}
+
+inline std::string ln_why(int64_t mode, const char* shape) {
+  return std::string(shape) + " with G = " + (mode == LN_LSTM ? "4" : "3") + " for mode " +
+         ln_mode_name(mode);
+}
+
+inline void check_ln_params(const char* op, int64_t mode, const at::Tensor& x, int64_t H,
+                            const at::Tensor& w_ih, const at::Tensor& w_hh,
+                            const at::Tensor& g_ih, const at::Tensor& g_hh,
+                            const at::Tensor& g_c, const at::Tensor& b_c) {
+  const int64_t G = mode == LN_LSTM ? 4 : 3, I = x.size(2);
+  check_like(op, "w_ih", w_ih, {G * H, I}, x, ln_why(mode, "(G·H, I)"));
+  check_like(op, "w_hh", w_hh, {G * H, H}, x, ln_why(mode, "(G·H, H)"));
+  check_like(op, "g_ih", g_ih, {G * H}, x, ln_why(mode, "(G·H,)"));
+  check_like(op, "g_hh", g_hh, {G * H}, x, ln_why(mode, "(G·H,)"));
+  if (mode == LN_LSTM) {
+    check_like(op, "g_c", g_c, {H}, x, "(H,) for mode lnlstm");
+    if (b_c.defined()) check_like(op, "b_c", b_c, {H}, x, "(H,) for mode lnlstm");
+  }
+}
+
+inline void check_ln_forward(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                             const at::Tensor& c0, const at::Tensor& w_ih,
+                             const at::Tensor& w_hh, const at::Tensor& b_ih,
+                             const at::Tensor& b_hh, const at::Tensor& g_ih,
+                             const at::Tensor& g_hh, const at::Tensor& g_c,
+                             const at::Tensor& b_c, const at::Tensor& len) {
+  const char* op = "seqlab_engine.ln_forward";
+  check_ln_mode(op, mode);
+  check_x(op, x);
+  const int64_t T = x.size(0), B = x.size(1);
+  TORCH_CHECK(h0.defined() && h0.dim() == 2 && h0.size(0) == B, op,
+              ": h0: expected shape (B, H) with B = ", B, " (from x), got ",
+              h0.defined() ? shape_str(h0.sizes()) : std::string("None"));
+  const int64_t H = h0.size(1), GH = (mode == LN_LSTM ? 4 : 3) * H;
+  check_like(op, "h0", h0, {B, H}, x, "(B, H)");
+  if (mode == LN_LSTM)
+    check_like(op, "c0", c0, {B, H}, x, "(B, H) like h0 (mode lnlstm has a cell state)");
+  check_ln_params(op, mode, x, H, w_ih, w_hh, g_ih, g_hh, g_c, b_c);
+  if (b_ih.defined()) check_like(op, "b_ih", b_ih, {GH}, x, ln_why(mode, "(G·H,)"));
+  if (b_hh.defined()) check_like(op, "b_hh", b_hh, {GH}, x, ln_why(mode, "(G·H,)"));
+  check_lengths(op, len, T, B);
+}
+
+inline void check_ln_backward(int64_t mode, const at::Tensor& x, const at::Tensor& w_ih,
+                              const at::Tensor& w_hh, const at::Tensor& g_ih,
+                              const at::Tensor& g_hh, const at::Tensor& g_c,
+                              const at::Tensor& b_c, const at::Tensor& len,
+                              const at::Tensor& hbuf, const at::Tensor& cbuf,
+                              const at::Tensor& gates, const at::Tensor& xih,
+                              const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs,
+                              const at::Tensor& gy, const at::Tensor& ghn,
+                              const at::Tensor& gcn) {
+  const char* op = "seqlab_engine.ln_backward";
+  check_ln_mode(op, mode);
+  check_x(op, x);
+  const int64_t T = x.size(0), B = x.size(1);
+  TORCH_CHECK(hbuf.defined() && hbuf.dim() == 3, op,
+              ": hbuf: expected shape (T + 1, B, H) as returned by ln_forward, got ",
+              hbuf.defined() ? shape_str(hbuf.sizes()) : std::string("None"));
+  const int64_t H = hbuf.size(2), G = mode == LN_LSTM ? 4 : 3, K = mode == LN_LSTM ? 3 : 2;
+  const std::string saved = "as returned by ln_forward(save=True)";
+  check_like(op, "hbuf", hbuf, {T + 1, B, H}, x, "(T + 1, B, H) " + saved);
+  check_ln_params(op, mode, x, H, w_ih, w_hh, g_ih, g_hh, g_c, b_c);
+  if (mode == LN_LSTM) {
+    check_like(op, "cbuf", cbuf, {T + 1, B, H}, x, "(T + 1, B, H) " + saved);
+    check_like(op, "ch", ch, {T, B, H}, x, "(T, B, H) " + saved);
+    check_like(op, "gcn", gcn, {B, H}, x, "(B, H) like c_n (mode lnlstm)");
+  }
+  check_like(op, "gates", gates, {T, B, 4 * H}, x, "(T, B, 4·H) " + saved);
+  check_like(op, "xih", xih, {T, B, G * H}, x, "(T, B, G·H) " + saved);
+  check_like(op, "xhh", xhh, {T, B, G * H}, x, "(T, B, G·H) " + saved);
+  check_like(op, "rs", rs, {T, B, K}, x, "(T, B, " + std::to_string(K) + ") " + saved);
+  check_like(op, "gy", gy, {T, B, H}, x, "(T, B, H) like the output y", true);
+  check_like(op, "ghn", ghn, {B, H}, x, "(B, H) like h_n");
+  check_lengths(op, len, T, B);
+}
+
+// ---- the ops
+
+std::vector<at::Tensor> ln_forward(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                   const std::optional<at::Tensor>& c0, const at::Tensor& w_ih,
+                                   const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                                   const std::optional<at::Tensor>& b_hh,
+                                   const at::Tensor& g_ih, const at::Tensor& g_hh,
+                                   const std::optional<at::Tensor>& g_c,
+                                   const std::optional<at::Tensor>& b_c,
+                                   const std::optional<at::Tensor>& lengths, bool reverse,
+                                   bool save) {
+  check_ln_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), g_ih, g_hh, opt(g_c),
+                   opt(b_c), opt(lengths));
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_forward", [&] {
+    if (mode == LN_LSTM)
+      return ln_forward_impl<scalar_t, true>(x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
+                                             g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths),
+                                             reverse, save);
+    return ln_forward_impl<scalar_t, false>(x, h0, at::Tensor(), w_ih, w_hh, opt(b_ih),
+                                            opt(b_hh), g_ih, g_hh, at::Tensor(), at::Tensor(),
+                                            opt(lengths), reverse, save);
+  });
+}
+
+std::vector<at::Tensor> ln_backward(int64_t mode, const at::Tensor& x, const at::Tensor& w_ih,
+                                    const at::Tensor& w_hh, const at::Tensor& g_ih,
+                                    const at::Tensor& g_hh, const std::optional<at::Tensor>& g_c,
+                                    const std::optional<at::Tensor>& b_c, bool has_b_ih,
+                                    bool has_b_hh, bool has_b_c,
+                                    const std::optional<at::Tensor>& lengths, bool reverse,
+                                    const at::Tensor& hbuf, const at::Tensor& cbuf,
+                                    const at::Tensor& gates, const at::Tensor& xih,
+                                    const at::Tensor& xhh, const at::Tensor& ch,
+                                    const at::Tensor& rs, const at::Tensor& gy,
+                                    const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
+  check_ln_backward(mode, x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths), hbuf, cbuf,
+                    gates, xih, xhh, ch, rs, gy, ghn, opt(gcn));
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_backward", [&] {
+    if (mode == LN_LSTM)
+      return ln_backward_impl<scalar_t, true>(x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c),
+                                              has_b_ih, has_b_hh, has_b_c, opt(lengths), reverse,
+                                              hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn,
+                                              opt(gcn));
+    return ln_backward_impl<scalar_t, false>(x, w_ih, w_hh, g_ih, g_hh, at::Tensor(),
+                                             at::Tensor(), has_b_ih, has_b_hh, false,
+                                             opt(lengths), reverse, hbuf, cbuf, gates, xih, xhh,
+                                             ch, rs, gy, ghn, at::Tensor());
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(seqlab_engine, m) {
+  m.def("ln_forward", &ln_forward);
+  m.def("ln_backward", &ln_backward);
+}
