@@ -221,3 +221,13 @@ def test_bench_times_a_new_kind():
     assert "lnlstm" in out
     bad = cli("bench", "--models", "lnlstmx", ok=False)
     assert bad.exit_code == 2 and "lnlstm" in bad.output
+
+
+def test_onnx_export_refuses_a_kind_without_an_onnx_operator(tmp_path):
+    from seqlab.export import to_onnx
+
+    lm = LanguageModel(LanguageModelConfig(vocab_size=7, embed_size=4, hidden_size=5,
+                                           cell="lnlstm"))  # fmt: skip
+    with pytest.raises(ValueError, match="no ONNX export for cell kind 'lnlstm'"):
+        to_onnx(lm, torch.randint(0, 7, (1, 4)), tmp_path / "lm.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written
