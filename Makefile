@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seqlab-installed
 
-.PHONY: demo test test-all fuzz lint bench bench-quick bench-inference clean
+.PHONY: demo test test-all fuzz lint bench bench-quick bench-inference bench-quality clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-quick: $(STAMP)
 
 bench-inference: $(STAMP)
 	$(PY) benchmarks/inference_speed.py
+
+# cell quality at an equal CPU budget (issue 13): ~8 CPU-min adding + 15 CPU-min charlm
+bench-quality: $(STAMP)
+	$(PY) benchmarks/cell_quality.py adding --out runs/cell_quality
+	$(PY) benchmarks/cell_quality.py charlm --out runs/cell_quality --jobs 2
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -162,7 +162,8 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     "--model",
     default=None,
     callback=lambda _ctx, _param, value: _model_kinds(value),
-    help="Network kind: " + " | ".join(MODEL_KINDS) + " (default: the task's recipe). "
+    help="Network kind: " + " | ".join(MODEL_KINDS) + " or any registered cell kind "
+    "(lnlstm, lngru, ...; as --set cell=KIND) (default: the task's recipe). "
     "A comma-separated list (rnn,gru,lstm) trains one run per kind with the same settings, "
     "budget and seed, then compares them (as seqlab sweep).",
 )
@@ -284,14 +285,21 @@ def train(
 
 
 def _model_kinds(value: str | None) -> str | None:
-    """``--model``: one kind, or a comma-separated list of distinct kinds (a sweep)."""
+    """``--model``: one kind, or a comma-separated list of distinct kinds (a sweep). The
+    kinds are the registered cell kinds (read only when a name is not a classic one, so
+    ``--help`` does not load torch) and ``transformer``."""
     if value is None:
         return None
     kinds = [k.strip() for k in value.split(",")]
-    bad = [k for k in kinds if k not in MODEL_KINDS]
+    allowed = MODEL_KINDS
+    if any(k not in allowed for k in kinds):
+        from seqlab.functional.spec import cell_choices
+
+        allowed = cell_choices() + tuple(k for k in MODEL_KINDS if k not in cell_choices())
+    bad = [k for k in kinds if k not in allowed]
     if bad or len(set(kinds)) != len(kinds):
         raise click.BadParameter(
-            f"expected one of {', '.join(MODEL_KINDS)} or a list of distinct ones "
+            f"expected one of {', '.join(allowed)} or a list of distinct ones "
             f"(rnn,gru,lstm), got {value!r}",
             param_hint="--model",
         )

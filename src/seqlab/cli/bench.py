@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from rich.table import Table
 
 from seqlab.cli.progress import make_console
+from seqlab.functional.spec import cell_choices
 from seqlab.tasks.base import MODEL_KINDS
 from seqlab.tasks.shakespeare import ShakespeareConfig, build_model
 
@@ -44,7 +45,7 @@ def time_step(
     "--models",
     default=",".join(MODEL_KINDS),
     show_default=True,
-    help="Comma-separated model kinds.",
+    help="Comma-separated model kinds: any registered cell kind (lnlstm, ...) or transformer.",
 )
 @click.option("--hidden", type=int, default=256, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
@@ -67,10 +68,11 @@ def bench(
     check_bench(hidden, batch, seq, repeats, threads)
     torch.set_num_threads(threads)
     kinds = [k.strip() for k in models.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in MODEL_KINDS]
+    allowed = cell_choices() + tuple(k for k in MODEL_KINDS if k not in cell_choices())
+    bad = [k for k in kinds if k not in allowed]
     if bad:
         raise click.BadParameter(
-            f"unknown {bad}; expected some of {', '.join(MODEL_KINDS)}", param_hint="--models"
+            f"unknown {bad}; expected some of {', '.join(allowed)}", param_hint="--models"
         )
     table = Table("model", "ms/step", "tokens/s")
     for kind in kinds:

@@ -138,8 +138,9 @@ def run_sweep(task, kinds, config_file, overrides, options, runs_dir, quiet) -> 
         raise ValueError(f"--models: unknown {bad}; expected some of: {', '.join(allowed)}")
     runs: list[Path] = []
     for kind in kinds:
+        # cell="" (use `model`): a `--set cell=...` would otherwise replace every kind
         run, _summary = run_training(
-            task, config_file, overrides, {**options, "model": kind}, runs_dir, quiet
+            task, config_file, overrides, {**options, "model": kind, "cell": ""}, runs_dir, quiet
         )
         runs.append(run.path)
     page, _pngs, table = compare_runs(runs, Path(runs_dir) / f"sweep-{runs[0].name}")

@@ -45,7 +45,7 @@ from torch import Tensor
 from seqlab.engine import compiled, fused, fused_ln, native, torch_ops
 from seqlab.engine.function import Kernel, RecurrenceFunction
 from seqlab.functional.scan import reference_run
-from seqlab.functional.spec import CellSpec, get_spec
+from seqlab.functional.spec import SPECS, CellSpec, get_spec
 from seqlab.validation import SeqlabTypeError, check_run_lengths
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "EXTRA_KERNELS",
     "Kernel",
     "backends",
+    "kind_backends",
     "register_kernel",
     "resolve_backend",
     "run",
@@ -109,7 +110,42 @@ def backends() -> dict[str, Any]:
         "available": [b for b in BACKENDS if b != "native" or st["available"]],
         "native": st,
         "torch": torch.__version__,
+        "kinds": kind_backends(default),
     }
+
+
+def kind_backends(backend: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per registered cell kind: ``runs_on``, what :func:`run` uses for it under ``backend``
+    (default: the automatic CPU choice) — a kernel's name or ``"reference"`` — and
+    ``kernels``, every kernel that covers it (native, fused, torch, registered extras).
+
+    Read from the registry and the kernels' ``covers`` at call time, so kinds and kernels
+    registered later are listed too. The selection is :func:`run`'s for a non-empty CPU
+    input: the chosen backend's kernel, else a registered kernel of that name, else any
+    kernel that covers the kind, else the reference loop.
+    """
+    name = resolve_backend(backend)
+    pool: list[Any] = [fused.KERNEL, *EXTRA_KERNELS]
+    if name == "native" or (not native.disabled_reason() and native.load() is not None):
+        pool.insert(0, _kernel("native"))
+    out: dict[str, dict[str, Any]] = {}
+    for spec in SPECS.values():
+        covering = [k for k in pool if k.covers(spec)]
+        names = list(dict.fromkeys(k.name for k in covering))
+        if torch_ops.covers(spec.name):
+            names.append("torch")
+        if name == "reference":
+            runs_on = "reference"
+        elif name == "torch" and torch_ops.covers(spec.name):
+            runs_on = "torch"
+        else:
+            chosen = _kernel(name) if name in ("native", "fused") else fused.KERNEL
+            if not chosen.covers(spec):
+                named = [k for k in covering if k.name == name]
+                chosen = (named or covering or [None])[0]
+            runs_on = "reference" if chosen is None else chosen.name
+        out[spec.name] = {"runs_on": runs_on, "kernels": names, "choice": spec.choice}
+    return out
 
 
 def _check(spec: CellSpec, x, state, params, lengths) -> None:

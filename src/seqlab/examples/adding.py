@@ -17,7 +17,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-import seqlab
+from seqlab.models import make_recurrent
 
 BASELINE_MSE = 1.0 / 6.0
 
@@ -37,12 +37,12 @@ def adding_batch(batch: int, length: int, generator: torch.Generator) -> tuple[T
 
 
 class AddingModel(nn.Module):
-    """Recurrent layer → last hidden state → linear head: ``ŷ = w · h_T + b``."""
+    """Recurrent layer (batch first) → last hidden state → linear head: ``ŷ = w · h_T + b``."""
 
     def __init__(self, cell: str, hidden_size: int) -> None:
         super().__init__()
-        layer = {"lstm": seqlab.LSTM, "gru": seqlab.GRU, "rnn": seqlab.RNN}[cell]
-        self.rnn = layer(2, hidden_size, batch_first=True)
+        # any registered cell kind by its cell= name (rnn, lstm, gru, lnlstm, ...)
+        self.rnn = make_recurrent(cell, 2, hidden_size)
         self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, x: Tensor) -> Tensor:

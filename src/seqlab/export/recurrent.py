@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from seqlab.export.graph import BOOL, FLOAT, Graph, helper
+from seqlab.functional.spec import SPECS
 
 # seqlab's row blocks → ONNX's: index of the seqlab block for each ONNX block
 _ONNX_ORDER = {
@@ -240,6 +241,11 @@ def layer_mode(layer) -> str:
             if kind == "rnn":
                 return f"rnn_{getattr(layer, 'nonlinearity', 'tanh')}"
             return kind
+    if isinstance(mode, str) and mode in SPECS:  # a registered kind ONNX has no operator for
+        raise ValueError(
+            f"layer: no ONNX export for cell kind {mode!r}; exportable kinds: "
+            f"{', '.join(sorted(_ONNX_ORDER))}"
+        )
     raise TypeError(
         f"layer: expected seqlab.RNN/LSTM/GRU or torch.nn.RNN/LSTM/GRU, got {type(layer).__name__}"
     )

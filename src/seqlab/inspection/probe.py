@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.cells import Cell
-from seqlab.functional.cells import LSTMState, gru_gates, lstm_gates, rnn_preactivation
+from seqlab.functional.cells import gru_gates, lstm_gates, rnn_preactivation
 from seqlab.functional.scan import reverse_padded, step_mask
+from seqlab.functional.spec import CellSpec, get_spec
 from seqlab.functional.trace import TRACE_NAMES
 
 Traces = dict[str, list[dict[str, Tensor]]]
@@ -50,13 +51,13 @@ def _mode(m: nn.Module) -> str | None:
 
 
 def _is_layer(m: nn.Module) -> bool:
-    return hasattr(m, "num_layers") and hasattr(m, "weight_hh_l0") and _mode(m) is not None
+    return hasattr(m, "num_layers") and hasattr(m, "weight_ih_l0") and _mode(m) is not None
 
 
 def _is_cell(m: nn.Module) -> bool:
     """A seqlab cell running its kind's own step: a subclass overriding ``forward`` or
     ``step`` is left alone (its code, not the kind's step math, is what the model runs)."""
-    if hasattr(m, "num_layers") or not hasattr(m, "weight_hh") or _mode(m) is None:
+    if hasattr(m, "num_layers") or not hasattr(m, "weight_ih") or _mode(m) is None:
         return False
     return not isinstance(m, Cell) or (
         type(m).forward is Cell.forward and type(m).step is Cell.step
@@ -80,6 +81,16 @@ def step(mode: str, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: T
     return (a, h), (h,)
 
 
+def _params(spec: CellSpec, m: nn.Module, suffix: str = "") -> dict[str, Tensor | None]:
+    """The module's parameters by the description's functional names (``weight_ih_l0`` ->
+    ``w_ih``); an absent bias is None."""
+    return {p.name: getattr(m, f"{p.attr}{suffix}", None) for p in spec.params}
+
+
+def _has_c(spec: CellSpec) -> bool:
+    return spec.state[1:2] == ("c",)
+
+
 @dataclass
 class _Piece:
     """One (layer, direction) of one call: trace (T, B, H) in original time order, the
@@ -101,38 +112,42 @@ class _Part:
 
 
 def run_direction(
-    mode: str,
+    mode: str | CellSpec,
     x: Tensor,
     state: tuple[Tensor, ...],
-    weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    weights: dict[str, Tensor | None] | tuple[Tensor, Tensor, Tensor | None, Tensor | None],
     lengths: Tensor | None,
     reverse: bool,
 ) -> tuple[Tensor, tuple[Tensor, ...], _Piece]:
     """One layer direction over time-major ``x`` (T, B, I): (outputs (T, B, H), final, piece).
 
+    ``weights``: the parameters by functional name (any registered kind, whose description
+    gives the projection and the step), or a classic ``(w_ih, w_hh, b_ih, b_hh)``.
     Lengths and reverse follow :func:`seqlab.functional.scan`: row b reads its first
     ``lengths[b]`` steps (backwards when ``reverse``); padded outputs are 0 and the state is
     held there.
     """
-    w_ih, w_hh, b_ih, b_hh = weights
-    xw = F.linear(x, w_ih, b_ih)
+    spec = get_spec(mode)
+    if not isinstance(weights, dict):
+        weights = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), weights, strict=True))
+    xw = spec.project(x, weights)
     if reverse:
         xw = reverse_padded(xw, lengths)
     T = x.shape[0]
     mask = step_mask(lengths, T, x.device)
     records, h_nodes, c_nodes = [], [], []
     for t in range(T):
-        record, new = step(mode, xw[t], state, w_hh, b_hh)
+        new, record = spec.step(xw[t], state, weights)
         if mask is not None:
             m = mask[t].unsqueeze(-1)
             new = tuple(torch.where(m, a, b) for a, b in zip(new, state, strict=True))
             record = tuple(torch.where(m, r, torch.zeros_like(r)) for r in record)
         state = new
         h_nodes.append(state[0])
-        if mode == "lstm":
+        if _has_c(spec):
             c_nodes.append(state[1])
         records.append(record)
-    names = TRACE_NAMES[mode]
+    names = spec.trace
     trace = {n: torch.stack([r[j] for r in records]) for j, n in enumerate(names)}
     if mask is not None:  # outputs: h at valid steps, 0 at padding; read from the h nodes
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -202,6 +217,7 @@ class Probe:
     def _layer_forward(self, owner: str, layer: nn.Module):
         probe = self
         mode = _mode(layer)
+        spec = get_spec(mode)
         torch_layer = isinstance(layer, nn.RNNBase)
 
         def forward(m, x, state=None, lengths=None, trace=False):
@@ -215,7 +231,7 @@ class Probe:
                 xt = xt.detach().requires_grad_()
             T, B = xt.shape[:2]
             D, H = 2 if m.bidirectional else 1, m.hidden_size
-            parts = 2 if mode == "lstm" else 1
+            parts = len(spec.state)
             if state is None:
                 if hasattr(m, "_initial_state"):
                     states = m._initial_state(None, xt, B)
@@ -235,8 +251,7 @@ class Probe:
                 outs = []
                 for d in range(D):
                     sfx = f"_l{layer_i}" + ("_reverse" if d else "")
-                    w = tuple(getattr(m, f"{n}{sfx}", None) for n in
-                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))  # fmt: skip
+                    w = _params(spec, m, sfx)
                     k = layer_i * D + d
                     s0 = tuple(s[k] for s in states)
                     y, sT, piece = run_direction(mode, inp, s0, w, lengths, d == 1)
@@ -248,8 +263,8 @@ class Probe:
             part.calls.append(pieces)
             out = inp.transpose(0, 1) if m.batch_first else inp
             stacked = [torch.stack(f) for f in finals]
-            if mode == "lstm":
-                final = tuple(stacked) if torch_layer else LSTMState(*stacked)
+            if len(stacked) > 1:
+                final = tuple(stacked) if torch_layer else spec.pack(stacked)
             else:
                 final = stacked[0]
             if trace:
@@ -260,7 +275,7 @@ class Probe:
 
     def _cell_forward(self, owner: str, k: int, cell: nn.Module):
         probe = self
-        mode = _mode(cell)
+        spec = get_spec(_mode(cell))
 
         def forward(m, x, state=None):
             if not x.requires_grad:  # a leaf, so saliency ∂L/∂x_t exists; same values
@@ -268,13 +283,13 @@ class Probe:
             if state is None:
                 state = m.initial_state(x.shape[0], dtype=x.dtype, device=x.device)
             s = (state,) if isinstance(state, Tensor) else tuple(state)
-            xw = F.linear(x, m.weight_ih, getattr(m, "bias_ih", None))
-            record, new = step(mode, xw, s, m.weight_hh, getattr(m, "bias_hh", None))
+            params = _params(spec, m)
+            new, record = spec.step(spec.project(x, params), s, params)
             part = probe._part(owner, True)
             if k == 0:
                 part.inputs.append(x)
             part.cell_steps.setdefault(k, []).append((record, new))
-            return LSTMState(*new) if mode == "lstm" else new[0]  # torch.nn's cell return
+            return spec.pack(new)  # torch.nn's cell return: h, or e.g. LSTMState(h, c)
 
         return forward
 

@@ -6,8 +6,14 @@ from torch import Tensor
 
 from seqlab.functional.spec import cell_choices
 
-#: the models' ``cell=`` names, read from the cell descriptions
+#: the models' ``cell=`` names at import time; checks call :func:`cells` (kinds registered
+#: later count too)
 CELLS = cell_choices()
+
+
+def cells() -> tuple[str, ...]:
+    """The models' ``cell=`` names, read from the cell descriptions now."""
+    return cell_choices()
 
 
 def describe(x: object) -> str:

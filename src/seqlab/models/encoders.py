@@ -27,7 +27,7 @@ from seqlab.functional.regularisers import NAMES as REGULARISERS
 from seqlab.functional.scan import detach_state, tree_map
 from seqlab.functional.spec import spec_for_choice
 from seqlab.layers import make_layer
-from seqlab.models._checks import CELLS, check_choice, check_positive
+from seqlab.models._checks import cells, check_choice, check_positive
 from seqlab.wrappers import run_stack
 
 State = Any  # Tensor (L·D, B, H) or LSTMState
@@ -39,6 +39,8 @@ __all__ = [
     "detach_state",
     "make_recurrent",
     "select_batch",
+    "state_from_h",
+    "state_part",
     "top_hidden",
     "zero_state",
 ]
@@ -98,7 +100,7 @@ def make_recurrent(
     ``regularisers``: ``input_dropout``, ``recurrent_dropout``, ``weight_dropout`` of
     seqlab's layers (:mod:`seqlab.functional.regularisers`); torch.nn has none of them.
     """
-    check_choice("cell", cell, CELLS)
+    check_choice("cell", cell, cells())
     check_choice("impl", impl, IMPLS)
     check_positive("input_size", input_size)
     check_positive("hidden_size", hidden_size)
@@ -131,9 +133,24 @@ def as_state(cell: str, state: Any) -> State:
 
 
 def zero_state(cell: str, rows: int, batch: int, hidden: int, like: Tensor) -> State:
+    return state_from_h(cell, like.new_zeros(rows, batch, hidden))
+
+
+def state_from_h(cell: str, h: Tensor, **parts: Tensor) -> State:
+    """The kind's state with ``h`` as its first part, the named ``parts`` (e.g. ``c=...``)
+    where the kind has them, and zeros like ``h`` for its other parts (read from the cell
+    description's ``state``, so any registered kind works, not only the LSTM)."""
     spec = spec_for_choice(cell)
-    h = like.new_zeros(rows, batch, hidden)
-    return spec.pack((h,) + tuple(h.clone() for _ in spec.state[1:]))
+    rest = tuple(parts[n] if n in parts else torch.zeros_like(h) for n in spec.state[1:])
+    return spec.pack((h,) + rest)
+
+
+def state_part(cell: str, state: State, name: str) -> Tensor | None:
+    """The part ``name`` (``"h"``, ``"c"``...) of a kind's state, None if it has no such part."""
+    spec = spec_for_choice(cell)
+    if name not in spec.state:
+        return None
+    return spec.unpack(state)[spec.state.index(name)]
 
 
 def top_hidden(state: State, directions: int = 1) -> Tensor:
@@ -206,7 +223,7 @@ class CellStack(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_choice("cell", cell, CELLS)
+        check_choice("cell", cell, cells())
         check_positive("num_layers", num_layers)
         self.cell = cell
         self.hidden_size = hidden_size

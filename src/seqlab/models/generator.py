@@ -33,10 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from seqlab import decoding
-from seqlab.functional.cells import LSTMState
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_choice, check_positive, check_tokens
-from seqlab.models.encoders import CellStack, State, select_batch
+from seqlab.models.encoders import CellStack, State, select_batch, state_from_h
 from seqlab.sizes import check_sizes
 from seqlab.validation import check_lengths
 
@@ -101,7 +100,7 @@ class Generator(nn.Module):
         B = cond.shape[0]
         if c.init_state:
             h = torch.tanh(self.cond_state(cond)).expand(c.num_layers, -1, -1).contiguous()
-            rnn = LSTMState(h, torch.zeros_like(h)) if c.cell == "lstm" else h
+            rnn = state_from_h(c.cell, h)
         else:
             rnn = self.rnn.initial_state(B, cond)
         t = torch.zeros(B, dtype=torch.long, device=cond.device)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab import decoding
-from seqlab.functional.cells import LSTMState
+from seqlab.functional.scan import tree_map
 from seqlab.losses import sequence_cross_entropy
 from seqlab.models._checks import check_positive, check_tokens
 from seqlab.models.encoders import RecurrentEncoder, State, select_batch, zero_state
@@ -39,9 +39,7 @@ _NO_STATE = object()  # sentinel: loss(batch) vs loss(batch, state=None)
 
 
 def _scale_state(state: State, keep: Tensor) -> State:
-    if isinstance(state, LSTMState):
-        return LSTMState(state.h * keep, state.c * keep)
-    return state * keep
+    return tree_map(lambda s: s * keep, state)  # every state part of any cell kind
 
 
 @dataclass

@@ -41,13 +41,16 @@ from torch import Tensor, nn
 from seqlab import decoding
 from seqlab.functional.cells import LSTMState
 from seqlab.functional.scan import reverse_padded
+from seqlab.functional.spec import spec_for_choice
 from seqlab.losses import sequence_cross_entropy
-from seqlab.models._checks import CELLS, check_choice, check_tokens
+from seqlab.models._checks import cells, check_choice, check_tokens
 from seqlab.models.attention import ATTENTIONS, Attention, masked_softmax
 from seqlab.models.encoders import (
     CellStack,
     RecurrentEncoder,
     select_batch,
+    state_from_h,
+    state_part,
     top_hidden,
     zero_state,
 )
@@ -91,6 +94,11 @@ class Seq2SeqState(NamedTuple):
     feed: Tensor
 
 
+def _has_c(cell: str) -> bool:
+    """Whether the kind's state has a cell part ``c`` (LSTM, LayerNorm LSTM...)."""
+    return "c" in spec_for_choice(cell).state
+
+
 class Seq2Seq(nn.Module):
     """Recurrent encoder-decoder (source and target of different lengths), with optional
     attention (``none``, ``additive`` — Bahdanau, ``dot``/``general`` — Luong).
@@ -106,8 +114,8 @@ class Seq2Seq(nn.Module):
         c = self.config = config
         check_sizes(c, ("src_vocab", "tgt_vocab", "embed_size", "hidden_size", "encoder_layers",
                         "decoder_layers"), ("decoder_hidden_size", "attention_size"))  # fmt: skip
-        check_choice("encoder_cell", c.encoder_cell, CELLS)
-        check_choice("decoder_cell", c.decoder_cell, CELLS)
+        check_choice("encoder_cell", c.encoder_cell, cells())
+        check_choice("decoder_cell", c.decoder_cell, cells())
         check_choice("attention", c.attention, ATTENTIONS)
         check_choice("bridge", c.bridge, BRIDGES)
         D = 2 if c.bidirectional else 1
@@ -155,7 +163,7 @@ class Seq2Seq(nn.Module):
         self.bridge = c.bridge if c.bridge != "auto" else ("identity" if identity_ok else "linear")
         if self.bridge == "linear":
             self.bridge_h = nn.Linear(M, Hd)
-            if c.encoder_cell == c.decoder_cell == "lstm":
+            if "c" in spec_for_choice(c.encoder_cell).state and _has_c(c.decoder_cell):
                 self.bridge_c = nn.Linear(M, Hd)
         self.teacher_forcing = 1.0  # scheduled-sampling ratio used by loss(); set by trainers
 
@@ -182,27 +190,27 @@ class Seq2Seq(nn.Module):
     def _bridge(self, final, B: int, like: Tensor):
         c = self.config
         D, L = self.encoder.directions, c.decoder_layers
-        dec_lstm = c.decoder_cell == "lstm"
         if self.bridge == "none":
             return zero_state(c.decoder_cell, L, B, self.dec_hidden, like)
-        enc_h = final.h if isinstance(final, LSTMState) else final  # (Le·D, B, He)
-        enc_c = final.c if isinstance(final, LSTMState) else None
+        # the state parts are read from the cell descriptions: h, and c where both have one
+        enc_h = state_part(c.encoder_cell, final, "h")  # (Le·D, B, He)
+        enc_c = state_part(c.encoder_cell, final, "c")
 
         def merge(s: Tensor) -> Tensor:  # (Le·D, B, He) -> (Le, B, D·He)
             return (
                 s.reshape(-1, D, B, s.shape[-1]).permute(0, 2, 1, 3).reshape(-1, B, D * s.shape[-1])
             )
 
+        parts = {}
         if self.bridge == "identity":
             h = merge(enc_h)
-            cc = merge(enc_c) if enc_c is not None else torch.zeros_like(h)
+            if enc_c is not None:
+                parts["c"] = merge(enc_c)
         else:
             h = torch.tanh(self.bridge_h(merge(enc_h)[-1])).expand(L, -1, -1).contiguous()
-            if enc_c is not None and dec_lstm:
-                cc = self.bridge_c(merge(enc_c)[-1]).expand(L, -1, -1).contiguous()
-            else:
-                cc = torch.zeros_like(h)
-        return LSTMState(h, cc) if dec_lstm else h
+            if enc_c is not None and _has_c(c.decoder_cell):
+                parts["c"] = self.bridge_c(merge(enc_c)[-1]).expand(L, -1, -1).contiguous()
+        return state_from_h(c.decoder_cell, h, **parts)
 
     # -- decoder side -------------------------------------------------------------------
     def _step(self, tokens: Tensor, state: Seq2SeqState):

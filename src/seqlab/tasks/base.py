@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from seqlab.functional.spec import cell_choices
 from seqlab.tasks import (
-    MODEL_KINDS,  # re-exported here; defined without torch
+    MODEL_KINDS,  # noqa: F401  (re-exported here; defined without torch)
     fitsafe,
 )
 from seqlab.tasks.checks import BadSetting, check_config
@@ -49,7 +50,8 @@ class TaskConfig:
     lr_decay: float = 1.0  # multiply lr by this after an evaluation that did not improve
     lr_final: float = 1.0  # anneal lr linearly to lr·lr_final over the budget (1.0: constant)
     clock: str = "wall"  # what `minutes` counts: wall time, or this process's CPU time ("cpu")
-    model: str = "lstm"  # lstm | gru | rnn | transformer
+    model: str = "lstm"  # a recurrent cell kind (see `cell`) or transformer
+    cell: str = ""  # recurrent cell kind, overrides model: rnn | lstm | gru | lnlstm | lngru | ...
     data: str = ""  # path to the user's own file; empty = the task's real dataset
     encoding: str = "utf-8"  # text encoding of ``data``
     limit: int = 0  # read only the first N items/plays of the dataset (0: all; for smoke tests)
@@ -232,7 +234,22 @@ def resolve_config(
             values[k] = _coerce(cls, k, v, f"--{k.replace('_', '-')}")
     cfg = cls(**values)
     check_config(cfg)  # ranges (batch_size >= 1, 0 < valid_fraction < 1, ...)
+    _apply_cell(cfg)
     return cfg
+
+
+def _apply_cell(cfg: Any) -> None:
+    """``cell=KIND`` names the recurrent cell: checked against the registered kinds (read now,
+    so kinds registered later are valid) and copied into ``model``, which the tasks read."""
+    cell = getattr(cfg, "cell", "")
+    if not cell:
+        return
+    choices = cell_choices()
+    if cell not in choices:
+        raise BadSetting(
+            f"setting 'cell': expected one of {', '.join(repr(c) for c in choices)}, got {cell!r}"
+        )
+    cfg.model = cell
 
 
 class Task:
@@ -244,7 +261,15 @@ class Task:
     Config: ClassVar[type[TaskConfig]]
     metric: ClassVar[str]  # the validation metric the best checkpoint is chosen by
     higher_is_better: ClassVar[bool] = False
-    models: ClassVar[tuple[str, ...]] = MODEL_KINDS
+    #: model kinds besides the recurrent cells (``models`` adds the registered cell kinds)
+    other_models: ClassVar[tuple[str, ...]] = ("transformer",)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The ``model`` settings this task accepts: every registered cell kind's ``cell=``
+        name (:func:`seqlab.functional.cell_choices`, read now, so kinds registered later
+        count) and ``other_models``."""
+        return cell_choices() + tuple(m for m in self.other_models if m not in cell_choices())
 
     def setup(self, cfg: TaskConfig) -> None:
         torch.set_num_threads(auto_threads(cfg.threads)[0])
@@ -292,17 +317,26 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def init_forget_bias(model: nn.Module, value: float = 1.0) -> None:
-    """Start every LSTM forget gate at bias ``value`` (Jozefowicz et al. 2015), gates i,f,g,o.
+    """Start every forget gate at bias ``value`` (Jozefowicz et al. 2015): torch.nn's LSTM and
+    every seqlab recurrent layer whose kind has a gate ``f`` (LSTM, LayerNorm LSTM, ...; the
+    slice is read from the cell description). Cells (decoder stacks) keep their init, as before.
 
     The forget slice of ``b_ih`` is set to ``value`` and that of ``b_hh`` to 0, so the total is
-    ``value`` for torch.nn's and seqlab's LSTM layers alike (same parameter names).
+    ``value`` for torch.nn's and seqlab's layers alike (same parameter names).
     """
-    from seqlab.layers import LSTM
+    from seqlab.functional.spec import SPECS
+    from seqlab.layers import RecurrentLayer
 
     for m in model.modules():
-        if isinstance(m, nn.LSTM | LSTM):
-            for name, p in m.named_parameters():
-                if name.startswith(("bias_ih", "bias_hh")):
-                    H = p.numel() // 4
-                    with torch.no_grad():
-                        p[H : 2 * H].fill_(value if name.startswith("bias_ih") else 0.0)
+        if isinstance(m, nn.LSTM):
+            gates: tuple[str, ...] = ("i", "f", "g", "o")
+        elif isinstance(m, RecurrentLayer) and "f" in SPECS[m.mode].gates:
+            gates = SPECS[m.mode].gates
+        else:
+            continue
+        for name, p in m.named_parameters(recurse=False):
+            if name.startswith(("bias_ih", "bias_hh")) and p.numel() % len(gates) == 0:
+                H = p.numel() // len(gates)
+                k = gates.index("f")
+                with torch.no_grad():
+                    p[k * H : (k + 1) * H].fill_(value if name.startswith("bias_ih") else 0.0)

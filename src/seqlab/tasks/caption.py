@@ -38,9 +38,15 @@ from torch import Tensor, nn
 from seqlab.data import BOS, EOS, PAD, Vocab, pad_batch, split_indices
 from seqlab.data.series import digits
 from seqlab.decoding import beam_search, greedy
-from seqlab.functional.cells import LSTMState
 from seqlab.models.attention import Attention
-from seqlab.models.encoders import CellStack, RecurrentEncoder, State, select_batch
+from seqlab.models.encoders import (
+    CellStack,
+    RecurrentEncoder,
+    State,
+    select_batch,
+    state_from_h,
+    top_hidden,
+)
 from seqlab.tasks.base import (
     Task,
     TaskConfig,
@@ -140,12 +146,12 @@ class Captioner(nn.Module):
         mask = torch.arange(W).unsqueeze(0) < widths.unsqueeze(1)
         v = memory.sum(1) / widths.unsqueeze(1).to(memory.dtype)  # padded outputs are 0
         h = torch.tanh(self.init(v)).unsqueeze(0)
-        rnn = LSTMState(h, torch.zeros_like(h)) if self.cell == "lstm" else h
+        rnn = state_from_h(self.cell, h)
         keys = self.attention.prepare(memory)
         return CaptionState(rnn, memory, keys, mask, torch.zeros(B, dtype=torch.long))
 
     def step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
-        s_prev = state.rnn.h[-1] if self.cell == "lstm" else state.rnn[-1]
+        s_prev = top_hidden(state.rnn)
         ctx, self.last_weights = self.attention(s_prev, state.keys, state.memory, state.mask)
         f = self.embed(tokens)
         if self.feedback == "zeros":
@@ -322,7 +328,7 @@ class CaptionTask(Task):
     Config = CaptionConfig
     metric = "val_exact"
     higher_is_better = True
-    models = ("lstm", "gru", "rnn")
+    other_models = ()  # recurrent cells only
 
     def build(self, cfg: CaptionConfig, vocab_size: int) -> Captioner:
         model = Captioner(cfg, vocab_size)

@@ -226,7 +226,7 @@ class ErrorDetectTask(Task):
     Config = ErrorDetectConfig
     metric = "val_f05"
     higher_is_better = True
-    models = ("lstm", "gru", "rnn")
+    other_models = ()  # recurrent cells only
 
     def sentences(self, cfg: ErrorDetectConfig) -> list[list[str]]:
         if cfg.data:

@@ -169,11 +169,23 @@ def _one_direction(module: nn.Module, suffix: str, batch_first: bool) -> nn.Modu
     """A one-layer, one-direction torch.nn copy of ``module``'s ``_l0{suffix}`` weights."""
     mode = str(module.mode).lower()
     kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
-    if mode not in kinds:
-        raise ValueError(f"module: expected an LSTM, GRU or RNN layer, got mode {module.mode!r}")
-    extra = {"nonlinearity": mode[4:]} if mode.startswith("rnn") else {}
     params = dict(module.named_parameters())
     bias = f"bias_ih_l0{suffix}" in params
+    if mode not in kinds:  # any other registered kind: a one-direction seqlab layer
+        from seqlab.functional.spec import SPECS
+        from seqlab.layers import make_layer
+
+        if module.mode not in SPECS:
+            raise ValueError(
+                f"module: expected a recurrent layer of a registered cell kind, got mode "
+                f"{module.mode!r}"
+            )
+        dtype = params["weight_ih_l0"].dtype
+        copy = make_layer(module.mode, module.input_size, module.hidden_size, bias=bias,
+                          batch_first=batch_first, dtype=dtype)  # fmt: skip
+        copy.load_state_dict({n: params[n + suffix].detach() for n, _ in copy.named_parameters()})
+        return copy
+    extra = {"nonlinearity": mode[4:]} if mode.startswith("rnn") else {}
     copy = kinds[mode](
         module.input_size, module.hidden_size, bias=bias, batch_first=batch_first, **extra
     )
