@@ -133,6 +133,10 @@ def test_caption_train_evaluate_predict(tmp_path):
     assert summary["test_strips"] == 30 and 0.0 <= summary["test_exact"] <= 1.0
     assert {"test_beam3_exact", "test_exact_len2", "test_exact_len5"} <= set(summary)
     assert (run / "attention.png").is_file() and (run / "loss.png").is_file()
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    spans = [e for e in events if e["kind"] == "memory"]
+    assert [e["step"] for e in spans] == [2]  # eval_every=2 within 3 steps
+    assert 0 <= spans[0]["memory_span"] <= 6 and (run / "memory_span.png").is_file()  # ≤ 6 words
     out = json.loads(cli("evaluate", run, "--json").output)
     assert out["test_exact"] == pytest.approx(summary["test_exact"])
     assert out["test_beam3_exact"] == pytest.approx(summary["test_beam3_exact"])
@@ -219,3 +223,50 @@ def test_scheduled_sampling_feeds_the_models_own_words():
     assert not torch.allclose(got, torch.stack(ref, 1))
     with pytest.raises(ValueError, match=r"sampling: expected a probability in \[0, 1\], got 2"):
         CaptionTask().build(CaptionConfig(sampling=2.0), 13)
+
+
+def test_memory_span_probe_equals_finite_differences():
+    """The caption probe's ‖∂ℓ/∂s_t‖ (decoder top state s_t, ℓ the last token's loss) equals
+    central finite differences of ℓ under a perturbation added to s_t (float64)."""
+    from seqlab.data import Vocab
+    from seqlab.tasks.caption import CaptionConfig, Captioner, _span_norms
+
+    torch.manual_seed(0)
+    words = ["seven", "two", "nine"]
+    vocab = Vocab.build([words])
+    model = Captioner(CaptionConfig(hidden=6, embed=5, channels=3), len(vocab)).double().eval()
+    strip = torch.randn(8, 20, dtype=torch.float64)
+    norms = _span_norms([(strip, words, None)], vocab)(model)
+    tgt = torch.tensor([vocab.encode(words, bos=True, eos=True)])
+    x, w = strip[None], torch.tensor([20])
+    cell = model.decoder.cells[-1]
+
+    def loss_with(t_hit, delta):
+        state = model.start(x, w)
+        for t in range(tgt.shape[1] - 1):
+            if t == t_hit:  # s_t + delta, seen by the readout and by every later step
+                original = cell.forward
+                cell.forward = lambda inp, hx=None, f=original: _shift(f(inp, hx), delta)
+            logits, state = model.step(tgt[:, t], state)
+            if t == t_hit:
+                del cell.forward
+        return torch.nn.functional.cross_entropy(logits, tgt[:, -1]).item()
+
+    H, eps = 12, 1e-6  # decoder width 2·hidden
+    assert len(norms) == tgt.shape[1] - 1
+    for t, got in enumerate(norms):
+        fd = torch.tensor([
+            (loss_with(t, _unit(H, j, eps)) - loss_with(t, _unit(H, j, -eps))) / (2 * eps)
+            for j in range(H)
+        ])  # fmt: skip
+        assert got == pytest.approx(float(fd.norm()), rel=1e-6)
+
+
+def _unit(H, j, eps):
+    e = torch.zeros(1, H, dtype=torch.float64)
+    e[0, j] = eps
+    return e
+
+
+def _shift(out, delta):
+    return type(out)(out[0] + delta, *out[1:]) if isinstance(out, tuple) else out + delta

@@ -57,6 +57,7 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.g2p import error_rates
+from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
 from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses, plt
 from seqlab.tasks.rundir import RunDir
@@ -133,6 +134,7 @@ class Captioner(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.cell = cfg.model
         self.last_weights: Tensor | None = None
+        self.last_output: Tensor | None = None
 
     def start(self, images: Tensor, widths: Tensor) -> CaptionState:
         if images.dim() != 3 or images.shape[1] != 8:
@@ -157,6 +159,7 @@ class Captioner(nn.Module):
         if self.feedback == "zeros":
             f = f * (state.t == 0).unsqueeze(1).to(f.dtype)
         s, rnn = self.decoder.step(self.drop(torch.cat([f, ctx], -1)), state.rnn)
+        self.last_output = s  # the top layer's s_t as the readout sees it (memory span)
         o = torch.tanh(self.combine(torch.cat([s, ctx], -1)))
         return self.out(self.drop(o)), state._replace(rnn=rnn, t=state.t + 1)
 
@@ -398,6 +401,7 @@ class CaptionTask(Task):
             got = scores(hyps, [r for _, r, _ in valid], cfg.min_digits, cfg.max_digits)
             return {"val_exact": got["exact"], "val_wer": got["wer"]}
 
+        span = memory_span_callback(cfg, run, progress, _span_norms(valid, vocab))
         result = fit(
             model,
             cfg,
@@ -409,6 +413,7 @@ class CaptionTask(Task):
             run,
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
+            callbacks=[span] if span is not None else None,
         )
         with phase(progress, "evaluation", f"{len(test):,} test strips"):
             model.load_state_dict(run.load_model_files()[0])
@@ -432,8 +437,10 @@ class CaptionTask(Task):
                 for (_, r, _), h in zip(test[:8], hyps, strict=True)
             ],
         }
+        record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
+            plot_memory_span(span, run, cfg.model)
             self._plots(cfg, run, model, vocab, test)
         return summary
 
@@ -503,3 +510,27 @@ class CaptionTask(Task):
                 raise ValueError(f"inputs: no held-out image of digit {ch} in this split")
             idx.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
         return torch.cat([images[i] for i in idx], dim=1), idx
+
+
+def _span_norms(valid: list, vocab: Vocab):
+    """``norms(model)`` for the memory span: ‖∂ℓ/∂s_t‖ over the decoder's steps (its top
+    hidden state s_t) for the longest of the first 200 validation strips, teacher-forced,
+    ℓ the loss of the caption's last token (<eos>)."""
+    if not valid:
+        return None
+    strip, words, _ = max(valid[:200], key=lambda item: len(item[1]))
+    x, w = batch_strips([strip])
+    tgt = torch.tensor([vocab.encode(words, bos=True, eos=True)])
+
+    def norms(model: Captioner) -> list[float]:
+        state = model.start(x.to(model.out.weight.dtype), w)
+        outputs = []
+        for t in range(tgt.shape[1] - 1):
+            logits, state = model.step(tgt[:, t], state)
+            # s_t is the top cell's h itself: the readout reads it and the next step's state
+            # stacks it, so the gradient w.r.t. it is the total ∂ℓ/∂s_t through both
+            outputs.append(model.last_output)
+        loss = F.cross_entropy(logits, tgt[:, -1])
+        return [float(g.norm()) for g in torch.autograd.grad(loss, outputs)]
+
+    return norms
