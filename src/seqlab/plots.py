@@ -9,6 +9,7 @@ function                   picture
 ``trace_heatmaps``         one heatmap per gate/state (units × steps) over the input tokens
 ``state_heatmap``          one (units × steps) heatmap with a colour bar
 ``saliency_bar``           ‖∂output/∂x_t‖ per input token
+``bars``                   stacked bar panels over shared labels (class probabilities, …)
 ``grad_through_time``      ‖∂L/∂h_t‖ per step, log scale, one line per curve
 ``saturation_bar``         share of saturated activations per gate
 ``attention_map``          attention weights α (outputs × inputs) with a colour bar
@@ -52,7 +53,8 @@ def _token_axis(ax, tokens: Sequence[str] | None, n: int, axis: str = "x") -> No
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
 
 
-def _heat(fig: Figure, ax, rows: list[list[float]], name: str, tokens, units=None) -> None:
+def _heat(fig: Figure, ax, rows: list[list[float]], name: str, tokens, units=None,
+          row_label: str = "unit") -> None:  # fmt: skip
     """units × steps image of ``rows`` (T lists of H values) with a colour bar."""
     T = len(rows)
     data = [list(col) for col in zip(*rows, strict=True)] if T else [[]]  # (H, T)
@@ -67,7 +69,7 @@ def _heat(fig: Figure, ax, rows: list[list[float]], name: str, tokens, units=Non
         im = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-m, vmax=m,
                        interpolation="nearest")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
-    ax.set_ylabel(f"{name}\nunit", fontsize=8)
+    ax.set_ylabel(f"{name}\n{row_label}", fontsize=8)
     if units is not None:  # label rows with the units' own numbers
         step = max(1, len(units) // 8)
         ticks = list(range(0, len(units), step))
@@ -103,13 +105,18 @@ def trace_heatmaps(
 
 
 def state_heatmap(
-    values: Any, tokens: Sequence[str] | None = None, name: str = "h", title: str = ""
+    values: Any,
+    tokens: Sequence[str] | None = None,
+    name: str = "h",
+    title: str = "",
+    row_label: str = "unit",
 ) -> Figure:
-    """A single (units × steps) heatmap of ``values`` (T, H) with a colour bar."""
+    """A single (units × steps) heatmap of ``values`` (T, H) with a colour bar; ``row_label``
+    names what the rows are (units, input channels, ...)."""
     rows = _rows(values)
     fig = Figure(figsize=(min(20, max(6, 3 + 0.16 * len(rows))), 3.2))
     ax = fig.subplots()
-    _heat(fig, ax, rows, name, tokens)
+    _heat(fig, ax, rows, name, tokens, row_label=row_label)
     ax.set_xlabel("input step")
     ax.set_title(title or f"{name} over the input", fontsize=10)
     fig.tight_layout()
@@ -127,6 +134,32 @@ def saliency_bar(values: Any, tokens: Sequence[str] | None = None, title: str = 
     ax.set_xlabel("input step")
     ax.set_title(title or "saliency: how much each input step moves the output", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def bars(
+    panels: Mapping[str, Any], labels: Sequence[str], title: str = "", xlabel: str = ""
+) -> Figure:
+    """One bar panel per entry of ``panels`` (its key is the y label), stacked and sharing the
+    x axis labelled with ``labels`` (one value per label in every panel)."""
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none")
+    n = len(labels)
+    fig = Figure(figsize=(min(20, max(6, 3 + 0.2 * n)), 0.8 + 2.4 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for i, (ax, (name, values)) in enumerate(zip(axes, panels.items(), strict=True)):
+        v = _list(values)
+        if len(v) != n:
+            raise ValueError(f"panels[{name!r}]: expected {n} values (one per label), got {len(v)}")
+        ax.bar(range(n), v, color=f"C{i}")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    _token_axis(axes[-1], list(labels), n)
+    axes[-1].set_xlabel(xlabel)
+    if title:
+        axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -11,7 +11,12 @@ shakespeare         character ids (1, T)                      the characters
 sentiment           word ids (1, T) (unknown words: <unk>)    the words
 g2p                 letter ids (1, S)                         the letters
 sunspots            standardised values (1, T) from numbers   the numbers
+translate           source token ids (1, S) (unknown: <unk>)  the source words or characters
+vowels              standardised series (1, T, 12)            the frame numbers 0 … T−1
 ==================  ===========================================================
+
+vowels' ``text`` names a series: ``N`` (the official test series N, counted from 0; empty: 0)
+or ``FILE.ts[:N]`` (series N of a ``.ts`` file of 12-dimensional series, default 0).
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ class LoadedRun:
 
     path: Path
     task: str  # the task's name as it wrote the run
-    kind: str  # what it is: shakespeare | sentiment | g2p | sunspots (stable across renames)
+    kind: str  # shakespeare | sentiment | g2p | sunspots | translate | vowels (stable names)
     config: Any
     model: nn.Module
     vocab: Any = None  # input vocabulary (source letters for g2p); None for sunspots
-    tgt_vocab: Any = None  # g2p: the phoneme vocabulary
-    labels: list[str] | None = None  # sentiment: class names in logit order
+    tgt_vocab: Any = None  # g2p: the phoneme vocabulary; translate: the target vocabulary
+    labels: list[str] | None = None  # sentiment, vowels: class names in logit order
     mean: float = 0.0  # sunspots: the training mean and standard deviation
     std: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +61,22 @@ class LoadedRun:
             return [f"{v:g}" for v in self._numbers(text)]
         if self.kind == "g2p":
             return list(text.lower() if not self.config.data else text)
+        if self.kind == "translate":
+            from seqlab.tasks.g2p import _tokens
+
+            return _tokens(text, self.config.src_tokens)
+        if self.kind == "vowels":
+            return [str(t) for t in range(len(self.series(text)[0]))]
         return list(text)
+
+    def series(self, text: str | None) -> tuple[Tensor, str | None, str]:
+        """vowels: (the raw series (T, 12) named by ``text``, its label in the file or None,
+        where it came from)."""
+        if self.kind != "vowels":
+            raise ValueError(f"text: task {self.task!r} reads no series")
+        from seqlab.tasks.vowels import pick_series
+
+        return pick_series(text)
 
     def _numbers(self, text: str) -> list[float]:
         try:
@@ -73,6 +93,9 @@ class LoadedRun:
             raise ValueError(f"text: seqlab.load has no preprocessing for task {self.task!r}")
         if self.kind == "sunspots":
             return torch.tensor([[(v - self.mean) / self.std for v in self._numbers(text)]])
+        if self.kind == "vowels":
+            x = self.series(text)[0]
+            return ((x - torch.tensor(self.meta["mean"])) / torch.tensor(self.meta["std"]))[None]
         toks = self.tokens(text)
         if not toks:
             raise ValueError(f"text: nothing to read in {text!r}")
@@ -86,7 +109,7 @@ class LoadedRun:
         """Output ids -> tokens (phonemes for g2p, characters for shakespeare)."""
         if isinstance(ids, Tensor):
             ids = ids.tolist()
-        vocab = self.tgt_vocab if self.kind == "g2p" else self.vocab
+        vocab = self.tgt_vocab if self.kind in ("g2p", "translate") else self.vocab
         if vocab is None:
             raise ValueError(f"decode: task {self.task} has no output vocabulary")
         return vocab.decode(ids)
@@ -121,8 +144,10 @@ def load(run_dir: str | Path) -> LoadedRun:
         out.vocab = loaded[1]
     elif kind == "sentiment":
         out.vocab, out.labels = loaded[1], list(loaded[2])
-    elif kind == "g2p":
+    elif kind in ("g2p", "translate"):
         out.vocab, out.tgt_vocab = loaded[1], loaded[2]
+    elif kind == "vowels":
+        out.labels = list(meta["classes"])
     else:
         out.mean, out.std = float(meta["mean"]), float(meta["std"])
     return out
@@ -134,6 +159,8 @@ _KINDS = {
     "SentimentTask": "sentiment",
     "G2PTask": "g2p",
     "SunspotsTask": "sunspots",
+    "TranslateTask": "translate",
+    "VowelsTask": "vowels",
 }
 
 

@@ -22,7 +22,8 @@ from seqlab.runs import HEADLINE, LoadedRun, load, run_info
 from seqlab.training import hidden_grad_norms
 
 # Summary keys that hold a baseline's score on the same held-out split as the headline.
-_BASELINE_SUFFIX = {"val_nats": "_nats", "test_acc": "_acc", "test_per": "", "test_rmse": "_rmse"}
+_BASELINE_SUFFIX = {"val_nats": "_nats", "test_acc": "_acc", "test_per": "", "test_rmse": "_rmse",
+                    "test_bleu": "_bleu", "test_f05": "_f05"}  # fmt: skip
 
 
 def baselines(summary: dict[str, Any], metric: str) -> dict[str, float]:
@@ -40,7 +41,9 @@ def baselines(summary: dict[str, Any], metric: str) -> dict[str, float]:
 
 
 def grad_curve(lr: LoadedRun, text: str | None = None) -> list[float] | None:
-    """‖∂L/∂h_t‖ over the task's example input (None for Transformer runs)."""
+    """‖∂L/∂h_t‖ over the task's example input (None for Transformer, caption and errordetect
+    runs). vowels: the class loss of the series ``text`` names; translate: the pair
+    ``source<TAB>reference`` or the source and its greedy translation."""
     from seqlab.inspection.report import DEFAULT_TEXT
 
     if not lr.recurrent:
@@ -57,23 +60,34 @@ def grad_curve(lr: LoadedRun, text: str | None = None) -> list[float] | None:
             logits = out[0, -1] if out.dim() == 3 else out[0]
             return -F.log_softmax(logits, -1)[int(logits.argmax())]
 
-    elif lr.kind == "g2p":
+    elif lr.kind in ("g2p", "translate"):
         from seqlab.data import BOS, EOS
+        from seqlab.inspection.report import _seq2seq_input
 
-        word = (text or DEFAULT_TEXT["g2p"]).split()[0]
+        word, ref = _seq2seq_input(lr, text)
         src = lr.encode(word)
         src_len = torch.tensor([src.shape[1]])
-        with torch.no_grad():
-            found = model.generate(src, src_len, max_len=lr.config.max_len)
-        hyp = found.tokens[0, : int(found.lengths[0])].tolist()
-        hyp = hyp[:-1] if hyp and hyp[-1] == EOS else hyp
+        if ref is None:
+            with torch.no_grad():
+                found = model.generate(src, src_len, max_len=lr.config.max_len)
+            hyp = found.tokens[0, : int(found.lengths[0])].tolist()
+            hyp = hyp[:-1] if hyp and hyp[-1] == EOS else hyp
+        else:
+            hyp = lr.tgt_vocab.encode(ref)
         inputs = (src, src_len, torch.tensor([[BOS, *hyp]]))
         target = torch.tensor([*hyp, EOS])
 
         def loss(logits, _attn):
             return F.cross_entropy(logits[0], target, reduction="sum")
 
-    else:
+    elif lr.kind == "vowels":
+        x = lr.encode(text or DEFAULT_TEXT["vowels"])
+        inputs = (x, torch.tensor([x.shape[1]]))
+
+        def loss(logits, _none):
+            return -F.log_softmax(logits[0], -1)[int(logits[0].argmax())]
+
+    elif lr.kind == "sunspots":
         from seqlab.tasks.sunspots import load_series, split_points
 
         cfg = lr.config
@@ -86,6 +100,8 @@ def grad_curve(lr: LoadedRun, text: str | None = None) -> list[float] | None:
             return 0.5 * (pred[0] - z[t]) ** 2
 
         return hidden_grad_norms(model, inputs, loss, part="net.encoder").h.tolist()
+    else:  # caption, errordetect: no shared example curve yet
+        return None
 
     return hidden_grad_norms(model, inputs, loss).h.tolist()
 
@@ -127,8 +143,7 @@ def compare_runs(
         events = run.events()
         summary = run.summary() if (info.path / "summary.json").is_file() else {}
         label = _label(info.path, info.model, used)
-        val_key = {"val_nats": "val_nats", "test_acc": "val_acc", "test_per": "val_per",
-                   "test_rmse": "val_rmse"}[metric]  # fmt: skip
+        val_key = "val_nats" if metric == "val_nats" else "val_" + metric.removeprefix("test_")
         curves[label] = {
             "loss": [(e["step"], e["loss"]) for e in events if e.get("kind") == "train"],
             "metric": [

@@ -48,7 +48,10 @@ DEFAULT_TEXT = {
     "shakespeare": "ROMEO:\nBut soft, what light through yonder window breaks?\n",
     "sentiment": "a moving, beautifully acted film, though the plot drags in the middle.",
     "g2p": "inspection",
+    "vowels": "0",  # the first official test series
 }
+# Kinds with a page here (caption and errordetect: :mod:`.tagged`).
+PAGES = ("shakespeare", "sentiment", "g2p", "sunspots", "translate", "vowels")
 
 
 def shown(token: str) -> str:
@@ -235,8 +238,40 @@ def _sentiment(lr: LoadedRun, text: str, stem: str) -> tuple[list[str], list[Sec
     return summary, sections
 
 
+def _joiner(lr: LoadedRun):
+    """How a target sequence is shown: phonemes and target words spaced, characters joined."""
+    if lr.kind == "translate" and lr.config.tgt_tokens == "chars":
+        return "".join
+    return " ".join
+
+
+def _seq2seq_input(lr: LoadedRun, text: str | None) -> tuple[str, list[str] | None]:
+    """(the source as the model reads it, the reference target tokens or None). g2p: the
+    first word of ``text``. translate: ``source`` or ``source<TAB>reference`` (a literal
+    ``\\t`` too); without text, the first test item of the run's corpus and its reference."""
+    if lr.kind == "g2p":
+        text = text or DEFAULT_TEXT["g2p"]
+        return (text.strip().split()[0] if text.strip() else DEFAULT_TEXT["g2p"]), None
+    from seqlab.tasks.g2p import _tokens, load_groups, split_groups
+    from seqlab.tasks.translate import _join
+
+    cfg = lr.config
+    if not text or not text.strip():
+        if not cfg.data or not Path(cfg.data).is_file():
+            raise ValueError(
+                f"text: the run's corpus {cfg.data!r} is not there to pick an example from; "
+                "give --text 'source sentence' (or 'source<TAB>reference')"
+            )
+        src, refs = split_groups(load_groups(cfg), cfg.seed)[2][0]
+        return _join(src, cfg.src_tokens), refs[0]
+    src, sep, ref = text.replace("\\t", "\t").partition("\t")
+    if not src.strip():
+        raise ValueError(f"text: expected a source sentence before the tab, got {text!r}")
+    return src.strip("\n"), (_tokens(ref.strip("\n"), cfg.tgt_tokens) if sep else None)
+
+
 def _g2p_decode(lr: LoadedRun, src: Tensor, src_len: Tensor, beam: int):
-    """(greedy phonemes, a section listing the beams with their scores or None)."""
+    """(greedy output tokens, a section listing the beams with their scores or None)."""
     from seqlab.data import EOS
 
     def strip(ids: list[int]) -> list[int]:
@@ -254,29 +289,34 @@ def _g2p_decode(lr: LoadedRun, src: Tensor, src_len: Tensor, beam: int):
         beams = beam_search(lr.model, lr.model.start(src, src_len), BOS, lr.config.max_len,
                             beam, eos=EOS, pad=PAD, n_best=beam)  # fmt: skip
     rows = []
+    join = _joiner(lr)
     for j in range(beam):
         ids = strip(beams.tokens[0, j, : int(beams.lengths[0, j])].tolist())
-        rows.append([j + 1, " ".join(lr.decode(ids)), float(beams.scores[0, j]),
+        rows.append([j + 1, join(lr.decode(ids)), float(beams.scores[0, j]),
                      float(beams.log_probs[0, j])])  # fmt: skip
     s = Section(f"beam search (beam size {beam})")
     s.paragraphs.append("score = log p / length (length penalty 1); best first.")
-    s.tables.append((["rank", "phonemes", "score", "log p"], rows))
+    what = "phonemes" if lr.kind == "g2p" else "translation"
+    s.tables.append((["rank", what, "score", "log p"], rows))
     return phonemes, s
 
 
-def _g2p(lr: LoadedRun, text: str, stem: str, beam: int) -> tuple[list[str], list[Section]]:
+def _g2p(lr: LoadedRun, text: str | None, stem: str, beam: int):
+    """g2p and translate: greedy output and beams, then the pair (source, greedy output, or
+    the reference when translate's text gives one) read teacher-forced under the probe."""
     from seqlab.data import BOS, EOS
 
     model = lr.model
-    word = text.strip().split()[0] if text.strip() else DEFAULT_TEXT["g2p"]
+    word, ref = _seq2seq_input(lr, text)
     src_tokens = lr.tokens(word)
     src = lr.encode(word)
     src_len = torch.tensor([src.shape[1]])
     phonemes, beams = _g2p_decode(lr, src, src_len, beam)
-    hyp_ids = lr.tgt_vocab.encode(phonemes)
+    target = phonemes if ref is None else ref
+    hyp_ids = lr.tgt_vocab.encode(target)
     tgt_in = torch.tensor([[BOS, *hyp_ids]])
     tgt_out = torch.tensor([[*hyp_ids, EOS]])
-    dec_tokens = ["<bos>", *phonemes]
+    dec_tokens = ["<bos>", *target]
 
     def outputs(result):
         logits = result[0][0]
@@ -285,17 +325,44 @@ def _g2p(lr: LoadedRun, text: str, stem: str, beam: int) -> tuple[list[str], lis
 
     probe, result, sal, grads = _probe_run(lr, lambda: model(src, src_len, tgt_in), outputs)
     alpha = result[1]
-    summary = [f"input word {word!r}: greedy transcription {' '.join(phonemes) or '(empty)'}"]
-    sections = [_saliency_section(sal, "encoder", src_tokens, stem, "log p(transcription)")]
+    join = _joiner(lr)
+    if lr.kind == "g2p":
+        summary = [f"input word {word!r}: greedy transcription {join(phonemes) or '(empty)'}"]
+        what, unit, out_unit = "log p(transcription)", "letters", "phoneme"
+        forced = "its own transcription"
+    else:
+        summary = [f"source {word!r}: greedy translation {join(phonemes) or '(empty)'!r}"]
+        unk = [t for t, i in zip(src_tokens, src[0].tolist(), strict=True)
+               if i == lr.vocab.stoi["<unk>"]]  # fmt: skip
+        if unk:
+            summary.append(f"source tokens unknown to the model (read as <unk>): {unk}")
+        if ref is not None:
+            from seqlab.tasks.translate import scores
+
+            sc = scores([phonemes], [[ref]])
+            summary.append(f"reference {join(ref)!r}: exact match {'yes' if sc['exact'] else 'no'}"
+                           f", token error rate {sc['token_error_rate']:.3f}, sentence BLEU-4 "
+                           f"{sc['bleu']:.3f}")  # fmt: skip
+        forced = "the reference" if ref is not None else "its own greedy translation"
+        what = f"log p({'reference' if ref is not None else 'greedy translation'})"
+        unit, out_unit = "source tokens", "target token"
+    sections = [_saliency_section(sal, "encoder", src_tokens, stem, what)]
     if alpha is not None:
         s = Section("attention")
         s.paragraphs.append(
-            "Row t: the weights α_t over the letters when the decoder, having read the token "
-            "on the left, predicts the next phoneme (teacher-forced on its own transcription)."
+            f"Row t: the weights α_t over the {unit} when the decoder, having read the token "
+            f"on the left, predicts the next {out_unit} (teacher-forced on {forced}); each "
+            "row sums to 1."
         )
         s.figures.append((f"{stem}-attention", plots.attention_map(
             alpha[0].detach(), src_tokens, dec_tokens, f"attention for {word!r}"),
-            "attention weights α (output step × input letter)"))  # fmt: skip
+            f"attention weights α (output step × input {unit})"))  # fmt: skip
+        a = alpha[0].detach()
+        peak = a.argmax(-1).tolist()
+        s.tables.append((["output step", "decoder reads", "predicts", "peak input", "weight"],
+                         [[t, shown(dec_tokens[t]), shown([*dec_tokens[1:], "<eos>"][t]),
+                           shown(src_tokens[j]), float(a[t, j])]
+                          for t, j in enumerate(peak)]))  # fmt: skip
         sections.append(s)
     if beams is not None:
         sections.append(beams)
@@ -380,18 +447,22 @@ def _transformer(lr: LoadedRun, text: str | None, stem: str, beam: int):
     model, cfg = lr.model, lr.config
     summary: list[str] = []
     sections: list[Section] = []
-    if lr.kind == "g2p":
+    if lr.kind in ("g2p", "translate"):
         from seqlab.data import BOS
 
-        word = (text or DEFAULT_TEXT["g2p"]).strip().split()[0]
+        word, ref = _seq2seq_input(lr, text)
         src_tokens = lr.tokens(word)
         src = lr.encode(word)
         src_len = torch.tensor([src.shape[1]])
         phonemes, beams = _g2p_decode(lr, src, src_len, beam)
-        tgt_in = torch.tensor([[BOS, *lr.tgt_vocab.encode(phonemes)]])
-        dec_tokens = ["<bos>", *phonemes]
+        target = phonemes if ref is None else ref
+        tgt_in = torch.tensor([[BOS, *lr.tgt_vocab.encode(target)]])
+        dec_tokens = ["<bos>", *target]
         call = lambda: model(src, src_len, tgt_in)  # noqa: E731
-        summary.append(f"input word {word!r}: greedy transcription {' '.join(phonemes)}")
+        what = "transcription" if lr.kind == "g2p" else "translation"
+        summary.append(f"input {word!r}: greedy {what} {_joiner(lr)(phonemes)!r}"
+                       + (f"; attention read on the reference {_joiner(lr)(ref)!r}"
+                          if ref is not None else ""))  # fmt: skip
         if beams is not None:
             sections.append(beams)
     elif lr.kind == "sunspots":
@@ -433,7 +504,7 @@ def inspect_run(
     """Write ``RUN/inspect.html`` and ``RUN/inspect/*.png`` for ``text`` (each task has a
     default example); returns (page path, PNG paths)."""
     lr = load(run_dir)
-    if lr.kind not in DEFAULT_TEXT and lr.kind not in TAGGED and lr.kind != "sunspots":
+    if lr.kind not in PAGES and lr.kind not in TAGGED:
         raise ValueError(f"run: no inspect page for task {lr.task!r} yet")
     if lr.model.training:
         lr.model.eval()
@@ -448,8 +519,12 @@ def inspect_run(
         summary, sections = _shakespeare(lr, text or DEFAULT_TEXT["shakespeare"], stem)
     elif lr.kind == "sentiment":
         summary, sections = _sentiment(lr, text or DEFAULT_TEXT["sentiment"], stem)
-    elif lr.kind == "g2p":
-        summary, sections = _g2p(lr, text or DEFAULT_TEXT["g2p"], stem, beam)
+    elif lr.kind in ("g2p", "translate"):
+        summary, sections = _g2p(lr, text, stem, beam)
+    elif lr.kind == "vowels":
+        from seqlab.inspection.vowels import inspect_vowels
+
+        summary, sections = inspect_vowels(lr, text, stem)
     else:
         summary, sections = _sunspots(lr, text, stem)
     meta = [f"run {lr.path} — task {lr.task}, model {lr.config.model}", *summary]

@@ -291,6 +291,32 @@ class VowelsTask(Task):
         return out
 
 
+def pick_series(text: str | None) -> tuple[Tensor, str | None, str]:
+    """The series ``text`` names (the inspect page's input): ``N`` is the official test series N
+    (from 0; empty or None: 0), ``FILE.ts`` or ``FILE.ts:N`` series N (default 0) of a ``.ts``
+    file. Returns (the raw series (T, 12), its label in the file or None, a description)."""
+    spec = (text or "").strip() or "0"
+    if spec.isdigit():
+        xs, ys = japanese_vowels("test")
+        name, k = "official test series", int(spec)
+    else:
+        path, idx = (spec, "0") if Path(spec).is_file() else spec.rpartition(":")[::2]
+        if not idx.isdigit() or not Path(path).is_file():
+            raise ValueError(
+                f"text: expected a test series number (0-369) or FILE.ts[:N], got {spec!r}"
+            )
+        xs, labels, _ = read_ts(path)
+        ys = [y or None for y in labels]
+        name, k = f"series of {path}", int(idx)
+    if k >= len(xs):
+        raise ValueError(f"text: series number expected in 0-{len(xs) - 1}, got {k}")
+    if xs[k].shape[1] != 12:
+        raise ValueError(
+            f"text: expected 12 dimensions per frame (LPC coefficients), got {xs[k].shape[1]}"
+        )
+    return xs[k], ys[k], f"{name} {k} ({xs[k].shape[0]} frames)"
+
+
 def _span_norms(xva: list[Tensor], yva: list[int]):
     """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ of the class loss ℓ over the frames
     of the longest validation series (top layer, both directions summed)."""
