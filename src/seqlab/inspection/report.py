@@ -465,6 +465,12 @@ def _transformer(lr: LoadedRun, text: str | None, stem: str, beam: int):
                           if ref is not None else ""))  # fmt: skip
         if beams is not None:
             sections.append(beams)
+    elif lr.kind == "vowels":
+        from seqlab.inspection.vowels import overview
+
+        summary, sections, x, _k = overview(lr, text, stem)
+        src_tokens = dec_tokens = [str(t) for t in range(x.shape[1])]
+        call = lambda: model(x, torch.tensor([x.shape[1]]))  # noqa: E731
     elif lr.kind == "sunspots":
         sections.append(_sunspots_forecast(lr, stem)[0])
         x, _actual, src_tokens = _sunspots_window(lr, text)

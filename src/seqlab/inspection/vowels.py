@@ -21,8 +21,6 @@ at the last step each direction reads (last), and W, b are the classifier head's
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -64,30 +62,20 @@ def contributions(model, x: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
     return (a * o) @ w, a.sum(1) / a.shape[1], float(model.head.bias[k].detach())
 
 
-def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], list[Section]]:
-    """(summary lines, sections) of a vowels run's page for the series ``text`` names."""
-    from seqlab.inspection.report import _part_sections, _probe_run, _saliency_section
-
-    model = lr.model
+def overview(lr: LoadedRun, text: str | None, stem: str):
+    """(summary lines, [input channels, class probabilities] sections, x (1, T, 12), the
+    predicted class k) of the series ``text`` names: for recurrent and Transformer runs."""
     _raw, label, where = lr.series(text)
     x = lr.encode(text)  # (1, T, 12), standardised with the training statistics
     frames = [str(t) for t in range(x.shape[1])]
-    lengths = torch.tensor([x.shape[1]])
-    got: dict[str, Any] = {}
-
-    def outputs(logits):
-        k = int(logits[0].argmax())
-        got["k"], got["p"] = k, torch.softmax(logits[0].detach(), -1)
-        return logits[0, k], -F.log_softmax(logits[0], -1)[k]
-
-    probe, _, sal, grads = _probe_run(lr, lambda: model(x, lengths), outputs)
-    k, p, classes = got["k"], got["p"], lr.labels
+    with torch.no_grad():
+        p = torch.softmax(lr.model(x, torch.tensor([x.shape[1]]))[0], -1)
+    k, classes = int(p.argmax()), lr.labels
     summary = [
         f"input: {where}"
         + (f", speaker {label}" if label is not None else "")
         + f"; predicted speaker {classes[k]} with p = {float(p[k]):.3f}"
     ]
-
     inp = Section("input channels")
     inp.paragraphs.append(
         "The 12 LPC cepstrum coefficients of each frame, standardised with the training "
@@ -96,7 +84,6 @@ def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str
     inp.figures.append((f"{stem}-input", plots.state_heatmap(
         x[0], frames, "x", f"{where}: standardised coefficients", row_label="coefficient"),
         "input coefficients (rows) over the frames"))  # fmt: skip
-
     probs = Section("class probabilities")
     probs.figures.append((f"{stem}-probabilities", plots.bars(
         {"p(speaker)": p}, classes, f"predicted speaker {classes[k]}", "speaker"),
@@ -105,6 +92,23 @@ def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str
              for j, c in enumerate(classes)]  # fmt: skip
     probs.tables.append((["speaker", "p", ""], [[c, float(p[j]), marks[j]]
                                                 for j, c in enumerate(classes)]))  # fmt: skip
+    return summary, [inp, probs], x, k
+
+
+def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str], list[Section]]:
+    """(summary lines, sections) of a recurrent vowels run's page for the series ``text``
+    names."""
+    from seqlab.inspection.report import _part_sections, _probe_run, _saliency_section
+
+    model = lr.model
+    summary, sections, x, k = overview(lr, text, stem)
+    frames = [str(t) for t in range(x.shape[1])]
+    lengths = torch.tensor([x.shape[1]])
+
+    def outputs(logits):
+        return logits[0, k], -F.log_softmax(logits[0], -1)[k]
+
+    probe, _, sal, grads = _probe_run(lr, lambda: model(x, lengths), outputs)
 
     share_c, share_u, bias = contributions(model, x, k)
     pool = Section(f"pooling ({model.config.pooling}): how r forms")
@@ -133,6 +137,6 @@ def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str
         g[0], frames, "∂z_k/∂x", "∂z_k/∂x_{t,c}: each coefficient of each frame",
         row_label="coefficient"), "per-coefficient gradient of the predicted logit"))  # fmt: skip
 
-    sections = [inp, probs, pool, sal_sec]
+    sections += [pool, sal_sec]
     sections += _part_sections(probe, probe.traces(), grads, {"encoder": frames}, stem)
     return summary, sections
