@@ -199,3 +199,38 @@ def test_translate_inspect_attention_beams_and_saliency(tmp_path):
     data.unlink()
     r = cli("inspect", run, ok=False)
     assert r.exit_code == 1 and "is not there to pick an example from" in r.output
+
+
+def test_transformer_pages_for_vowels_and_translate(tmp_path):
+    small = ["--model", "transformer", "--set", "hidden=8", "--set", "heads=2", "--set",
+             "layers=1", "--set", "eval_every=2", "--threads", 1, "-q"]  # fmt: skip
+    run = train(tmp_path / "v", "vowels", *small, "--set", "baseline=false", steps=2)
+    html = check_page(run, cli("inspect", run, "--text", "3").output,
+                      ["inspect-input", "inspect-probabilities",
+                       "inspect-encoder.body.layers.0.self_attn-mean"])  # fmt: skip
+    assert "official test series 3" in html
+    data = write_tsv(tmp_path / "pairs.tsv", toy_pairs(40))
+    run = train(tmp_path / "t", "translate", "--data", data, *small, steps=2)
+    out = cli("inspect", run, "--text", "the red cat sleeps\\tle chat rouge dort").output
+    layers = ["encoder.layers.0.self_attn", "decoder.layers.0.self_attn",
+              "decoder.layers.0.multihead_attn"]  # fmt: skip
+    html = check_page(run, out, [f"inspect-{n}-mean" for n in layers])
+    assert "attention read on the reference &#x27;le chat rouge dort&#x27;" in html
+
+
+def test_compare_translate_runs(tmp_path):
+    """compare used to stop at translate's headline (test_bleu) and read vowels/caption runs
+    as sunspots ones."""
+    data = write_tsv(tmp_path / "pairs.tsv", toy_pairs(40))
+    root = tmp_path / "runs"
+    for model in ("lstm", "gru"):
+        cli("train", "translate", "--data", data, "--model", model, *TRANSLATE,
+            "--max-steps", 2, "--runs-dir", root)  # fmt: skip
+    runs = sorted(root.iterdir())
+    cli("compare", *runs, "--out", tmp_path / "cmp", "--text", "the red cat sleeps")
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert (tmp_path / "cmp" / "compare.png").is_file() and "baseline_copy_bleu" in html
+    table = re.findall(r"<tr><td>(lstm|gru)</td><td>translate</td>(.*?)</tr>", html)
+    assert sorted(m for m, _ in table) == ["gru", "lstm"]
+    spans = [re.findall(r"<td>([^<]*)</td>", cells)[4] for _, cells in table]
+    assert all(s.isdigit() for s in spans), spans  # a memory span measured for each run
