@@ -234,3 +234,23 @@ def test_compare_translate_runs(tmp_path):
     assert sorted(m for m, _ in table) == ["gru", "lstm"]
     spans = [re.findall(r"<td>([^<]*)</td>", cells)[4] for _, cells in table]
     assert all(s.isdigit() for s in spans), spans  # a memory span measured for each run
+
+
+def test_plot_probe_grads_measures_in_eval_mode_and_restores_the_mode(tmp_path):
+    from seqlab.tasks.memspan import plot_probe_grads
+    from seqlab.tasks.rundir import RunDir
+
+    model = torch.nn.Linear(2, 2).train()
+    seen = []
+
+    def norms(m):
+        seen.append(m.training)
+        return [1.0, 0.5, 0.25]
+
+    run = RunDir(tmp_path)
+    plot_probe_grads(norms, model, run, "title")
+    assert seen == [False] and model.training
+    assert (tmp_path / "grad_through_time.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "grad_through_time.png").unlink()
+    plot_probe_grads(None, model, run, "title")  # no probe (a Transformer): no plot
+    assert not (tmp_path / "grad_through_time.png").exists()

@@ -133,6 +133,7 @@ def test_caption_train_evaluate_predict(tmp_path):
     assert summary["test_strips"] == 30 and 0.0 <= summary["test_exact"] <= 1.0
     assert {"test_beam3_exact", "test_exact_len2", "test_exact_len5"} <= set(summary)
     assert (run / "attention.png").is_file() and (run / "loss.png").is_file()
+    assert (run / "grad_through_time.png").is_file()
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     spans = [e for e in events if e["kind"] == "memory"]
     assert [e["step"] for e in spans] == [2]  # eval_every=2 within 3 steps

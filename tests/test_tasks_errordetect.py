@@ -132,6 +132,7 @@ def test_errordetect_train_evaluate_predict(tmp_path):
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["kind"] == "memory"] == [2]  # eval_every=2, 3 steps
     assert s["memory_span"]["step"] == 2 and (run / "memory_span.png").is_file()
+    assert (run / "grad_through_time.png").is_file()
     out = json.loads(cli("evaluate", run, "--json").output)
     assert out["test_f05"] == pytest.approx(s["test_f05"])
     lines = cli("predict", run, "this films are good good", "a fine film .").output.splitlines()

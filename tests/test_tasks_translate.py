@@ -72,7 +72,7 @@ def test_translate_word_level_train_evaluate_predict(tmp_path):
     assert 0.0 <= summary["test_bleu"] <= 1.0
     # the copy baseline: source and target share no word in this grammar
     assert summary["baseline_copy_bleu"] == 0.0
-    assert (run / "attention.png").is_file()
+    assert (run / "attention.png").is_file() and (run / "grad_through_time.png").is_file()
     # evaluate recomputes the held-out numbers from the saved checkpoint
     out = json.loads(cli("evaluate", run, "--json").output)
     assert out["test_bleu"] == pytest.approx(summary["test_bleu"])

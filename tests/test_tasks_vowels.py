@@ -137,6 +137,7 @@ def test_vowels_train_evaluate_predict(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_size"] == 370 and 0.0 <= summary["test_acc"] <= 1.0
     assert summary["steps"] == 4 and (run / "loss.png").is_file()
+    assert (run / "grad_through_time.png").is_file()
     # the memory span at every evaluation (steps 2 and 4), summarised and plotted
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["kind"] == "memory"] == [2, 4]

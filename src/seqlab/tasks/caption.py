@@ -57,7 +57,12 @@ from seqlab.tasks.base import (
     load_config,
 )
 from seqlab.tasks.g2p import error_rates
-from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
+from seqlab.tasks.memspan import (
+    memory_span_callback,
+    plot_memory_span,
+    plot_probe_grads,
+    record_memory_span,
+)
 from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses, plt
 from seqlab.tasks.rundir import RunDir
@@ -401,7 +406,8 @@ class CaptionTask(Task):
             got = scores(hyps, [r for _, r, _ in valid], cfg.min_digits, cfg.max_digits)
             return {"val_exact": got["exact"], "val_wer": got["wer"]}
 
-        span = memory_span_callback(cfg, run, progress, _span_norms(valid, vocab))
+        probe = _span_norms(valid, vocab)
+        span = memory_span_callback(cfg, run, progress, probe)
         result = fit(
             model,
             cfg,
@@ -442,6 +448,13 @@ class CaptionTask(Task):
         with phase(progress, "plots"):
             plot_memory_span(span, run, cfg.model)
             self._plots(cfg, run, model, vocab, test)
+            plot_probe_grads(
+                probe,
+                model,
+                run,
+                f"{cfg.model}: ‖∂ℓ/∂s_t‖ of the last token's loss at each decoder step\n"
+                "longest validation strip, teacher-forced",
+            )
         return summary
 
     def _plots(self, cfg: CaptionConfig, run: RunDir, model: Captioner, vocab: Vocab, test):

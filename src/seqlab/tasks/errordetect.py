@@ -55,7 +55,12 @@ from seqlab.tasks.base import (
     init_forget_bias,
     load_config,
 )
-from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
+from seqlab.tasks.memspan import (
+    memory_span_callback,
+    plot_memory_span,
+    plot_probe_grads,
+    record_memory_span,
+)
 from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -325,7 +330,8 @@ class ErrorDetectTask(Task):
             th = best_threshold(s, t)
             return {f"val_{k}": v for k, v in prf(s, t, th).items()} | {"val_threshold": th}
 
-        span = memory_span_callback(cfg, run, progress, _span_norms(val))
+        probe = _span_norms(val) if cfg.model != "transformer" else None
+        span = memory_span_callback(cfg, run, progress, probe)
         result = fit(
             model,
             cfg,
@@ -375,6 +381,14 @@ class ErrorDetectTask(Task):
                 "val_f05",
                 run.path / "loss.png",
                 f"{self.name} ({cfg.model}): training loss and validation F0.5",
+            )
+            plot_probe_grads(
+                probe,
+                model,
+                run,
+                f"{cfg.model}: ‖∂ℓ/∂h_t‖ of the last word's tag loss at each word\n"
+                "a validation sentence, top layer",
+                by_position=True,
             )
         return summary
 

@@ -174,6 +174,7 @@ class G2PTask(Task):
 
     # What a subclass (``translate``) changes: the items, the held-out scores, the labels.
     unit = "word"  # what one source item is called in messages
+    src_unit, tgt_unit = "letter", "phoneme"  # one source / target token, in plot labels
     plot_metric_label = "validation phoneme error rate"
     plot_loss_label = "training cross-entropy (nats/phoneme)"
 
@@ -205,6 +206,10 @@ class G2PTask(Task):
 
     def _example(self, src: list[str], hyp: list[str], cfg: G2PConfig) -> str:
         return f"{''.join(src)} -> {' '.join(hyp)}"
+
+    def _source_text(self, src: list[str], cfg: G2PConfig) -> str:
+        """A source item as text (a plot's label)."""
+        return "".join(src)
 
     def train(self, cfg: G2PConfig, run: RunDir, progress=None) -> dict[str, Any]:
         self.setup(cfg)
@@ -344,9 +349,9 @@ class G2PTask(Task):
                 batch_first=True,
             )
         plot_grad_through_time(
-            {"".join(src_tokens): flow.h.tolist()},
+            {self._source_text(src_tokens, cfg): flow.h.tolist()},
             run.path / "grad_through_time.png",
-            f"{cfg.model}, attention={cfg.attention}: ‖∂ℓ(last phoneme)/∂h_t‖ (decoder)",
+            f"{cfg.model}, attention={cfg.attention}: ‖∂ℓ(last {self.tgt_unit})/∂h_t‖ (decoder)",
         )
         if cfg.attention != "none":
             with torch.no_grad():
@@ -356,7 +361,7 @@ class G2PTask(Task):
                 src_tokens,
                 ["<bos>", *refs[0]],
                 run.path / "attention.png",
-                "attention weights: decoder input (row) × letter",
+                f"attention weights: decoder input (row) × {self.src_unit}",
             )
 
     def load(self, run: RunDir):

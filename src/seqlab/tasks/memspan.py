@@ -57,3 +57,28 @@ def plot_memory_span(span: MemorySpan | None, run: RunDir, model_name: str) -> N
         return
     fig = span.figure(f"{model_name}: memory span while training")
     fig.savefig(run.path / "memory_span.png", dpi=110)
+
+
+def plot_probe_grads(
+    norms: Callable[[nn.Module], list[float]] | None,
+    model: nn.Module,
+    run: RunDir,
+    title: str,
+    by_position: bool = False,
+) -> None:
+    """``grad_through_time.png``: the memory-span probe's ‖∂ℓ/∂h_t‖ (``norms``) measured once
+    more on ``model`` as it leaves training (the kept checkpoint), in eval mode. Nothing
+    without a probe (``norms`` None, e.g. a Transformer)."""
+    if norms is None:
+        return
+    from seqlab.tasks.plots import plot_grad_through_time
+
+    was_training = model.training
+    model.eval()
+    try:
+        curve = norms(model)
+    finally:
+        model.train(was_training)
+    plot_grad_through_time(
+        {"kept checkpoint": curve}, run.path / "grad_through_time.png", title, by_position
+    )

@@ -54,6 +54,7 @@ class TranslateTask(G2PTask):
     metric = "val_bleu"
     higher_is_better = True
     unit = "item"
+    src_unit, tgt_unit = "source token", "target token"
     plot_metric_label = "validation BLEU-4"
     plot_loss_label = "training cross-entropy (nats/token)"
 
@@ -78,6 +79,9 @@ class TranslateTask(G2PTask):
 
     def _example(self, src: list[str], hyp: list[str], cfg: TranslateConfig) -> str:
         return f"{_join(src, cfg.src_tokens)} -> {_join(hyp, cfg.tgt_tokens)}"
+
+    def _source_text(self, src: list[str], cfg: TranslateConfig) -> str:
+        return _join(src, cfg.src_tokens)
 
     def _test(self, model, src_vocab, tgt_vocab, test_g, cfg: TranslateConfig) -> dict[str, Any]:
         srcs, refs = [s for s, _ in test_g], [r for _, r in test_g]

@@ -39,7 +39,12 @@ from seqlab.tasks.base import (
 )
 from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.dtw import _pad, nn1_dtw
-from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
+from seqlab.tasks.memspan import (
+    memory_span_callback,
+    plot_memory_span,
+    plot_probe_grads,
+    record_memory_span,
+)
 from seqlab.tasks.phases import native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
@@ -196,7 +201,8 @@ class VowelsTask(Task):
         def evaluate():
             return {f"val_{k}": v for k, v in self._score(scored, xva or xtr, yva or ytr).items()}
 
-        span = memory_span_callback(cfg, run, progress, _span_norms(xva, yva))
+        probe = _span_norms(xva, yva) if cfg.model != "transformer" else None
+        span = memory_span_callback(cfg, run, progress, probe)
         result = fit(
             model,
             cfg,
@@ -247,6 +253,14 @@ class VowelsTask(Task):
                 "val_acc",
                 run.path / "loss.png",
                 f"{self.name} ({cfg.model}): training loss and validation accuracy",
+            )
+            plot_probe_grads(
+                probe,
+                model,
+                run,
+                f"{cfg.model}: ‖∂ℓ/∂h_t‖ of the class loss at each frame\nlongest validation "
+                "series, top layer" + (" (both directions)" if cfg.bidirectional else ""),
+                by_position=True,
             )
         return summary
 
