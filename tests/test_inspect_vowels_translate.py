@@ -103,6 +103,9 @@ def test_vowels_inspect_probabilities_saliency_and_pooling(tmp_path):
     shares = [float(r[1]) for r in pool]
     assert sum(shares) == pytest.approx(1.0, abs=1e-3)
     assert all(abs(s * R - round(s * R)) < 1e-2 for s in shares)
+    # bidirectional: the share splits into the forward and the backward direction's units
+    halves = rows(section(html, "pooling (max): how r forms"), 5)
+    assert [float(r[3]) + float(r[4]) for r in halves] == pytest.approx(shares, abs=2e-4)
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])

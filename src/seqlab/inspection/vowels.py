@@ -111,22 +111,31 @@ def inspect_vowels(lr: LoadedRun, text: str | None, stem: str) -> tuple[list[str
     probe, _, sal, grads = _probe_run(lr, lambda: model(x, lengths), outputs)
 
     share_c, share_u, bias = contributions(model, x, k)
+    a = pooling_weights(model, x)[1]
+    R, D = a.shape[1], model.encoder.directions
+    H = R // D
+    halves = [a[:, :H].sum(1) / R, a[:, H:].sum(1) / R] if D == 2 else []
     pool = Section(f"pooling ({model.config.pooling}): how r forms")
     pool.paragraphs.append(
         f"r_u = Σ_t A_tu o_tu over the top layer's outputs o_t; c_t = Σ_u W_ku A_tu o_tu is frame "
         f"t's part of the predicted speaker's logit z_k = Σ_t c_t + b_k (b_k = {bias:.4g}); "
-        "the share of r's units is Σ_u A_tu / R."
+        "the share of r's units is Σ_u A_tu / R"
+        + (", split into the forward and the backward direction's units." if halves else ".")
+    )
+    panels = (
+        {"share of r: forward units": halves[0], "share of r: backward units": halves[1]}
+        if halves
+        else {"share of r's units": share_u}
     )
     pool.figures.append((f"{stem}-pooling", plots.bars(
-        {"share of r's units": share_u, "c_t (part of z_k)": share_c}, frames,
+        {**panels, "c_t (part of z_k)": share_c}, frames,
         f"how the pooled vector forms ({model.config.pooling} pooling)", "frame"),
         "each frame's share of the pooled vector and its part of the predicted logit"))  # fmt: skip
-    pool.tables.append(
-        (
-            ["frame", "share of r's units", "c_t"],
-            [[t, float(share_u[t]), float(share_c[t])] for t in range(len(frames))],
-        )
-    )
+    pool.tables.append((
+        ["frame", "share of r's units", "c_t"] + (["forward", "backward"] if halves else []),
+        [[t, float(share_u[t]), float(share_c[t]), *(float(h[t]) for h in halves)]
+         for t in range(len(frames))],
+    ))  # fmt: skip
 
     # ∂z_k/∂x_{t,c} by plain autograd (the probe gives its norm over c)
     xg = x.clone().requires_grad_()
