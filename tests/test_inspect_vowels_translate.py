@@ -6,6 +6,8 @@ translate example)."""
 
 import copy
 import html as html_lib
+import json
+import math
 import re
 
 import pytest
@@ -257,3 +259,20 @@ def test_plot_probe_grads_measures_in_eval_mode_and_restores_the_mode(tmp_path):
     (tmp_path / "grad_through_time.png").unlink()
     plot_probe_grads(None, model, run, "title")  # no probe (a Transformer): no plot
     assert not (tmp_path / "grad_through_time.png").exists()
+
+
+def test_same_split_baselines_in_the_live_display(tmp_path):
+    """Known answers: copying the source of an identity corpus scores validation BLEU 1; the
+    class prior of JapaneseVowels' balanced validation split costs ln 9 nats."""
+    same = [(s, s) for s, _ in toy_pairs(40)]
+    data = write_tsv(tmp_path / "same.tsv", same)
+    quiet = [a for a in TRANSLATE if a != "-q"]
+    out = cli("train", "translate", "--data", data, *quiet, "--max-steps", 1,
+              "--runs-dir", tmp_path / "t").output  # fmt: skip
+    assert "same-split baseline copy source: 1\n" in out
+    out = cli("train", "vowels", *[a for a in VOWELS if a != "-q"], "--max-steps", 1,
+              "--runs-dir", tmp_path / "v").output  # fmt: skip
+    assert f"same-split baseline class prior: {math.log(9):.4g}\n" in out
+    (run,) = (tmp_path / "v").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_class_prior_loss"] == pytest.approx(math.log(9))

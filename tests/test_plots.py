@@ -153,3 +153,10 @@ def test_bidirectional_gradient_rejects_what_it_cannot_split():
         bidirectional_grad_norms(
             nn.GRU(3, 4, num_layers=2, bidirectional=True), torch.randn(5, 1, 3), lambda o: o.sum()
         )
+
+
+def test_loss_figure_stars_the_kept_step_when_another_metric_chose_it():
+    events = [{"kind": "eval", "step": s, "acc": a} for s, a in ((1, 0.5), (2, 0.9), (3, 0.7))]
+    fig = loss_figure(events, "acc", "t", higher_is_better=True, best_step=3)
+    (star,) = [ln for ln in fig.axes[1].lines if ln.get_marker() == "*"]
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([3], [0.7])

@@ -463,6 +463,7 @@ class CaptionTask(Task):
             "val_exact",
             run.path / "loss.png",
             f"{self.name} ({cfg.model}, feedback={cfg.feedback}): loss, exact match",
+            higher_is_better=True,
         )
         if test:
             strip, ref, _ = max(test[:50], key=lambda s: len(s[1]))

@@ -381,6 +381,7 @@ class ErrorDetectTask(Task):
                 "val_f05",
                 run.path / "loss.png",
                 f"{self.name} ({cfg.model}): training loss and validation F0.5",
+                higher_is_better=True,
             )
             plot_probe_grads(
                 probe,

@@ -39,7 +39,7 @@ from seqlab.tasks.base import (
 )
 from seqlab.tasks.batches import ShuffledBatches
 from seqlab.tasks.memspan import memory_span_callback, plot_memory_span, record_memory_span
-from seqlab.tasks.phases import native_build, phase
+from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_attention, plot_grad_through_time, plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms
@@ -239,6 +239,9 @@ class G2PTask(Task):
             parameters=count_parameters(model),
         )
         eval_g = valid_g[: cfg.eval_words] if cfg.eval_words else valid_g
+        val_base = self._valid_baselines(eval_g, cfg)
+        for name, value in val_base.items():
+            baseline(progress, name, value)
 
         def collate(idx):
             src, src_len = pad_batch([xs[i] for i in idx])
@@ -305,10 +308,17 @@ class G2PTask(Task):
                 f"{self.name} ({cfg.model}, attention={cfg.attention}) on {self.data_name(cfg)}",
                 metric_label=self.plot_metric_label,
                 loss_label=self.plot_loss_label,
+                higher_is_better=self.higher_is_better,
+                baselines=val_base,
             )
             if test_g and cfg.model != "transformer":
                 self._diagnostics(model, src_vocab, tgt_vocab, test_g, cfg, run)
         return summary
+
+    def _valid_baselines(self, eval_g, cfg) -> dict[str, float]:
+        """Baselines of the validation metric on the evaluated items ``eval_g``, for the live
+        line and the loss plot (g2p: none)."""
+        return {}
 
     def _span_norms(self, valid_g, src_vocab, tgt_vocab):
         """``norms(model)`` for the memory span: ‖∂ℓ/∂h_t‖ over the decoder's steps of the

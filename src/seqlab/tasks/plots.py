@@ -33,11 +33,13 @@ def loss_figure(
     metric_label: str | None = None,
     loss_label: str = "training loss",
     higher_is_better: bool = False,
+    best_step: int | None = None,
 ) -> Figure:
     """Two stacked axes sharing the step axis: the training loss per logged step (top) and
     the validation ``metric`` at each evaluation (bottom) with the same-split ``baselines`` as
     dashed lines. The best evaluation, the checkpoint the run keeps, is starred, and a dotted
-    vertical line marks its step on both axes."""
+    vertical line marks its step on both axes; ``best_step`` names that evaluation when
+    another metric chose the checkpoint (vowels plots accuracy, keeps the lowest loss)."""
     train = [(e["step"], e["loss"]) for e in events if e.get("kind") == "train"]
     evals = [(e["step"], e[metric]) for e in events if e.get("kind") == "eval" and metric in e]
     fig, (ax_loss, ax_val) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -48,7 +50,8 @@ def loss_figure(
     if evals:
         ax_val.plot(*zip(*evals, strict=True), "o-", label=f"validation {metric}")
         pick = max if higher_is_better else min
-        best_step, best = pick(evals, key=lambda sv: sv[1])
+        chosen = [sv for sv in evals if sv[0] == best_step]
+        best_step, best = chosen[0] if chosen else pick(evals, key=lambda sv: sv[1])
         ax_val.plot(
             [best_step], [best], "*", ms=16, color="C3", label=f"best checkpoint ({best:.4g})"
         )

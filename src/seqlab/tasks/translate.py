@@ -83,6 +83,12 @@ class TranslateTask(G2PTask):
     def _source_text(self, src: list[str], cfg: TranslateConfig) -> str:
         return _join(src, cfg.src_tokens)
 
+    def _valid_baselines(self, eval_g, cfg: TranslateConfig) -> dict[str, float]:
+        """Copying the source, scored as the validation BLEU is (same items, all references)."""
+        if not eval_g:
+            return {}
+        return {"copy source": bleu([s for s, _ in eval_g], [r for _, r in eval_g])}
+
     def _test(self, model, src_vocab, tgt_vocab, test_g, cfg: TranslateConfig) -> dict[str, Any]:
         srcs, refs = [s for s, _ in test_g], [r for _, r in test_g]
         hyps = self.transcribe(model, src_vocab, tgt_vocab, srcs, cfg.max_len, beam=cfg.beam)

@@ -18,6 +18,7 @@ trained on all 270 series.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from seqlab.tasks.memspan import (
     plot_probe_grads,
     record_memory_span,
 )
-from seqlab.tasks.phases import native_build, phase
+from seqlab.tasks.phases import baseline, native_build, phase
 from seqlab.tasks.plots import plot_losses
 from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms
@@ -164,6 +165,7 @@ class VowelsTask(Task):
         xtr, ytr = norm([series[i] for i in tr]), [classes.index(labels[i]) for i in tr]
         xva, yva = norm([series[i] for i in va]), [classes.index(labels[i]) for i in va]
         xte, yte = norm(test_x), [classes.index(y) for y in test_y]
+        val_base = self._valid_baselines(series, labels, tr, va, cfg, progress)
         model = self.build(cfg, len(classes))
         meta = {
             "task": self.name,
@@ -244,15 +246,22 @@ class VowelsTask(Task):
                 summary["baseline_1nn_dtw_acc"] = sum(
                     p == y for p, y in zip(pred, test_y, strict=True)
                 ) / len(test_y)
+        summary |= {f"val_{k}": v for k, v in val_base.items()}
         record_memory_span(span, summary)
         run.write_summary(summary)
         with phase(progress, "plots"):
             plot_memory_span(span, run, cfg.model)
+            dtw = val_base.get("1nn_dtw_acc")
             plot_losses(
                 run.events(),
                 "val_acc",
                 run.path / "loss.png",
                 f"{self.name} ({cfg.model}): training loss and validation accuracy",
+                baselines={"1-NN DTW": dtw} if dtw is not None else {},
+                metric_label="validation accuracy",
+                loss_label="training cross-entropy (nats/series)",
+                higher_is_better=True,
+                best_step=result.best.get("step"),  # kept by validation loss, not accuracy
             )
             plot_probe_grads(
                 probe,
@@ -263,6 +272,26 @@ class VowelsTask(Task):
                 by_position=True,
             )
         return summary
+
+    @staticmethod
+    def _valid_baselines(series, labels, tr, va, cfg: VowelsConfig, progress) -> dict[str, float]:
+        """Same-split baselines on the validation series: ``class_prior_loss``, the class
+        prior's cross-entropy −mean log q(y) (q: training class shares; the live line compares
+        the validation loss with it) and, with ``baseline``, ``1nn_dtw_acc`` (the loss plot's
+        dashed line). Both go to the summary with a ``val_`` prefix."""
+        if not va:
+            return {}
+        counts = {c: sum(labels[i] == c for i in tr) for c in set(labels)}
+        prior = -sum(math.log(counts[labels[i]] / len(tr)) for i in va) / len(va)
+        baseline(progress, "class prior", prior)
+        out = {"class_prior_loss": prior}
+        if cfg.baseline:
+            with phase(progress, "baseline", f"1-NN DTW on the {len(va)} validation series"):
+                pred = nn1_dtw([series[i] for i in tr], [labels[i] for i in tr],
+                               [series[i] for i in va])  # fmt: skip
+            right = sum(p == labels[i] for p, i in zip(pred, va, strict=True))
+            out["1nn_dtw_acc"] = right / len(va)
+        return out
 
     def load(self, run: RunDir):
         weights, meta = run.load_model_files()
