@@ -108,6 +108,15 @@ def test_vowels_inspect_probabilities_saliency_and_pooling(tmp_path):
     # bidirectional: the share splits into the forward and the backward direction's units
     halves = rows(section(html, "pooling (max): how r forms"), 5)
     assert [float(r[3]) + float(r[4]) for r in halves] == pytest.approx(shares, abs=2e-4)
+    # bad series
+    r = cli("inspect", run, "--text", "999", ok=False)
+    assert r.exit_code == 1 and "series number expected in 0-369, got 999" in r.output
+    r = cli("inspect", run, "--text", "nope.ts:x", ok=False)
+    assert "expected a test series number (0-369) or FILE.ts[:N], got 'nope.ts:x'" in r.output
+    narrow = tmp_path / "narrow.ts"
+    narrow.write_text("@data\n1,2:3,4:1\n")
+    r = cli("inspect", run, "--text", f"{narrow}:0", ok=False)
+    assert "expected 12 dimensions per frame" in r.output and "got 2" in r.output
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
@@ -127,18 +136,6 @@ def test_pooled_vector_decomposition_matches_the_models_pooling(pooling, bidirec
         c, share, b = contributions(model, x, k)
         assert float(c.sum()) + b == pytest.approx(float(z[k]), abs=1e-5)
         assert float(share.sum()) == pytest.approx(1.0)
-
-
-def test_vowels_inspect_bad_series(tmp_path):
-    run = train(tmp_path / "runs", "vowels", *VOWELS, steps=1)
-    r = cli("inspect", run, "--text", "999", ok=False)
-    assert r.exit_code == 1 and "series number expected in 0-369, got 999" in r.output
-    r = cli("inspect", run, "--text", "nope.ts:x", ok=False)
-    assert "expected a test series number (0-369) or FILE.ts[:N], got 'nope.ts:x'" in r.output
-    narrow = tmp_path / "narrow.ts"
-    narrow.write_text("@data\n1,2:3,4:1\n")
-    r = cli("inspect", run, "--text", f"{narrow}:0", ok=False)
-    assert "expected 12 dimensions per frame" in r.output and "got 2" in r.output
 
 
 def test_translate_inspect_attention_beams_and_saliency(tmp_path):
@@ -200,7 +197,11 @@ def test_translate_inspect_attention_beams_and_saliency(tmp_path):
     src_text, ref_text = re.search(r"source '([^']*)'.*?reference '([^']*)'", page, re.S).groups()
     assert (src_text, ref_text) in set(toy_pairs(80))
 
-    # no corpus left and no text: a clear error
+    # bad pairs, then no corpus left and no text: clear errors
+    r = cli("inspect", run, "--text", f"{source}\\t", ok=False)
+    assert r.exit_code == 1 and "expected a reference after the tab" in r.output
+    r = cli("inspect", run, "--text", "\\tle chat", ok=False)
+    assert "expected a source sentence before the tab" in r.output
     data.unlink()
     r = cli("inspect", run, ok=False)
     assert r.exit_code == 1 and "is not there to pick an example from" in r.output
@@ -216,11 +217,11 @@ def test_transformer_pages_for_vowels_and_translate(tmp_path):
     assert "official test series 3" in html
     data = write_tsv(tmp_path / "pairs.tsv", toy_pairs(40))
     run = train(tmp_path / "t", "translate", "--data", data, *small, steps=2)
-    out = cli("inspect", run, "--text", "the red cat sleeps\\tle chat rouge dort").output
+    out = cli("inspect", run, "--text", "the red cat sleeps\\tle chat bleu dort").output
     layers = ["encoder.layers.0.self_attn", "decoder.layers.0.self_attn",
               "decoder.layers.0.multihead_attn"]  # fmt: skip
     html = check_page(run, out, [f"inspect-{n}-mean" for n in layers])
-    assert "attention read on the reference &#x27;le chat rouge dort&#x27;" in html
+    assert "attention read on the reference &#x27;le chat bleu dort&#x27;" in html
 
 
 def test_compare_translate_runs(tmp_path):

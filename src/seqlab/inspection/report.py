@@ -12,14 +12,17 @@ task          output y (saliency)             loss L (gradient through time)
 shakespeare   top next-character logit        −log p(that character) after the text
 sentiment     the predicted class's logit     −log p(predicted class)
 g2p           log p(greedy transcription)     −log p(greedy transcription)
+translate     log p(greedy translation), or   −log p(the same)
+              log p(reference) with one
 sunspots      the forecast                    squared error to the actual value (or ŷ²/2)
 ============  ==============================  ==============================================
 
-(caption and errordetect: :mod:`seqlab.inspection.tagged`.)
+(caption and errordetect: :mod:`seqlab.inspection.tagged`; vowels:
+:mod:`seqlab.inspection.vowels`.)
 
-plus attention maps and beams with scores (g2p) and forecast vs actual with the baselines
-(sunspots). "Saturated": a sigmoid gate below 0.05 or above 0.95 (|a| > 2.94), a tanh value
-(LSTM ``g``, GRU ``n``, RNN ``h``) beyond ±0.95 (|a| > 1.83).
+plus attention maps and beams with scores (g2p, translate) and forecast vs actual with the
+baselines (sunspots). "Saturated": a sigmoid gate below 0.05 or above 0.95 (|a| > 2.94), a tanh
+value (LSTM ``g``, GRU ``n``, RNN ``h``) beyond ±0.95 (|a| > 1.83).
 """
 
 from __future__ import annotations
@@ -267,7 +270,10 @@ def _seq2seq_input(lr: LoadedRun, text: str | None) -> tuple[str, list[str] | No
     src, sep, ref = text.replace("\\t", "\t").partition("\t")
     if not src.strip():
         raise ValueError(f"text: expected a source sentence before the tab, got {text!r}")
-    return src.strip("\n"), (_tokens(ref.strip("\n"), cfg.tgt_tokens) if sep else None)
+    ref_tokens = _tokens(ref.strip("\n"), cfg.tgt_tokens) if sep else None
+    if ref_tokens == []:
+        raise ValueError(f"text: expected a reference after the tab, got {text!r}")
+    return src.strip("\n"), ref_tokens
 
 
 def _g2p_decode(lr: LoadedRun, src: Tensor, src_len: Tensor, beam: int):
@@ -338,6 +344,10 @@ def _g2p(lr: LoadedRun, text: str | None, stem: str, beam: int):
             summary.append(f"source tokens unknown to the model (read as <unk>): {unk}")
         if ref is not None:
             from seqlab.tasks.translate import scores
+
+            unk_ref = [t for t in ref if t not in lr.tgt_vocab.stoi]
+            if unk_ref:
+                summary.append(f"reference tokens unknown to the model (read as <unk>): {unk_ref}")
 
             sc = scores([phonemes], [[ref]])
             summary.append(f"reference {join(ref)!r}: exact match {'yes' if sc['exact'] else 'no'}"

@@ -346,7 +346,8 @@ def pick_series(text: str | None) -> tuple[Tensor, str | None, str]:
         path, idx = (spec, "0") if Path(spec).is_file() else spec.rpartition(":")[::2]
         if not idx.isdigit() or not Path(path).is_file():
             raise ValueError(
-                f"text: expected a test series number (0-369) or FILE.ts[:N], got {spec!r}"
+                "text: expected a test series number (0-369) or FILE.ts[:N], got "
+                + (repr(spec) if len(spec) <= 60 else f"{spec[:60]!r}… ({len(spec)} characters)")
             )
         xs, labels, _ = read_ts(path)
         ys = [y or None for y in labels]
