@@ -58,6 +58,7 @@ __all__ = [
     "resolve_backend",
     "run",
     "run_layer",
+    "run_proj",
 ]
 
 BACKENDS = ("native", "fused", "torch", "reference")
@@ -365,3 +366,10 @@ register_kernel(_minimal.KERNEL)
 from seqlab.engine.native_ln import KERNEL as _NATIVE_LN  # noqa: E402
 
 register_kernel(_NATIVE_LN)
+
+
+# the projected LSTM (proj_size): its fused kernel, and the native one while the library is loaded
+from seqlab.engine import fused_proj as _fused_proj  # noqa: E402
+from seqlab.engine.proj import run_proj  # noqa: E402
+
+register_kernel(_fused_proj.KERNEL)
