@@ -370,6 +370,8 @@ register_kernel(_NATIVE_LN)
 
 # the projected LSTM (proj_size): its fused kernel, and the native one while the library is loaded
 from seqlab.engine import fused_proj as _fused_proj  # noqa: E402
+from seqlab.engine import native_proj as _native_proj  # noqa: E402
 from seqlab.engine.proj import run_proj  # noqa: E402
 
+register_kernel(_native_proj.KERNEL)
 register_kernel(_fused_proj.KERNEL)

@@ -153,10 +153,10 @@ def backward(
     dx = (da2 @ w_ih).view(T, B, -1)
     dw_ih = da2.t() @ x.reshape(T * B, -1)
     dw_hh = da2.t() @ h_prev
-    db = da2.sum(0)
-    empty = x.new_empty(0)
+    db_ih = da2.sum(0) if has_b_ih else x.new_empty(0)
+    db_hh = da2.sum(0) if has_b_hh else x.new_empty(0)  # its own tensor: autograd may keep it
     dw_hr = dhs.view(T * B, P).t() @ m_all.reshape(T * B, H)
-    return dx, dh, dc, dw_ih, dw_hh, db if has_b_ih else empty, db if has_b_hh else empty, dw_hr
+    return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
 class ProjKernel:
