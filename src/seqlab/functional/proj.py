@@ -1,4 +1,4 @@
-"""The LSTM with a projection (torch.nn's ``proj_size``), on the reference loop.
+"""The LSTM with a projection (torch.nn's ``proj_size``): the reference loop and its description.
 
 Sak et al. 2014 (LSTMP): the recurrent and output state is a projection of the cell output,
 ``h' = (o ⊙ tanh(c')) @ w_hrᵀ`` with ``w_hr`` (P, H), so ``h`` has P < H units while ``c``
