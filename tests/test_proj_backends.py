@@ -297,3 +297,20 @@ def test_native_ops_check_their_arguments():
     gy = torch.zeros(3, 2, 6, dtype=F64)  # H wide where P belongs
     with pytest.raises(RuntimeError, match=r"proj_backward: gy: expected shape \(3, 2, 2\)"):
         ops.proj_backward(x, w_ih, w_hh, w_hr, True, True, None, False, hbuf, cbuf, gates, gy, h, c)
+
+
+@pytest.mark.slow
+def test_compiled_model_equals_eager():
+    """torch.compile of a 2-layer bidirectional proj LSTM with lengths: outputs, final state
+    and every gradient equal eager (Dynamo runs the fused kernel; minutes to compile here)."""
+    model = seqlab.LSTM(4, 8, 2, proj_size=3, bidirectional=True)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+
+    def run(fn):
+        y, (h, c) = fn(x, lengths=lengths)
+        loss = (y * y).sum() + h.sum() + c.sum()
+        return [y, h, c, *torch.autograd.grad(loss, [x, *model.parameters()])]
+
+    for a, b in zip(run(torch.compile(model)), run(model), strict=True):
+        assert_close(a, b, torch.float32, "compiled vs eager")

@@ -23,7 +23,8 @@ Which cell kinds a backend covers is read from their descriptions
 (:mod:`seqlab.functional.spec`): a kind with a kernel id runs on the fused and (if
 ``spec.native``) the native kernel; other kinds run on a kernel registered for them
 (:func:`register_kernel`; e.g. the LayerNorm cells' :mod:`.fused_ln`), else on the
-reference loop.
+reference loop. The LSTM with a projection (``proj_size``) has its own entry,
+:func:`run_proj` (:mod:`.proj`), with a kernel per backend registered the same way.
 
 Forward equations per cell kind are in :mod:`seqlab.functional.cells`. The backward is, per
 step and in reverse time order, ``dA_t = ∂L/∂(x_t W_ihᵀ + b)`` from the saved gates and
