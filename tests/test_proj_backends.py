@@ -314,3 +314,27 @@ def test_compiled_model_equals_eager():
 
     for a, b in zip(run(torch.compile(model)), run(model), strict=True):
         assert_close(a, b, torch.float32, "compiled vs eager")
+
+
+@pytest.mark.skipif(not HAS_NATIVE, reason="native backend unavailable")
+def test_native_ops_empty_sizes():
+    """Direct calls with T = 0, B = 0 or H = 0 return correctly shaped results."""
+    ops = native.load()
+    for T, B, H, P in ((0, 2, 6, 2), (3, 0, 6, 2), (3, 2, 0, 0)):
+        x = torch.randn(T, B, 4, dtype=F64)
+        h0, c0 = torch.randn(B, P, dtype=F64), torch.randn(B, H, dtype=F64)
+        w_ih, w_hh = torch.randn(4 * H, 4, dtype=F64), torch.randn(4 * H, P, dtype=F64)
+        w_hr = torch.randn(P, H, dtype=F64)
+        y, h, c, hbuf, cbuf, gates = ops.proj_forward(
+            x, h0, c0, w_ih, w_hh, None, None, w_hr, None, False, True
+        )
+        assert y.shape == (T, B, P) and h.shape == (B, P) and c.shape == (B, H)
+        if T == 0:
+            assert torch.equal(h, h0) and torch.equal(c, c0)
+        grads = ops.proj_backward(
+            x, w_ih, w_hh, w_hr, False, False, None, False, hbuf, cbuf, gates,
+            torch.ones_like(y), torch.ones_like(h), torch.ones_like(c),
+        )  # fmt: skip
+        assert [tuple(g.shape) for g in grads] == [
+            (T, B, 4), (B, P), (B, H), (4 * H, 4), (4 * H, P), (0,), (0,), (P, H)
+        ]  # fmt: skip

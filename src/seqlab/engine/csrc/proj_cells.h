@@ -16,8 +16,9 @@
 // of the P columns of h_t = m_t W_hrᵀ and the team meets again. The backward mirrors it:
 // (0) dm = dh W_hr for own units, their dA, dc; (1) own columns of dh_{t−1} = dA_t W_hh.
 // One thread (small steps, or one torch thread) runs the same phases in turn. The per-step
-// products use gemm.h's packed/panel GEMMs with the shard's slices of the weights. The input projection is one GEMM before the loop; dx, dW_ih, dW_hh, the
-// bias gradient and dW_hr = Σ_t dh_tᵀ m_t are single GEMMs over all T·B rows after it.
+// products use gemm.h's packed/panel GEMMs with the shard's slices of the weights. The input
+// projection is one GEMM before the loop; dx, dW_ih, dW_hh, the bias gradient and
+// dW_hr = Σ_t dh_tᵀ m_t are single GEMMs over all T·B rows after it.
 
 template <typename S>
 struct ProjStep {
@@ -25,7 +26,7 @@ struct ProjStep {
   int64_t u0 = 0, u1 = 0;        // the cell units handled by this call: [u0, u1)
   const int64_t* len = nullptr;  // valid steps per batch row, or null (all valid)
   S* g = nullptr;         // (B, 4H) forward: xw_t in, activated gates out; backward: saved
-  const S* rec = nullptr; // forward: h_{t−1} times the shard's rows of W_hh (B, 4n), n = u1 − u0
+  const S* rec = nullptr; // forward: h_{t−1} times the shard's rows of W_hh (B, 4n), n = u1−u0
   const S* cp = nullptr;  // c_{t−1} (B, H)
   S* cc = nullptr;        // c_t (B, H): written by the forward, read by the backward
   S* m = nullptr;         // out: m_t = o ⊙ tanh c_t (B, H), 0 on padded rows
@@ -88,7 +89,8 @@ std::vector<ProjShard<S>> proj_shards(const at::Tensor& w_hh, const at::Tensor& 
   const S* whh = w_hh.data_ptr<S>();
   const S* whr = w_hr.data_ptr<S>();
   std::vector<ProjShard<S>> out;
-  for (int64_t u0 = 0; u0 < H; u0 += step) {
+  // (H = 0, from a direct call of the op: one empty shard, so the loops still run)
+  for (int64_t u0 = 0; u0 < H || out.empty(); u0 += std::max<int64_t>(step, 1)) {
     ProjShard<S>& k = out.emplace_back();
     k.u0 = u0;
     k.u1 = std::min(H, u0 + step);
