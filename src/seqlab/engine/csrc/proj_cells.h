@@ -153,38 +153,40 @@ std::vector<at::Tensor> proj_forward_impl(const at::Tensor& x, const at::Tensor&
   const int64_t* lens = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   std::vector<ProjShard<S>> shards = proj_shards<S>(w_hh, w_hr, B, T, true);
   const ProjRows<S> fwd = SEQLAB_ISA(proj_fwd<S>);
-  BlasThreads small(B * G * P);
-  // two phases per step, the team meeting after each: (0) the shard's units' gates, c, m;
-  // (1) the shard's columns of h = m W_hrᵀ (reads every unit's m)
-  run_team(static_cast<int64_t>(shards.size()), 2 * T, [&](int64_t q, int64_t sp) {
-    ProjShard<S>& k = shards[q];
-    const int64_t kk = sp / 2, t = reverse ? T - 1 - kk : kk;
-    const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
-    const S* hp = hb + prev * B * P;
-    if (sp % 2 == 0) {
-      const int64_t n = k.u1 - k.u0;
-      S* rec = k.tmp.template data_ptr<S>();
-      gemm_p<S>(*k.pw, true, B, 4 * n, P, hp, P, k.w.template data_ptr<S>(), P, false, rec,
-                4 * n);
-      ProjStep<S> s;
-      s.H = H, s.t = t, s.u0 = k.u0, s.u1 = k.u1, s.len = lens;
-      s.g = gb + t * B * G, s.rec = rec, s.m = mb;
-      s.cp = cb + prev * B * H, s.cc = cb + cur * B * H;
-      fwd(s, 0, B);
-      return;
-    }
-    const int64_t np = k.p1 - k.p0;
-    if (np == 0) return;
-    S* hc = hb + cur * B * P;
-    gemm_p<S>(*k.pw2, true, B, np, H, mb, H, whr + k.p0 * H, H, false, hc + k.p0, P);
-    if (lens) {  // padded rows carry h and output 0
-      for (int64_t b = 0; b < B; ++b) {
-        const bool ok = t < lens[b];
-        if (!ok) put_cols(hc, hp, b, P, k.p0, k.p1);
-        put_cols(yb + t * B * P, ok ? hc : nullptr, b, P, k.p0, k.p1);
+  {  // per-step products on one BLAS thread when small (not the GEMMs after the loop)
+    BlasThreads small(B * G * P);
+    // two phases per step, the team meeting after each: (0) the shard's units' gates, c, m;
+    // (1) the shard's columns of h = m W_hrᵀ (reads every unit's m)
+    run_team(static_cast<int64_t>(shards.size()), 2 * T, [&](int64_t q, int64_t sp) {
+      ProjShard<S>& k = shards[q];
+      const int64_t kk = sp / 2, t = reverse ? T - 1 - kk : kk;
+      const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
+      const S* hp = hb + prev * B * P;
+      if (sp % 2 == 0) {
+        const int64_t n = k.u1 - k.u0;
+        S* rec = k.tmp.template data_ptr<S>();
+        gemm_p<S>(*k.pw, true, B, 4 * n, P, hp, P, k.w.template data_ptr<S>(), P, false, rec,
+                  4 * n);
+        ProjStep<S> s;
+        s.H = H, s.t = t, s.u0 = k.u0, s.u1 = k.u1, s.len = lens;
+        s.g = gb + t * B * G, s.rec = rec, s.m = mb;
+        s.cp = cb + prev * B * H, s.cc = cb + cur * B * H;
+        fwd(s, 0, B);
+        return;
       }
-    }
-  });
+      const int64_t np = k.p1 - k.p0;
+      if (np == 0) return;
+      S* hc = hb + cur * B * P;
+      gemm_p<S>(*k.pw2, true, B, np, H, mb, H, whr + k.p0 * H, H, false, hc + k.p0, P);
+      if (lens) {  // padded rows carry h and output 0
+        for (int64_t b = 0; b < B; ++b) {
+          const bool ok = t < lens[b];
+          if (!ok) put_cols(hc, hp, b, P, k.p0, k.p1);
+          put_cols(yb + t * B * P, ok ? hc : nullptr, b, P, k.p0, k.p1);
+        }
+      }
+    });
+  }
   return {y, hbuf.select(0, end).clone(), cbuf.select(0, end).clone(), hbuf, cbuf, gates};
 }
 
@@ -233,35 +235,37 @@ std::vector<at::Tensor> proj_backward_impl(const at::Tensor& x, const at::Tensor
   if (T > 0) take_gy(dh, step_at(0), 0, P);
   std::vector<ProjShard<S>> shards = proj_shards<S>(w_hh, w_hr, B, T, false);
   const ProjRows<S> bwd = SEQLAB_ISA(proj_bwd<S>);
-  BlasThreads small(B * G * P);
-  // two phases per step: (0) dm = dh W_hr for the shard's units, their dA, dc, m;
-  // (1) the shard's columns of dh_{t−1} = dA_t W_hh (reads every unit's dA), then dy_{t−1}
-  run_team(static_cast<int64_t>(shards.size()), 2 * T, [&](int64_t q, int64_t sp) {
-    ProjShard<S>& k = shards[q];
-    const int64_t kk = sp / 2, t = step_at(kk);
-    const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
-    S* dhp = dh + (kk % 2) * B * P;
-    if (sp % 2 == 0) {
-      const int64_t n = k.u1 - k.u0;
-      S* dm = k.tmp.template data_ptr<S>();
-      gemm_p<S>(*k.pw, false, B, n, P, dhp, P, w_hr.data_ptr<S>() + k.u0, H, false, dm, n);
-      ProjStep<S> s;
-      s.H = H, s.t = t, s.u0 = k.u0, s.u1 = k.u1, s.len = lens;
-      s.g = const_cast<S*>(gb) + t * B * G, s.dm = dm, s.dc = dcb;
-      s.cp = cb + prev * B * H, s.cc = const_cast<S*>(cb) + cur * B * H;
-      s.m = mb + t * B * H, s.da = dab + t * B * G;
-      bwd(s, 0, B);
-      return;
-    }
-    const int64_t np = k.p1 - k.p0;
-    if (np == 0) return;
-    S* dhq = dh + ((kk + 1) % 2) * B * P;
-    gemm_p<S>(*k.pw2, false, B, np, G, dab + t * B * G, G, whh + k.p0, P, false, dhq + k.p0, P);
-    if (lens)  // padded rows pass dh on unchanged
-      for (int64_t b = 0; b < B; ++b)
-        if (t >= lens[b]) put_cols(dhq, dhp, b, P, k.p0, k.p1);
-    if (kk + 1 < T) take_gy(dhq, step_at(kk + 1), k.p0, k.p1);
-  });
+  {  // per-step products on one BLAS thread when small (not the GEMMs after the loop)
+    BlasThreads small(B * G * P);
+    // two phases per step: (0) dm = dh W_hr for the shard's units, their dA, dc, m;
+    // (1) the shard's columns of dh_{t−1} = dA_t W_hh (reads every unit's dA), then dy_{t−1}
+    run_team(static_cast<int64_t>(shards.size()), 2 * T, [&](int64_t q, int64_t sp) {
+      ProjShard<S>& k = shards[q];
+      const int64_t kk = sp / 2, t = step_at(kk);
+      const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
+      S* dhp = dh + (kk % 2) * B * P;
+      if (sp % 2 == 0) {
+        const int64_t n = k.u1 - k.u0;
+        S* dm = k.tmp.template data_ptr<S>();
+        gemm_p<S>(*k.pw, false, B, n, P, dhp, P, w_hr.data_ptr<S>() + k.u0, H, false, dm, n);
+        ProjStep<S> s;
+        s.H = H, s.t = t, s.u0 = k.u0, s.u1 = k.u1, s.len = lens;
+        s.g = const_cast<S*>(gb) + t * B * G, s.dm = dm, s.dc = dcb;
+        s.cp = cb + prev * B * H, s.cc = const_cast<S*>(cb) + cur * B * H;
+        s.m = mb + t * B * H, s.da = dab + t * B * G;
+        bwd(s, 0, B);
+        return;
+      }
+      const int64_t np = k.p1 - k.p0;
+      if (np == 0) return;
+      S* dhq = dh + ((kk + 1) % 2) * B * P;
+      gemm_p<S>(*k.pw2, false, B, np, G, dab + t * B * G, G, whh + k.p0, P, false, dhq + k.p0, P);
+      if (lens)  // padded rows pass dh on unchanged
+        for (int64_t b = 0; b < B; ++b)
+          if (t >= lens[b]) put_cols(dhq, dhp, b, P, k.p0, k.p1);
+      if (kk + 1 < T) take_gy(dhq, step_at(kk + 1), k.p0, k.p1);
+    });
+  }
   at::Tensor dh0 = dhb.select(0, T % 2).clone();
   const at::Tensor da2 = da.view({T * B, G});
   const at::Tensor hprev = hbuf.narrow(0, reverse ? 1 : 0, T).reshape({T * B, P});
