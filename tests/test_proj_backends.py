@@ -338,3 +338,27 @@ def test_native_ops_empty_sizes():
         assert [tuple(g.shape) for g in grads] == [
             (T, B, 4), (B, P), (B, H), (4 * H, 4), (4 * H, P), (0,), (0,), (P, H)
         ]  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_native_team_layer_equals_torch_nn(threads, spy):
+    """The native layer at sizes whose steps split into a team of two (2 threads; uneven
+    shards of 24/20 cell units and 12/13 projected columns) = torch.nn in float64: 2 layers,
+    bidirectional, batch_first, packed and ``lengths=`` input."""
+    _needs("native")
+    T, B, I, H, P = 6, 13, 5, 44, 25  # noqa: E741
+    ours, ref = _twins("native", I, H, P, 2, True, True)
+    lengths = torch.tensor([6, 2, 3, 6, 1, 5, 2, 6, 4, 3, 5, 2, 6])
+    for packed in (False, True):
+        x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
+        state = (
+            torch.randn(4, B, P, dtype=F64, requires_grad=True),
+            torch.randn(4, B, H, dtype=F64, requires_grad=True),
+        )
+        want, want_g = _outputs_and_grads(ref, x, state, lengths, True, True, T)
+        got, got_g = _outputs_and_grads(ours, x, state, lengths, packed, True, T)
+        for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
+            assert_close(a, b, F64, f"{name} (packed={packed})")
+        for name in want_g:
+            assert_close(got_g[name], want_g[name], F64, f"{name} (packed={packed})")
+    assert spy["native"] == 8 and spy["native.backward"] == 8
