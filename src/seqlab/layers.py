@@ -39,7 +39,6 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from seqlab import engine
 from seqlab.cells import make_parameters, parameters_of
-from seqlab.functional.proj import lstm_proj_run
 from seqlab.functional.regularisers import DropoutMasks, check_probability, dropout_mask
 from seqlab.functional.spec import SPECS, CellSpec, get_spec
 from seqlab.functional.trace import traced_run
@@ -410,7 +409,7 @@ class RecurrentLayer(nn.Module):
                     if mk.weight is not None:  # DropConnect, differentiable w.r.t. w_hh
                         params[k_hh] = params[k_hh] * mk.weight
                     if self.proj_size:
-                        y, sT = lstm_proj_run(x_d, *s0[d], *params, lengths, d == 1)
+                        y, sT = engine.run_proj(x_d, s0[d], params, lengths, d == 1, self.backend)
                     elif trace:
                         named = dict(zip(names, params[: len(names)], strict=True))
                         y, sT, tr = traced_run(
@@ -497,7 +496,7 @@ def check_regularisers(
 
 
 def check_proj_size(proj_size: object, hidden_size: int, mode: str) -> None:
-    """torch.nn's rules for ``proj_size`` (None: not given; > 0 runs on the reference loop).
+    """torch.nn's rules for ``proj_size`` (None: not given; 0: no projection).
 
     As torch.nn, only an LSTM takes the argument at all (``GRU(..., proj_size=0)`` is refused).
     """
@@ -556,8 +555,8 @@ class LSTM(RecurrentLayer):
 
     Arguments as ``torch.nn.LSTM``; ``proj_size=P > 0`` (see :mod:`seqlab.functional.proj`)
     gives h, the outputs and ``weight_hh`` P columns, adds ``weight_hr_l{k}`` (P, H) as
-    torch.nn does, and runs on the reference loop (no fast kernel). ``forget_bias`` sets the initial
-    forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
+    torch.nn does, and runs on every backend (:func:`seqlab.engine.run_proj`). ``forget_bias``
+    sets the initial forget-gate bias. The final state is ``LSTMState(h_n, c_n)``.
     """
 
     kinds = ("lstm",)

@@ -23,7 +23,8 @@ Which cell kinds a backend covers is read from their descriptions
 (:mod:`seqlab.functional.spec`): a kind with a kernel id runs on the fused and (if
 ``spec.native``) the native kernel; other kinds run on a kernel registered for them
 (:func:`register_kernel`; e.g. the LayerNorm cells' :mod:`.fused_ln`), else on the
-reference loop.
+reference loop. The LSTM with a projection (``proj_size``) has its own entry,
+:func:`run_proj` (:mod:`.proj`), with a kernel per backend registered the same way.
 
 Forward equations per cell kind are in :mod:`seqlab.functional.cells`. The backward is, per
 step and in reverse time order, ``dA_t = ∂L/∂(x_t W_ihᵀ + b)`` from the saved gates and
@@ -58,6 +59,7 @@ __all__ = [
     "resolve_backend",
     "run",
     "run_layer",
+    "run_proj",
 ]
 
 BACKENDS = ("native", "fused", "torch", "reference")
@@ -365,3 +367,12 @@ register_kernel(_minimal.KERNEL)
 from seqlab.engine.native_ln import KERNEL as _NATIVE_LN  # noqa: E402
 
 register_kernel(_NATIVE_LN)
+
+
+# the projected LSTM (proj_size): its fused kernel, and the native one while the library is loaded
+from seqlab.engine import fused_proj as _fused_proj  # noqa: E402
+from seqlab.engine import native_proj as _native_proj  # noqa: E402
+from seqlab.engine.proj import run_proj  # noqa: E402
+
+register_kernel(_native_proj.KERNEL)
+register_kernel(_fused_proj.KERNEL)

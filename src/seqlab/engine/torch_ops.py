@@ -33,13 +33,15 @@ def covers(mode: str) -> bool:
 
 
 def _weights(params: Sequence[Tensor | None]) -> tuple[list[Tensor], bool]:
-    w_ih, w_hh, b_ih, b_hh = params
+    # an LSTM projection's w_hr comes last, as in torch.nn's flat weights (torch infers
+    # proj_size from h0's width differing from c0's)
+    w_ih, w_hh, b_ih, b_hh, *w_hr = params
     if b_ih is None and b_hh is None:
-        return [w_ih, w_hh], False
+        return [w_ih, w_hh, *w_hr], False
     # torch takes both biases or none: an absent one is zero
     b_ih = torch.zeros_like(b_hh) if b_ih is None else b_ih
     b_hh = torch.zeros_like(b_ih) if b_hh is None else b_hh
-    return [w_ih, w_hh, b_ih, b_hh], True
+    return [w_ih, w_hh, b_ih, b_hh, *w_hr], True
 
 
 def run(
@@ -53,6 +55,8 @@ def run(
     """``(y (T, B, H), final_state)`` as :func:`seqlab.engine.run` defines them.
 
     ``x`` (T, B, I) with T, B > 0; ``state`` ``(h0,)`` or ``(h0, c0)``, each (B, H);
+    an LSTM with a projection passes ``w_hr`` (P, H) as a 5th parameter, ``h0`` (B, P) and
+    ``w_hh`` (4H, P) (:func:`seqlab.engine.proj.run_proj`); ``y`` is then (T, B, P);
     ``lengths`` (B,) int64 on ``x``'s device, values in [0, T] (checked by the caller).
     """
     op = getattr(torch._VF, OPS[mode])

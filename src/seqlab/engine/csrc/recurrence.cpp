@@ -772,6 +772,7 @@ std::string isa() { return cpu_has_avx2() ? "avx2+fma" : "baseline"; }
 }  // namespace
 
 #include "layernorm_cells.h"  // LayerNorm LSTM/GRU: ops ln_forward, ln_backward
+#include "proj_cells.h"  // LSTM with a projection (proj_size): ops proj_forward, proj_backward
 
 TORCH_LIBRARY(seqlab_engine, m) {
   m.def("forward", &forward);
