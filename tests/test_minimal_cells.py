@@ -339,6 +339,56 @@ def test_native_op_chunks_strides_and_bias_sums(kind, dtype):
         torch.set_num_threads(threads)
 
 
+_ISA_SCRIPT = """
+import sys, torch
+from seqlab.engine import native
+
+
+def outputs():
+    ops = native.load()
+    torch.manual_seed(8)
+    out = {"isa": ops.minimal_isa()}
+    for kind in (0, 1):
+        for dtype in (torch.float32, torch.float64):
+            xw = torch.randn(37, 3, (2 + kind) * 21, dtype=dtype) * 3
+            bias = torch.randn((2 + kind) * 21, dtype=dtype)
+            h0, c = torch.randn(3, 21, dtype=dtype), torch.randn(37, 3, 21, dtype=dtype)
+            lengths = torch.tensor([37, 5, 20])
+            h = ops.minimal_forward(kind, xw, bias, h0, lengths, 1)
+            grads = ops.minimal_backward(kind, xw, bias, h, h0, c, h0, lengths, 1)
+            out[(kind, str(dtype))] = [h, *grads]
+    return out
+
+
+if __name__ == "__main__":
+    torch.save(outputs(), sys.argv[1])
+"""
+
+
+@needs_native
+def test_avx512_row_kernels_equal_avx2(tmp_path):
+    """Where the AVX-512 copy of the row kernels runs, it equals the AVX2 copy (forced by
+    SEQLAB_MINIMAL_ISA=avx2 in a second process) in every output of both ops."""
+    if engine.native.load().minimal_isa() != "avx512":
+        pytest.skip("this CPU runs the AVX2 (or baseline) row kernels only")
+    import os
+    import subprocess
+    import sys
+
+    script = {"__name__": "isa_check"}
+    exec(_ISA_SCRIPT, script)
+    got = script["outputs"]()
+    path = tmp_path / "avx2.pt"
+    env = dict(os.environ, SEQLAB_MINIMAL_ISA="avx2")
+    subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], env=env, check=True)
+    want = torch.load(path)
+    assert (got.pop("isa"), want.pop("isa")) == ("avx512", "avx2+fma")
+    assert got.keys() == want.keys()
+    for key, tensors in got.items():
+        for k, (a, b) in enumerate(zip(tensors, want[key], strict=True)):
+            assert_close(a, b, a.dtype, f"{key}: output {k}")
+
+
 def test_cell_recurrent_trace_and_models():
     torch.manual_seed(5)
     for mode in MODES:

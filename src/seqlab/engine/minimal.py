@@ -2,18 +2,23 @@
 
 Equations and parameters: :mod:`seqlab.functional.minimal`. One layer, one direction is
 
-1. ``xw = x @ w_ihᵀ + b_ih`` for all steps (one GEMM); ``reverse`` reverses ``xw`` within
-   each row's valid prefix (as the reference loop does);
+1. ``xw = x @ w_ihᵀ (+ b_ih)`` for all steps (one GEMM for all gates; the native op adds
+   ``b_ih`` itself, saving a broadcast pass); ``reverse`` reverses ``xw`` within each row's
+   valid prefix (as the reference loop does);
 2. ``h_t = a_t ⊙ h_{t−1} + b_t`` with ``a_t, b_t`` pointwise from ``xw_t``; padded steps
    get ``a = 1, b = 0`` (they keep the state); by one of the methods (:data:`METHODS`):
 
-   * ``"scan"``: ``(log a, log b)`` by torch ops, then the log-space parallel scan
-     (:func:`.linear_scan.log_scan`: cumulative sums of ``log a`` and logcumsumexp);
-   * ``"sequential"``: one step at a time; where the native engine is built, one fused op
-     for the coefficients and the loop (``csrc/minimal.h``), else torch ops and a Python
-     loop (:func:`.linear_scan.loop`);
-   * ``"auto"`` (default): sequential where the native op runs (CPU float32/float64 with
-     the engine built), else the scan (CUDA, no compiler, other dtypes).
+   * ``"scan"``: where the native engine is built (CPU float32/float64), one fused op for
+     the coefficients and a chunked scan (``csrc/minimal.h``: K time chunks, each chunk's
+     aggregate ``(Π a, h from 0)``, the carries between chunks, then every chunk from its
+     carry; threads split chunks × columns; K = 1 is the sequential loop and is what the op
+     picks unless more than 2 threads share too few B·H columns); elsewhere ``"log-scan"``;
+   * ``"log-scan"``: ``(log a, log b)`` by torch ops, then the log-space parallel scan
+     (:func:`.linear_scan.log_scan`: cumulative sums of ``log a`` and logcumsumexp), on any
+     device (on CUDA ``logcumsumexp`` is a parallel scan);
+   * ``"sequential"``: one step at a time; the native op with one chunk, else torch ops and
+     a Python loop (:func:`.linear_scan.loop`);
+   * ``"auto"`` (default): ``"scan"``.
 
 3. outputs ``y_t = h_t`` on valid steps and 0 on padded ones; the final state is the last
    ``h`` (= the state after each row's last valid step).
@@ -23,13 +28,15 @@ Backward (hand-derived; ``ĝ_t = ∂L/∂h_t`` in total, ``c_t = ∂L/∂y_t`` o
     ĝ_t    = c_t + a_{t+1} ⊙ ĝ_{t+1},   ĝ_{T−1} = c_{T−1} + ∂L/∂h_T
     ∂L/∂h_0 = a_0 ⊙ ĝ_0
 
-a linear recurrence backwards in time, solved by the forward's method (the scan splits the
-signed ``c`` into its positive and negative parts). Then, with ``δ_t = ĝ_t ⊙ (n_t − h_{t−1})``::
+a linear recurrence backwards in time, solved by the forward's method (the native op scans
+it in reverse with the same chunks; the log-space scan splits the signed ``c`` into its
+positive and negative parts). Then, with ``δ_t = ĝ_t ⊙ (n_t − h_{t−1})``::
 
     minGRU:   ∂k = δ ⊙ z(1 − z),          ∂ĥ = ĝ ⊙ z ⊙ g'(ĥ)
     minLSTM:  ∂d = δ ⊙ f'i',  ∂k_f = −∂d ⊙ σ(−k_f),  ∂k_i = ∂d ⊙ σ(−k_i),  ∂ĥ = ĝ ⊙ i' ⊙ g'(ĥ)
 
-(zero on padded steps), ``dX = dXW W_ih``, ``dW_ih = dXWᵀ X``, ``db_ih = Σ dXW``.
+(zero on padded steps), ``dX = dXW W_ih``, ``dW_ih = dXWᵀ X``, ``db_ih = Σ dXW`` (the
+native op sums it in the same pass).
 
 The kernel is registered with :func:`seqlab.engine.register_kernel` under the name
 ``"minimal"``. No other kernel covers these kinds, so :func:`seqlab.engine.run` uses it on
