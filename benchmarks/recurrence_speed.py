@@ -26,11 +26,15 @@ with the same weights, interleaved the same way; target ratio <= 1.1 (train, C1 
 The minGRU/minLSTM section (issue 13) times their training (forward + backward) at
 T=1000, B=16, H=256 and I=256 (= H) or I=64 against ``seqlab.GRU`` of the same sizes
 (the GEMMs bound the speed-up by 3(I+H)/(G·I): 3.0 for minGRU at I=H), by each method of
-:mod:`seqlab.engine.minimal` (``scan``: the log-space parallel scan; ``sequential``: the
-fused native loop, what ``auto`` picks on CPU); the ratio is GRU time / min time (speed-up,
-higher is better; goal >= 3). Then the sequential minGRU at P0 in µs per step (goal <= 2,
-train and forward), interleaved with ``seqlab.GRU`` at P0, and one step of ``Cell("mingru")``
-(one Python call per token, as in generation) against ``seqlab.GRUCell``.
+:mod:`seqlab.engine.minimal`: ``scan`` (what ``auto`` runs on CPU: the native chunked scan,
+K time chunks of the op's choice, K = 1 on <= 2 threads at these sizes), ``scan K=4`` (the
+same op forced to 4 chunks: the time-parallel decomposition's own cost), ``sequential``
+(the op with one chunk) and, at I=256, ``log-scan`` (the log-space scan by torch ops, the
+CUDA path); the ratio is GRU time / min time (speed-up, higher is better; goal >= 3), and
+the minGRU/scan rows are also timed against ``torch.nn.GRU``. Then the sequential minGRU
+at P0 in µs per step (goal <= 2, train and forward), interleaved with ``seqlab.GRU`` at P0,
+and one step of ``Cell("mingru")`` (one Python call per token, as in generation) against
+``seqlab.GRUCell``.
 """
 
 from __future__ import annotations
@@ -270,14 +274,22 @@ MINIMAL_SPEEDUP_TARGET = 3.0
 MINIMAL_P0_TARGET_US = 2.0
 
 
-def minimal_runner(layer: torch.nn.Module, method: str):
+def minimal_runner(layer: torch.nn.Module, method: str, chunks: int | None = None):
     from seqlab.engine import minimal
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with minimal.evaluation(method):
+        with minimal.evaluation(method, chunks):
             return layer(x)[0]
 
     return run
+
+
+MINIMAL_METHODS = {  # row name: (method, chunks, only at I = H)
+    "scan": ("scan", None, False),
+    "scan K=4": ("scan", 4, True),
+    "sequential": ("sequential", None, False),
+    "log-scan": ("log-scan", None, True),
+}
 
 
 def bench_minimal(rounds: int, budget: float) -> list[tuple[str, bool]]:
@@ -291,28 +303,33 @@ def bench_minimal(rounds: int, budget: float) -> list[tuple[str, bool]]:
           f"{MINIMAL_SPEEDUP_TARGET:.0f}; GEMM bound = GRU GEMM flops / min GEMM flops "
           f"= 3(I+H) / (G·I), the speed-up if the min cell's pointwise work were free:"
           )  # fmt: skip
-    print("| cell | I | method | min ms | GRU ms | speed-up | GEMM bound | met |")
+    print("| cell | I | method | min ms | peer ms | speed-up | GEMM bound | met |")
     print("|" + "---|" * 8)
     for I in MINIMAL_INPUTS:  # noqa: E741
         torch.manual_seed(0)
-        gru = seqlab.GRU(I, H)
+        grus = {"GRU": seqlab.GRU(I, H), "torch.nn.GRU": torch.nn.GRU(I, H)}
         x = torch.randn(T, B, I, requires_grad=True)
         for mode in ("mingru", "minlstm"):
             layer = seqlab.RecurrentLayer(mode, I, H)
             bound = 3 * (I + H) / (layer.spec.G * I)
-            for method in ("scan", "sequential"):
-                steps = {
-                    "gru": make_step(lambda v, gru=gru: gru(v)[0], x, True),
-                    "min": make_step(minimal_runner(layer, method), x, True),
-                }
-                times, ratios = interleaved(steps, rounds, budget)
-                med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-                speedup = statistics.median(ratios)
-                ok = speedup >= MINIMAL_SPEEDUP_TARGET
-                results.append((f"{mode}/{method}/I{I}", ok))
-                print(f"| {mode} | {I} | {method} | {med['min']:.1f} | {med['gru']:.1f} | "
-                      f"{speedup:.2f} | {bound:.1f} | {'met' if ok else 'NOT met'} |",
-                      flush=True)  # fmt: skip
+            for row, (method, chunks, at_h) in MINIMAL_METHODS.items():
+                if at_h and I != H:
+                    continue
+                peers = ["GRU", "torch.nn.GRU"] if (mode, row) == ("mingru", "scan") else ["GRU"]
+                for peer in peers:
+                    steps = {
+                        "gru": make_step(lambda v, g=grus[peer]: g(v)[0], x, True),
+                        "min": make_step(minimal_runner(layer, method, chunks), x, True),
+                    }
+                    times, ratios = interleaved(steps, rounds, budget)
+                    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+                    speedup = statistics.median(ratios)
+                    ok = speedup >= MINIMAL_SPEEDUP_TARGET
+                    if peer == "GRU":
+                        results.append((f"{mode}/{row}/I{I}", ok))
+                    print(f"| {mode} | {I} | {row}{'' if peer == 'GRU' else ' vs ' + peer} | "
+                          f"{med['min']:.1f} | {med['gru']:.1f} | {speedup:.2f} | {bound:.1f} | "
+                          f"{'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
     T, B, I, H = CONFIGS["P0"]
     print(f"\nSequential minGRU at P0 (T={T}, B={B}, I={I}, H={H}), µs/step, goal <= "
           f"{MINIMAL_P0_TARGET_US:.0f}; ratio = minGRU / seqlab.GRU time:")  # fmt: skip

@@ -1,6 +1,7 @@
-"""minGRU/minLSTM: the layer (parallel scan and sequential loop) against a hand-written loop
+"""minGRU/minLSTM: the layer (parallel scans and sequential loop) against a hand-written loop
 in values, final states and every gradient; scan == sequential with lengths, reverse, two
-layers, bidirectional, float32/float64; stability at T = 1000; float64 gradcheck."""
+layers, bidirectional, float32/float64; the native op's time chunks; stability at T = 1000;
+float64 gradcheck."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from seqlab.models import LanguageModel, LanguageModelConfig
 
 F64 = torch.float64
 MODES = ("mingru", "minlstm")
-METHODS = ("scan", "sequential")  # "auto" is one of these
+# "scan:K": the native chunked scan forced to K time chunks ("scan" alone: the op's choice,
+# one chunk on <= 2 threads); "log-scan": torch ops in log space; "auto" is "scan"
+METHODS = ("scan", "scan:3", "sequential", "log-scan")
+
+
+def by(method):
+    """``minimal.evaluation`` for a name of METHODS."""
+    name, _, k = method.partition(":")
+    return minimal.evaluation(name, chunks=int(k) if k else None)
 
 
 def sig(v):
@@ -105,7 +114,7 @@ def test_layer_matches_hand_loop_values_states_gradients(mode, method):
     leaves = [x, h0, *layer.parameters()]
 
     def ours():
-        with minimal.evaluation(method):
+        with by(method):
             return layer(x, h0, lengths=lengths)
 
     got = outputs_and_grads(ours, leaves)
@@ -137,22 +146,24 @@ def test_scan_equals_sequential(mode, dtype, case):
     lengths = torch.tensor([9, 1, 4, 7]) if "lengths" in case or deep else None
     leaves = [x, h0, *layer.parameters()]
     results = {}
-    for method in METHODS:
-        with minimal.evaluation(method):
+    for method in (*METHODS, "scan:4"):
+        with by(method):
             results[method] = outputs_and_grads(lambda: layer(x, h0, lengths=lengths), leaves)
-    scan, seq = results["scan"], results["sequential"]
-    assert_all_close(scan[0] + scan[1], seq[0] + seq[1], dtype, f"{mode}/{case}")
-    if lengths is not None:  # padded outputs are exactly zero, in both methods
-        pad = torch.arange(T).unsqueeze(1) >= lengths
-        assert (scan[0][0][pad] == 0).all() and (seq[0][0][pad] == 0).all()
+    seq = results.pop("sequential")
+    for method, scan in results.items():
+        assert_all_close(scan[0] + scan[1], seq[0] + seq[1], dtype, f"{mode}/{case}/{method}")
+        if lengths is not None:  # padded outputs are exactly zero, in every method
+            pad = torch.arange(T).unsqueeze(1) >= lengths
+            assert (scan[0][0][pad] == 0).all() and (seq[0][0][pad] == 0).all()
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_long_sequence_is_stable(mode):
-    """T = 1000. Moderate weights: the log-space scan equals the hand loop in float64 (values
-    and every gradient). Large weights (gates near 0/1, products of a_t far below float's
-    range): every method stays finite; the scan's cumulative log-sums then reach |A| ~ 1e3,
-    so it agrees to a relative 1e-8 in float64 and 1e-3 in float32."""
+    """T = 1000. Moderate weights: every method equals the hand loop in float64 (values and
+    every gradient). Large weights (gates near 0/1, products of a_t far below float's range):
+    every method stays finite; the native chunked scan (products of a_t, underflowing to 0)
+    still equals it; the log-space scan's cumulative log-sums reach |A| ~ 1e3, so it agrees
+    to a relative 1e-8 in float64; all agree to 1e-3 in float32."""
     torch.manual_seed(2)
     layer = seqlab.RecurrentLayer(mode, 4, 8).double()
     x = torch.randn(1000, 2, 4, dtype=F64, requires_grad=True)
@@ -161,27 +172,27 @@ def test_long_sequence_is_stable(mode):
     for scale, tol in ((0.5, None), (3.0, 1e-8)):
         randomise(layer, scale)
         want = outputs_and_grads(lambda: hand_layer(layer, x, h0, None), leaves)
-        for method in METHODS:
-            with minimal.evaluation(method):
+        for method in (*METHODS, "scan:7"):
+            with by(method):
                 got = outputs_and_grads(lambda: layer(x, h0), leaves)
             for k, (a, b) in enumerate(zip(got[0] + got[1], want[0] + want[1], strict=True)):
                 assert torch.isfinite(a).all(), f"{method}: tensor {k} not finite"
-                if tol is None or method == "sequential":
+                if tol is None or method != "log-scan":
                     assert_close(a, b, F64, f"{mode}/{method} x{scale}: tensor {k}")
                 else:
                     rel = (a - b).abs().max() / b.abs().max().clamp(min=1)
                     assert rel < tol, f"{method} x{scale}: tensor {k}: relative error {rel:.1e}"
         layer32 = seqlab.RecurrentLayer(mode, 4, 8)
         layer32.load_state_dict(layer.state_dict())
-        for method in METHODS:
-            with minimal.evaluation(method):
+        for method in (*METHODS, "scan:7"):
+            with by(method):
                 y32, _ = layer32(x.detach().float(), h0.detach().float())
             assert torch.isfinite(y32).all()
             rel = (y32.double() - want[0][0]).abs().max() / want[0][0].abs().max()
             assert rel < 1e-3, f"float32 {method} vs float64: relative error {rel:.2e}"
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ("scan:2", "sequential", "log-scan"))
 @pytest.mark.parametrize("mode", MODES)
 def test_gradcheck_float64(mode, method):
     torch.manual_seed(4)
@@ -194,7 +205,7 @@ def test_gradcheck_float64(mode, method):
     names = [n for n, _ in layer.named_parameters()]
 
     def f(x, h0, *ps):
-        with minimal.evaluation(method):
+        with by(method):
             weights = dict(zip(names, ps, strict=True))
             y, h = torch.func.functional_call(layer, weights, (x, h0), {"lengths": lengths})
         return y, h
@@ -254,9 +265,13 @@ def test_sequential_without_native_engine(mode, monkeypatch):
     leaves = [x, h0, *layer.parameters()]
     run = lambda: layer(x, h0, lengths=lengths)  # noqa: E731
     results = {}
+    built = engine.native.load() is not None
     with minimal.evaluation("sequential"):
         results["native"] = outputs_and_grads(run, leaves)
-        assert minimal.resolve(x) == (2 if engine.native.load() is not None else 1)
+        assert minimal.resolve(x) == (2 if built else 1)
+    for method in ("scan", "auto"):
+        with minimal.evaluation(method):
+            assert minimal.resolve(x) == (3 if built else 0)
     monkeypatch.setattr(minimal.native, "load", lambda: None)
     for method in ("sequential", "auto"):
         with minimal.evaluation(method):
@@ -265,6 +280,113 @@ def test_sequential_without_native_engine(mode, monkeypatch):
     for method in ("sequential", "auto"):
         got, want = results[method], results["native"]
         assert_all_close(got[0] + got[1], want[0] + want[1], F64, f"{mode}/{method}")
+
+
+needs_native = pytest.mark.skipif(
+    engine.native.load() is None, reason="the native engine is not built here"
+)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("kind", [0, 1])
+def test_native_op_chunks_strides_and_bias_sums(kind, dtype):
+    """The op itself: any number of time chunks (1 = the sequential loop; T = one step each)
+    gives the same h, dxw, dh0 and Σ db; an expanded ∂L/∂y (stride 0) is read in place and
+    equals its dense copy; db sums to Σ_t dxw; the automatic choice splits time only when
+    more than 2 threads share too few columns."""
+    ops = engine.native.load()
+    torch.manual_seed(7)
+    T, B, H = 23, 3, 5
+    G = 2 + kind
+    xw = torch.randn(T, B, G * H, dtype=dtype) * 2
+    bias = torch.randn(G * H, dtype=dtype)
+    h0, ghn = torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)
+    lengths = torch.tensor([23, 6, 14])
+    c = torch.randn(T, B, H, dtype=dtype)
+    h1 = ops.minimal_forward(kind, xw, bias, h0, lengths, 1)
+    dxw1, dh01, db1 = ops.minimal_backward(kind, xw, bias, h1, h0, c, ghn, lengths, 1)
+    assert db1.shape == (1, B, G * H)
+    assert_close(db1.sum((0, 1)), dxw1.sum((0, 1)), dtype, "db = Σ dxw")
+    # against the op without bias on xw + bias (the bias enters as part of the pre-activation)
+    h_nb = ops.minimal_forward(kind, xw + bias, None, h0, lengths, 1)
+    assert_close(h_nb, h1, dtype, "bias in the op")
+    for K in (2, 5, T):
+        h = ops.minimal_forward(kind, xw, bias, h0, lengths, K)
+        dxw, dh0, db = ops.minimal_backward(kind, xw, bias, h, h0, c, ghn, lengths, K)
+        assert db.shape == (K, B, G * H)
+        for name, got, want in (("h", h, h1), ("dxw", dxw, dxw1), ("dh0", dh0, dh01)):
+            assert_close(got, want, dtype, f"{name}, {K} chunks")
+        assert_close(db.sum((0, 1)), db1.sum((0, 1)), dtype, f"db, {K} chunks")
+    expanded = torch.full((1, 1, 1), 0.7, dtype=dtype).expand(T, B, H)
+    for K in (1, 4):
+        got = ops.minimal_backward(kind, xw, bias, h1, h0, expanded, ghn, lengths, K)
+        want = ops.minimal_backward(kind, xw, bias, h1, h0, expanded.contiguous(), ghn, lengths, K)
+        for a, b in zip(got, want, strict=True):
+            assert_close(a, b, dtype, f"expanded c, {K} chunks")
+    threads = torch.get_num_threads()
+    try:
+        for P, want_k in ((2, 1), (4, 1), (4, 4)):
+            torch.set_num_threads(P)
+            rows = B if want_k > 1 else 128  # B·H = 15 columns: too few for 4 threads
+            x = torch.randn(64, rows, G * H, dtype=dtype)  # T >= 16 per chunk
+            s0, gn = torch.zeros(rows, H, dtype=dtype), torch.zeros(rows, H, dtype=dtype)
+            hh = ops.minimal_forward(kind, x, None, s0, None, 0)
+            assert_close(hh, ops.minimal_forward(kind, x, None, s0, None, 1), dtype, "auto")
+            _, _, db = ops.minimal_backward(kind, x, None, hh, s0, hh, gn, None, 0)
+            assert db.shape[0] == min(want_k, torch.get_num_threads()), (P, rows, db.shape)
+    finally:
+        torch.set_num_threads(threads)
+
+
+_ISA_SCRIPT = """
+import sys, torch
+from seqlab.engine import native
+
+
+def outputs():
+    ops = native.load()
+    torch.manual_seed(8)
+    out = {"isa": ops.minimal_isa()}
+    for kind in (0, 1):
+        for dtype in (torch.float32, torch.float64):
+            xw = torch.randn(37, 3, (2 + kind) * 21, dtype=dtype) * 3
+            bias = torch.randn((2 + kind) * 21, dtype=dtype)
+            h0, c = torch.randn(3, 21, dtype=dtype), torch.randn(37, 3, 21, dtype=dtype)
+            lengths = torch.tensor([37, 5, 20])
+            h = ops.minimal_forward(kind, xw, bias, h0, lengths, 1)
+            grads = ops.minimal_backward(kind, xw, bias, h, h0, c, h0, lengths, 1)
+            out[(kind, str(dtype))] = [h, *grads]
+    return out
+
+
+if __name__ == "__main__":
+    torch.save(outputs(), sys.argv[1])
+"""
+
+
+@needs_native
+def test_avx512_row_kernels_equal_avx2(tmp_path):
+    """Where the AVX-512 copy of the row kernels runs, it equals the AVX2 copy (forced by
+    SEQLAB_MINIMAL_ISA=avx2 in a second process) in every output of both ops."""
+    if engine.native.load().minimal_isa() != "avx512":
+        pytest.skip("this CPU runs the AVX2 (or baseline) row kernels only")
+    import os
+    import subprocess
+    import sys
+
+    script = {"__name__": "isa_check"}
+    exec(_ISA_SCRIPT, script)
+    got = script["outputs"]()
+    path = tmp_path / "avx2.pt"
+    env = dict(os.environ, SEQLAB_MINIMAL_ISA="avx2")
+    subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], env=env, check=True)
+    want = torch.load(path)
+    assert (got.pop("isa"), want.pop("isa")) == ("avx512", "avx2+fma")
+    assert got.keys() == want.keys()
+    for key, tensors in got.items():
+        for k, (a, b) in enumerate(zip(tensors, want[key], strict=True)):
+            assert_close(a, b, a.dtype, f"{key}: output {k}")
 
 
 def test_cell_recurrent_trace_and_models():
@@ -303,4 +425,6 @@ def test_forget_bias_bias_false_and_bad_method():
     with pytest.raises(ValueError, match="forget_bias"):
         seqlab.RecurrentLayer("mingru", 3, 4, forget_bias=1.0)
     with pytest.raises(ValueError, match="method"), minimal.evaluation("parallel"):
+        pass
+    with pytest.raises(ValueError, match="chunks"), minimal.evaluation("scan", chunks=0):
         pass

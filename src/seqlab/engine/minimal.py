@@ -2,18 +2,23 @@
 
 Equations and parameters: :mod:`seqlab.functional.minimal`. One layer, one direction is
 
-1. ``xw = x @ w_ihᵀ + b_ih`` for all steps (one GEMM); ``reverse`` reverses ``xw`` within
-   each row's valid prefix (as the reference loop does);
+1. ``xw = x @ w_ihᵀ (+ b_ih)`` for all steps (one GEMM for all gates; the native op adds
+   ``b_ih`` itself, saving a broadcast pass); ``reverse`` reverses ``xw`` within each row's
+   valid prefix (as the reference loop does);
 2. ``h_t = a_t ⊙ h_{t−1} + b_t`` with ``a_t, b_t`` pointwise from ``xw_t``; padded steps
    get ``a = 1, b = 0`` (they keep the state); by one of the methods (:data:`METHODS`):
 
-   * ``"scan"``: ``(log a, log b)`` by torch ops, then the log-space parallel scan
-     (:func:`.linear_scan.log_scan`: cumulative sums of ``log a`` and logcumsumexp);
-   * ``"sequential"``: one step at a time; where the native engine is built, one fused op
-     for the coefficients and the loop (``csrc/minimal.h``), else torch ops and a Python
-     loop (:func:`.linear_scan.loop`);
-   * ``"auto"`` (default): sequential where the native op runs (CPU float32/float64 with
-     the engine built), else the scan (CUDA, no compiler, other dtypes).
+   * ``"scan"``: where the native engine is built (CPU float32/float64), one fused op for
+     the coefficients and a chunked scan (``csrc/minimal.h``: K time chunks, each chunk's
+     aggregate ``(Π a, h from 0)``, the carries between chunks, then every chunk from its
+     carry; threads split chunks × columns; K = 1 is the sequential loop and is what the op
+     picks unless more than 2 threads share too few B·H columns); elsewhere ``"log-scan"``;
+   * ``"log-scan"``: ``(log a, log b)`` by torch ops, then the log-space parallel scan
+     (:func:`.linear_scan.log_scan`: cumulative sums of ``log a`` and logcumsumexp), on any
+     device (on CUDA ``logcumsumexp`` is a parallel scan);
+   * ``"sequential"``: one step at a time; the native op with one chunk, else torch ops and
+     a Python loop (:func:`.linear_scan.loop`);
+   * ``"auto"`` (default): ``"scan"``.
 
 3. outputs ``y_t = h_t`` on valid steps and 0 on padded ones; the final state is the last
    ``h`` (= the state after each row's last valid step).
@@ -23,13 +28,15 @@ Backward (hand-derived; ``ĝ_t = ∂L/∂h_t`` in total, ``c_t = ∂L/∂y_t`` o
     ĝ_t    = c_t + a_{t+1} ⊙ ĝ_{t+1},   ĝ_{T−1} = c_{T−1} + ∂L/∂h_T
     ∂L/∂h_0 = a_0 ⊙ ĝ_0
 
-a linear recurrence backwards in time, solved by the forward's method (the scan splits the
-signed ``c`` into its positive and negative parts). Then, with ``δ_t = ĝ_t ⊙ (n_t − h_{t−1})``::
+a linear recurrence backwards in time, solved by the forward's method (the native op scans
+it in reverse with the same chunks; the log-space scan splits the signed ``c`` into its
+positive and negative parts). Then, with ``δ_t = ĝ_t ⊙ (n_t − h_{t−1})``::
 
     minGRU:   ∂k = δ ⊙ z(1 − z),          ∂ĥ = ĝ ⊙ z ⊙ g'(ĥ)
     minLSTM:  ∂d = δ ⊙ f'i',  ∂k_f = −∂d ⊙ σ(−k_f),  ∂k_i = ∂d ⊙ σ(−k_i),  ∂ĥ = ĝ ⊙ i' ⊙ g'(ĥ)
 
-(zero on padded steps), ``dX = dXW W_ih``, ``dW_ih = dXWᵀ X``, ``db_ih = Σ dXW``.
+(zero on padded steps), ``dX = dXW W_ih``, ``dW_ih = dXWᵀ X``, ``db_ih = Σ dXW`` (the
+native op sums it in the same pass).
 
 The kernel is registered with :func:`seqlab.engine.register_kernel` under the name
 ``"minimal"``. No other kernel covers these kinds, so :func:`seqlab.engine.run` uses it on
@@ -55,29 +62,36 @@ from seqlab.functional.spec import CellSpec
 
 __all__ = ["METHODS", "MinimalKernel", "KERNEL", "evaluation", "current_method", "resolve"]
 
-METHODS = ("auto", "scan", "sequential")
+METHODS = ("auto", "scan", "sequential", "log-scan")
 _METHOD: ContextVar[str] = ContextVar("seqlab_minimal_method", default="auto")
-# what a forward ran by, saved for its backward (one shared 0-d tensor per way)
-_SCAN, _LOOP, _NATIVE = 0, 1, 2
-_HOW = [torch.tensor(k) for k in (_SCAN, _LOOP, _NATIVE)]
+_CHUNKS: ContextVar[int] = ContextVar("seqlab_minimal_chunks", default=0)
+# how a forward ran, saved for its backward: torch log-space scan, Python loop, native
+# sequential op, native chunked scan
+_SCAN, _LOOP, _NATIVE, _NATIVE_SCAN = 0, 1, 2, 3
 
 
 @contextmanager
-def evaluation(method: str) -> Iterator[None]:
+def evaluation(method: str, chunks: int | None = None) -> Iterator[None]:
     """Run minGRU/minLSTM layers inside the block by ``method`` (see :data:`METHODS`).
 
-    All compute the same function. ``"scan"``: the log-space parallel scan;
-    ``"sequential"``: the step-by-step loop (one fused native op for the whole sequence where
-    the native engine is built, else a Python loop); ``"auto"`` (the default): sequential on
-    CPU float32/float64 when the native engine is built, else the scan. A backward runs by
-    the method its forward ran by.
+    All compute the same function. ``"scan"``: the parallel scan over time: where the native
+    engine is built, its chunked scan op (``chunks`` time chunks; ``None``: the op picks,
+    1 unless the B·H columns are too few for more than 2 threads), else the log-space scan
+    by torch ops; ``"sequential"``: the step-by-step loop (the native op with one chunk, else
+    a Python loop); ``"log-scan"``: the log-space scan by torch ops on any device (what
+    ``"scan"`` runs on CUDA); ``"auto"`` (the default): ``"scan"`` with the op's choice of
+    chunks. A backward runs by the method its forward ran by.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if chunks is not None and (not isinstance(chunks, int) or chunks < 1):
+        raise ValueError(f"chunks: expected a positive int or None, got {chunks!r}")
     token = _METHOD.set(method)
+    token_chunks = _CHUNKS.set(chunks or 0)
     try:
         yield
     finally:
+        _CHUNKS.reset(token_chunks)
         _METHOD.reset(token)
 
 
@@ -94,14 +108,19 @@ def _native_ops(x: Tensor):
 
 
 def resolve(x: Tensor) -> int:
-    """How a call on ``x`` runs now: ``_SCAN``, ``_LOOP`` (Python) or ``_NATIVE``."""
+    """How a call on ``x`` runs now: ``_SCAN`` (torch ops), ``_LOOP`` (Python), ``_NATIVE``
+    (the native op, one chunk) or ``_NATIVE_SCAN`` (the native op, chunked)."""
     method = _METHOD.get()
-    if method == "scan":
+    if method == "log-scan":
         return _SCAN
-    ops = _native_ops(x)
-    if ops is not None:
-        return _NATIVE
+    if _native_ops(x) is not None:
+        return _NATIVE if method == "sequential" else _NATIVE_SCAN
     return _LOOP if method == "sequential" else _SCAN
+
+
+def _chunks(how: int) -> int:
+    """The native op's ``chunks`` argument (0: its own choice)."""
+    return 1 if how == _NATIVE else _CHUNKS.get()
 
 
 class MinimalKernel:
@@ -121,16 +140,20 @@ class MinimalKernel:
     def forward(self, spec, x, state, params, lengths, reverse, save):
         w_ih, b_ih = params
         T = x.shape[0]
-        xw = F.linear(x, w_ih, b_ih)
+        how = resolve(x)
+        native_op = how in (_NATIVE, _NATIVE_SCAN)
+        # the native op adds the bias itself (no broadcast pass over xw)
+        xw = F.linear(x, w_ih, None if native_op else b_ih)
         if reverse:
             xw = reverse_padded(xw, lengths)
-        mask = _mask(lengths, T, x)
         h0 = state[0]
-        how = resolve(x)
-        if how == _NATIVE:
+        mask = _mask(lengths, T, x)
+        if native_op:
             kind = self.kinds.index(spec.name)
-            h = _native_ops(x).minimal_forward(kind, xw, h0, lengths)
+            chunks = _chunks(how)
+            h = _native_ops(x).minimal_forward(kind, xw, b_ih, h0, lengths, chunks)
         else:
+            chunks = 1
             log_a, log_b = log_coefficients(spec.name, xw)
             if mask is not None:
                 log_a = log_a.masked_fill(~mask, 0.0)
@@ -141,30 +164,36 @@ class MinimalKernel:
         y = h if mask is None else h * mask
         if reverse:
             y = reverse_padded(y, lengths)
-        return y, (final,), ((xw, h, h0, _HOW[how]) if save else ())
+        saved = (xw, h, h0, torch.tensor([how, chunks])) if save else ()
+        return y, (final,), saved
 
     def backward(self, spec, x, params, lengths, reverse, saved, gy, gstate):
         w_ih, b_ih = params
-        xw, h, h0, how = saved
-        how = int(how)
+        xw, h, h0, how_chunks = saved
+        how, chunks = (int(v) for v in how_chunks)
         T, B, I = x.shape  # noqa: E741
-        mask = _mask(lengths, T, x)
         if reverse:
             gy = reverse_padded(gy, lengths)
-        c = gy * mask if mask is not None else gy.contiguous()
-        if how == _NATIVE:
+        db_ih = None
+        if how in (_NATIVE, _NATIVE_SCAN):
+            # gy is read in place (any strides; padded steps are ignored by the op)
             kind = self.kinds.index(spec.name)
-            dxw, dh0 = _native_ops(x).minimal_backward(
-                kind, xw, h, h0, c, gstate[0].contiguous(), lengths
+            dxw, dh0, db = _native_ops(x).minimal_backward(
+                kind, xw, b_ih, h, h0, gy, gstate[0].contiguous(), lengths, chunks
             )
+            if b_ih is not None:
+                db_ih = db.sum((0, 1))
         else:
+            mask = _mask(lengths, T, x)
+            c = gy * mask if mask is not None else gy
             dxw, dh0 = _pointwise_backward(spec, xw, h, h0, c, gstate[0], mask, how)
         if reverse:
             dxw = reverse_padded(dxw, lengths)
         rows = dxw.reshape(T * B, -1)
         dx = (rows @ w_ih).view(T, B, I)
         dw_ih = rows.T @ x.reshape(T * B, I)
-        db_ih = None if b_ih is None else rows.sum(0)
+        if b_ih is not None and db_ih is None:
+            db_ih = rows.sum(0)
         return dx, (dh0,), (dw_ih, db_ih)
 
 

@@ -5,6 +5,13 @@
 // reuse its v_exp/v_sigmoid (libm in double; branch-free polynomials in float, whose inputs
 // clamp at ±87: float32 gates saturate at e^−87 instead of underflowing further).
 // Plain C++ only, as kernels.h.
+//
+// xw arrives without its bias: each kernel adds the bias blocks (bk, bu, ...) itself, which
+// saves the separate broadcast pass of an addmm. Three kinds per cell:
+//   *_fwd_row   h = a h + b, written out                          (a step of the forward)
+//   *_fwd_agg   h = a h + b and p = a p, nothing written          (a chunk's aggregate)
+//   *_bwd_row   ĝ = g + c, dxw written, db accumulated, g ← a ĝ  (a step of the backward)
+//   *_bwd_agg   g ← a (g + c) and p = a p, nothing written        (a chunk's aggregate)
 
 #ifndef MR_LOOP
 #define MR_LOOP _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
@@ -27,9 +34,10 @@ static inline S mr_g(S u) {
 }
 
 template <typename S>
-static inline S mr_dg(S u) {
+static inline void mr_g_dg(S u, S& gv, S& dg) {
   const S s = v_sigmoid(u);
-  return u >= S(0) ? S(1) : s * (S(1) - s);
+  gv = u >= S(0) ? u + S(0.5) : s;
+  dg = u >= S(0) ? S(1) : s * (S(1) - s);
 }
 
 // minLSTM's normalised gates f' = f/(f+i), i' = i/(f+i) (and 1 − f, 1 − i for the backward).
@@ -48,59 +56,123 @@ static inline void mr_lstm_gates(S kf, S ki, S& nf, S& ni, S& fn, S& in) {
 // h = (1 − z) h + z g(ĥ), z = σ(k)
 template <typename S>
 static void mingru_fwd_row(int64_t n, const S* __restrict k, const S* __restrict u,
-                           S* __restrict st, S* __restrict out) {
+                           const S* __restrict bk, const S* __restrict bu, S* __restrict st,
+                           S* __restrict out) {
   MR_LOOP {
     S z, nz;
-    mr_sig_pair(k[j], z, nz);
-    const S s = nz * st[j] + z * mr_g(u[j]);
+    mr_sig_pair(k[j] + bk[j], z, nz);
+    const S s = nz * st[j] + z * mr_g(u[j] + bu[j]);
     st[j] = s;
     out[j] = s;
+  }
+}
+
+template <typename S>
+static void mingru_fwd_agg(int64_t n, const S* __restrict k, const S* __restrict u,
+                           const S* __restrict bk, const S* __restrict bu, S* __restrict st,
+                           S* __restrict p) {
+  MR_LOOP {
+    S z, nz;
+    mr_sig_pair(k[j] + bk[j], z, nz);
+    st[j] = nz * st[j] + z * mr_g(u[j] + bu[j]);
+    p[j] *= nz;
   }
 }
 
 // h = f' h + i' g(ĥ)
 template <typename S>
 static void minlstm_fwd_row(int64_t n, const S* __restrict kf, const S* __restrict ki,
-                            const S* __restrict u, S* __restrict st, S* __restrict out) {
+                            const S* __restrict u, const S* __restrict bf,
+                            const S* __restrict bi, const S* __restrict bu, S* __restrict st,
+                            S* __restrict out) {
   MR_LOOP {
     S nf, ni, fn, in;
-    mr_lstm_gates(kf[j], ki[j], nf, ni, fn, in);
-    const S s = fn * st[j] + in * mr_g(u[j]);
+    mr_lstm_gates(kf[j] + bf[j], ki[j] + bi[j], nf, ni, fn, in);
+    const S s = fn * st[j] + in * mr_g(u[j] + bu[j]);
     st[j] = s;
     out[j] = s;
   }
 }
 
-// ĝ = g + c; δ = ĝ (g(ĥ) − h_prev); dk = δ z(1 − z); dĥ = ĝ z g'(ĥ); g ← (1 − z) ĝ
+template <typename S>
+static void minlstm_fwd_agg(int64_t n, const S* __restrict kf, const S* __restrict ki,
+                            const S* __restrict u, const S* __restrict bf,
+                            const S* __restrict bi, const S* __restrict bu, S* __restrict st,
+                            S* __restrict p) {
+  MR_LOOP {
+    S nf, ni, fn, in;
+    mr_lstm_gates(kf[j] + bf[j], ki[j] + bi[j], nf, ni, fn, in);
+    st[j] = fn * st[j] + in * mr_g(u[j] + bu[j]);
+    p[j] *= fn;
+  }
+}
+
+// ĝ = g + c; δ = ĝ (g(ĥ) − h_prev); dk = δ z(1 − z); dĥ = ĝ z g'(ĥ); g ← (1 − z) ĝ;
+// db += (dk, dĥ)
 template <typename S>
 static void mingru_bwd_row(int64_t n, const S* __restrict k, const S* __restrict u,
+                           const S* __restrict bk, const S* __restrict bu,
                            const S* __restrict hp, const S* __restrict c, S* __restrict g,
-                           S* __restrict dk, S* __restrict du) {
+                           S* __restrict dk, S* __restrict du, S* __restrict dbk,
+                           S* __restrict dbu) {
   MR_LOOP {
-    S z, nz;
-    mr_sig_pair(k[j], z, nz);
+    S z, nz, gv, dg;
+    mr_sig_pair(k[j] + bk[j], z, nz);
+    mr_g_dg(u[j] + bu[j], gv, dg);
     const S gt = g[j] + c[j];
-    const S delta = gt * (mr_g(u[j]) - hp[j]);
-    dk[j] = delta * z * nz;
-    du[j] = gt * z * mr_dg(u[j]);
+    const S a = gt * (gv - hp[j]) * z * nz, b = gt * z * dg;
+    dk[j] = a;
+    du[j] = b;
+    dbk[j] += a;
+    dbu[j] += b;
     g[j] = nz * gt;
   }
 }
 
-// ∂d = δ f'i'; dk_f = −∂d (1 − f); dk_i = ∂d (1 − i); dĥ = ĝ i' g'(ĥ); g ← f' ĝ
+template <typename S>
+static void mingru_bwd_agg(int64_t n, const S* __restrict k, const S* __restrict bk,
+                           const S* __restrict c, S* __restrict g, S* __restrict p) {
+  MR_LOOP {
+    S z, nz;
+    mr_sig_pair(k[j] + bk[j], z, nz);
+    g[j] = nz * (g[j] + c[j]);
+    p[j] *= nz;
+  }
+}
+
+// ∂d = δ f'i'; dk_f = −∂d (1 − f); dk_i = ∂d (1 − i); dĥ = ĝ i' g'(ĥ); g ← f' ĝ; db += …
 template <typename S>
 static void minlstm_bwd_row(int64_t n, const S* __restrict kf, const S* __restrict ki,
-                            const S* __restrict u, const S* __restrict hp, const S* __restrict c,
-                            S* __restrict g, S* __restrict dkf, S* __restrict dki,
-                            S* __restrict du) {
+                            const S* __restrict u, const S* __restrict bf,
+                            const S* __restrict bi, const S* __restrict bu,
+                            const S* __restrict hp, const S* __restrict c, S* __restrict g,
+                            S* __restrict dkf, S* __restrict dki, S* __restrict du,
+                            S* __restrict dbf, S* __restrict dbi, S* __restrict dbu) {
+  MR_LOOP {
+    S nf, ni, fn, in, gv, dg;
+    mr_lstm_gates(kf[j] + bf[j], ki[j] + bi[j], nf, ni, fn, in);
+    mr_g_dg(u[j] + bu[j], gv, dg);
+    const S gt = g[j] + c[j];
+    const S dd = gt * (gv - hp[j]) * fn * in;
+    const S a = -dd * nf, b = dd * ni, e = gt * in * dg;
+    dkf[j] = a;
+    dki[j] = b;
+    du[j] = e;
+    dbf[j] += a;
+    dbi[j] += b;
+    dbu[j] += e;
+    g[j] = fn * gt;
+  }
+}
+
+template <typename S>
+static void minlstm_bwd_agg(int64_t n, const S* __restrict kf, const S* __restrict ki,
+                            const S* __restrict bf, const S* __restrict bi,
+                            const S* __restrict c, S* __restrict g, S* __restrict p) {
   MR_LOOP {
     S nf, ni, fn, in;
-    mr_lstm_gates(kf[j], ki[j], nf, ni, fn, in);
-    const S gt = g[j] + c[j];
-    const S dd = gt * (mr_g(u[j]) - hp[j]) * fn * in;
-    dkf[j] = -dd * nf;
-    dki[j] = dd * ni;
-    du[j] = gt * in * mr_dg(u[j]);
-    g[j] = fn * gt;
+    mr_lstm_gates(kf[j] + bf[j], ki[j] + bi[j], nf, ni, fn, in);
+    g[j] = fn * (g[j] + c[j]);
+    p[j] *= fn;
   }
 }
