@@ -63,6 +63,7 @@ from seqlab.tasks.rundir import RunDir
 from seqlab.training import hidden_grad_norms
 
 CHANNELS = 6
+STEPS = 100  # per BasicMotions recording
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -129,9 +130,10 @@ def load_frames(cfg: FramesConfig, mean: Tensor | None = None, std: Tensor | Non
     valid = [compose(xs, ys, o) for o in permutations(va, cfg.eval_streams, cfg.seed + 1)]
     n_test = list(range(len(test_x)))
     test = [compose(test_x, test_y, o) for o in permutations(n_test, cfg.eval_streams, cfg.seed)]
-    return FramesData(
-        classes, [xs[i] for i in tr], [ys[i] for i in tr], valid, test, mean, std
-    ), (tr, va)
+    return FramesData(classes, [xs[i] for i in tr], [ys[i] for i in tr], valid, test, mean, std), (
+        tr,
+        va,
+    )
 
 
 def frames_figure(probs: Tensor, true: Tensor, classes: list[str], title: str):
@@ -275,8 +277,12 @@ class FramesTask(Task):
             s = data.test[0]
             probs = torch.softmax(self.stream_logits(model, cfg, s.x), -1)
             kind = "offline" if cfg.bidirectional else "causal"
-            fig = frames_figure(probs[:1000], s.y[:1000], data.classes,
-                                f"{kind} {cfg.model} tagger, first 1,000 steps of test stream 1")
+            fig = frames_figure(
+                probs[:1000],
+                s.y[:1000],
+                data.classes,
+                f"{kind} {cfg.model} tagger, first 1,000 steps of test stream 1",
+            )
             fig.savefig(run.path / "frames.png", dpi=100)  # fmt: skip
         return summary
 
@@ -345,6 +351,34 @@ class FramesTask(Task):
                 k = int(row.argmax())
                 out.append(f"{name}\t{t}\t{meta['classes'][k]}\t{float(row[k]):.3f}\t{y}")
         return out
+
+
+def held_out_stream(
+    text: str, classes: list[str], mean: Tensor, std: Tensor
+) -> tuple[Stream, list[int]]:
+    """(standardised stream, test recording numbers) for activity names in ``text`` (spaces or
+    commas, any case): the next unused official test recording of each, in order."""
+    names = text.replace(",", " ").split()
+    if not names:
+        raise ValueError(f"text: expected activity names ({', '.join(classes)}), got {text!r}")
+    xs, ys = basic_motions("test")
+    lower = [c.lower() for c in classes]
+    used: set[int] = set()
+    picked = []
+    for name in names:
+        if name.lower() not in lower:
+            raise ValueError(f"text: unknown activity {name!r}; expected one of "
+                             f"{', '.join(classes)}")  # fmt: skip
+        c = classes[lower.index(name.lower())]
+        free = [i for i, y in enumerate(ys) if y == c and i not in used]
+        if not free:
+            count = sum(y == c for y in ys)
+            raise ValueError(f"text: asked for more {c} recordings than the test split's "
+                             f"{count}")  # fmt: skip
+        used.add(free[0])
+        picked.append(free[0])
+    stream = compose([(x - mean) / std for x in xs], [classes.index(y) for y in ys], picked)
+    return stream, picked
 
 
 def read_stream(name: str) -> tuple[Tensor, list[str]]:
