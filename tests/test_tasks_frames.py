@@ -191,12 +191,13 @@ TINY = ["--set", "hidden=8", "--set", "layers=1", "--set", "eval_every=2", "--se
         "--set", "baseline=false", "--threads", 1, "-q"]  # fmt: skip
 
 
-@pytest.mark.parametrize("bidirectional", ["true", "false"])
-def test_frames_train_evaluate_predict_inspect(tmp_path, bidirectional):
-    cli("train", "frames", *TINY, "--set", f"bidirectional={bidirectional}", "--max-steps", 4,
-        "--runs-dir", tmp_path / "runs")  # fmt: skip
+@pytest.mark.parametrize(("bidirectional", "cell"), [("true", "lstm"), ("false", "gru")])
+def test_frames_train_evaluate_predict_inspect(tmp_path, bidirectional, cell):
+    cli("train", "frames", *TINY, "--set", f"bidirectional={bidirectional}", "--set",
+        f"cell={cell}", "--max-steps", 4, "--runs-dir", tmp_path / "runs")  # fmt: skip
     (run,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == cell and summary["bidirectional"] == (bidirectional == "true")
     assert summary["test_steps"] == 4000 and summary["steps"] == 4
     assert 0.0 <= summary["test_acc"] <= 1.0 and 0.0 <= summary["test_macro_f1"] <= 1.0
     for name in ("loss.png", "frames.png", "memory_span.png"):
@@ -258,3 +259,21 @@ def test_frames_recipe_beats_the_baselines(tmp_path):
     s = json.loads((run / "summary.json").read_text())
     best = max(s["baseline_window_centred_macro_f1"], s["baseline_frame_macro_f1"])
     assert s["test_macro_f1"] > best + 0.05
+
+
+def test_causal_labels_of_a_stream_never_read_the_future():
+    """The causal tagger's label of step t, after the window choice, depends on steps ≤ t
+    only: changing every later step leaves it unchanged (the offline tagger's changes)."""
+    torch.manual_seed(0)
+    x = torch.randn(70, 6)
+    later = x.clone()
+    later[41:] = torch.randn(29, 6)
+    for bidirectional in (False, True):
+        cfg = FramesConfig(hidden=8, layers=1, window=20, hop=10, bidirectional=bidirectional)
+        model = FramesTask().build(cfg, 4)
+        a = FramesTask.stream_logits(model, cfg, x)
+        b = FramesTask.stream_logits(model, cfg, later)
+        if bidirectional:
+            assert not torch.allclose(a[:41], b[:41])
+        else:
+            assert torch.equal(a[:41], b[:41]) and not torch.allclose(a[41:], b[41:])
