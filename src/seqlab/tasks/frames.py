@@ -16,7 +16,10 @@ recordings' mean and deviation.
 Model: :class:`seqlab.models.SequenceTagger` on the 6 channels, ``y_t = W o_t + b``;
 ``bidirectional=false`` is the causal tagger (o_t reads steps ≤ t of its window), ``true``
 the offline one. Streams are labelled through windows of ``window`` steps every ``hop``
-steps (each step from its most-context window). Metrics: per-step accuracy, macro F1 (mean
+steps (each step from its most-context window); the checkpoint kept is the one with the
+best validation macro F1 (by validation cross-entropy, seed 0 kept the step-200 checkpoint
+while validation accuracy rose from 97.8 to 98.5 % by step 1,300: the loss is dominated by
+confident errors at the joins). Metrics: per-step accuracy, macro F1 (mean
 of the 4 activities' F1) and each activity's F1. Baselines on the same streams: the majority
 class of the training frames; logistic regression on one step's 6 channels; logistic
 regression on a window of ``baseline_window`` steps, past (causal) and centred (offline);
@@ -162,8 +165,8 @@ class FramesTask(Task):
     description = "an activity label per step of a sensor stream (accuracy, macro F1)"
     dataset = "basic_motions"
     Config = FramesConfig
-    metric = "val_loss"
-    higher_is_better = False
+    metric = "val_macro_f1"  # chosen over val_loss (module doc)
+    higher_is_better = True
     other_models = ()  # recurrent cells only
 
     def build(self, cfg: FramesConfig, classes: int) -> SequenceTagger:
@@ -235,7 +238,7 @@ class FramesTask(Task):
             loss_fn,
             evaluate,
             self.metric,
-            False,
+            self.higher_is_better,
             run,
             on_best=lambda: run.save_model(model, meta),
             progress=progress,
