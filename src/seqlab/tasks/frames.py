@@ -105,8 +105,12 @@ class FramesData:
     std: Tensor
 
 
-def load_frames(cfg: FramesConfig, mean: Tensor | None = None, std: Tensor | None = None):
-    """The split and the streams of the module doc (``mean``/``std``: a trained run's)."""
+def load_frames(
+    cfg: FramesConfig, mean: Tensor | None = None, std: Tensor | None = None
+) -> tuple[FramesData, tuple[list[int], list[int]]]:
+    """(the split and the streams of the module doc, (training, validation) recording
+    indices); ``mean``/``std``: a trained run's standardisation (default: the training
+    recordings')."""
     for key in ("window", "hop", "eval_streams", "batches_per_epoch", "valid_per_class"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: expected an integer >= 1, got {getattr(cfg, key)}")
