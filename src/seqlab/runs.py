@@ -195,6 +195,7 @@ HEADLINE = {
     "vowels": ("test_acc", True),
     "caption": ("test_exact", True),
     "errordetect": ("test_f05", True),
+    "frames": ("test_macro_f1", True),
 }
 
 

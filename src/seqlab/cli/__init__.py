@@ -248,6 +248,7 @@ def train(
           vowels    multivariate series classification (default data: japanese_vowels)
           caption   captions for strips of digit images (default data: digits)
           errordetect  per-word error detection (default data: rotten_tomatoes)
+          frames    an activity label per step of a sensor stream (default data: basic_motions)
     The first names (shakespeare, sentiment, g2p, sunspots) still work as aliases.
     `seqlab train TASK --help` lists every setting of TASK with its meaning and default.
     """

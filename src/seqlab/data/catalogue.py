@@ -46,6 +46,11 @@ _SERIES_AND_IMAGES = (
         "coefficients (official split)", "BSD-3-Clause",
     ),
     DatasetInfo(
+        "basic_motions", "aeon", "1.6.0", "datasets/data/BasicMotions/BasicMotions_T*.ts",
+        "frames", "4 activities from a smartwatch's 3-axis accelerometer and gyroscope, 40 train "
+        "/ 40 test recordings of 100 steps x 6 channels (official split)", "BSD-3-Clause",
+    ),
+    DatasetInfo(
         "digits", "scikit-learn", "1.9.1", "datasets/data/digits.csv.gz", "caption",
         "1,797 handwritten digits, 8x8 pixels (0..16) with their labels", "BSD-3-Clause",
         "sklearn",

@@ -1,8 +1,9 @@
-"""Loaders for aeon's JapaneseVowels and scikit-learn's digits, read as files from the wheels.
+"""Loaders for aeon's JapaneseVowels and BasicMotions and scikit-learn's digits, read as files
+from the wheels.
 
 * JapaneseVowels (aeon): the sktime/aeon ``.ts`` format, one series per ``@data`` line,
   dimensions separated by ``:``, values by ``,``, the class label last. The official
-  train/test split is the two files.
+  train/test split is the two files. BasicMotions (aeon) is read the same way.
 * Handwritten digits (scikit-learn): ``digits.csv.gz``, 1,797 rows of 64 pixel values
   (0..16, an 8×8 image row by row) and the digit last.
 """
@@ -67,6 +68,17 @@ def japanese_vowels(split: str) -> tuple[list[Tensor], list[str]]:
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     (path,) = [p for p in locate("japanese_vowels") if p.stem.endswith(split.upper())]
+    series, labels, _ = read_ts(path)
+    return series, labels
+
+
+def basic_motions(split: str) -> tuple[list[Tensor], list[str]]:
+    """The official ``train`` (40) or ``test`` (40) BasicMotions recordings, each (100, 6):
+    accelerometer x, y, z then gyroscope x, y, z, sampled at 10 Hz; labels Standing, Running,
+    Walking or Badminton (10 recordings of each per split)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    (path,) = [p for p in locate("basic_motions") if p.stem.endswith(split.upper())]
     series, labels, _ = read_ts(path)
     return series, labels
 

@@ -1,10 +1,11 @@
-"""``seqlab inspect`` pages of the caption and errordetect tasks (see :mod:`.report`).
+"""``seqlab inspect`` pages of the caption, errordetect and frames tasks (see :mod:`.report`).
 
 ============  ======================================  =======================================
 task          output y (saliency)                     loss L (gradient through time)
 ============  ======================================  =======================================
 caption       log p(greedy caption) = Σ_t log p(ŷ_t)  −log p(greedy caption)
 errordetect   z_err − z_ok of the most suspect word   Σ_t −log p(predicted tag of word t)
+frames        predicted activity's logit, last step   Σ_t −log p(predicted activity at step t)
 ============  ======================================  =======================================
 
 caption: the input is a string of digits (``--text 7294``); the strip is composed from held-out
@@ -12,6 +13,11 @@ test images of those digits (as ``seqlab predict`` does), captioned greedily, th
 teacher-forced with its own caption to get the attention α (words × columns) and the traces.
 errordetect: the input is a sentence; the page lists every word with its P(error) and whether
 it is flagged (P(error) above the threshold chosen on validation).
+frames: the input names activities (``--text "walking running"``); the stream is made of the
+next unused held-out test recording of each, end to end. The page shows the per-step predicted
+against the true activity over the whole stream (labelled window by window, as ``seqlab
+predict`` does) and a table per recording; saliency, gates and gradients are those of the
+first window the tagger reads.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from seqlab.runs import LoadedRun
 DEFAULT_TEXT = {
     "caption": "7294",
     "errordetect": "the the film are a moving story , but its plot drags in the middle .",
+    "frames": "Standing Walking Running Badminton",
 }
 
 
@@ -136,9 +143,64 @@ def _errordetect(lr: LoadedRun, text: str, stem: str, part_sections, probe_run, 
     return summary, sections
 
 
+def _frames(lr: LoadedRun, text: str, stem: str, part_sections, probe_run, saliency_section):
+    from seqlab.tasks.frames import STEPS, FramesTask, frames_figure, held_out_stream
+
+    model, cfg, classes = lr.model, lr.config, lr.meta["classes"]
+    mean, std = torch.tensor(lr.meta["mean"]), torch.tensor(lr.meta["std"])
+    stream, picked = held_out_stream(text, classes, mean, std)
+    probs = torch.softmax(FramesTask.stream_logits(model, cfg, stream.x), -1)
+    pred = probs.argmax(-1)
+    acc = float((pred == stream.y).double().mean())
+    names = [classes[int(stream.y[i * STEPS])] for i in range(len(picked))]
+    summary = [
+        f"input: {' '.join(names)}: held-out test recordings {', '.join(map(str, picked))} end "
+        f"to end, {len(stream.y)} steps; per-step accuracy {acc:.3f}"
+    ]
+    kind = "offline (bidirectional)" if cfg.bidirectional else "causal"
+    labels = Section("per-step labels")
+    labels.paragraphs.append(
+        f"The {kind} tagger labels the stream through windows of {cfg.window} steps every "
+        f"{cfg.hop} steps; each step keeps the label of the window that gives it the most "
+        "context. White line: the true activity; black dots: the predicted one."
+    )
+    labels.figures.append((
+        f"{stem}-frames",
+        frames_figure(probs, stream.y, classes, f"{kind} tagger on {' '.join(names)}"),
+        "P(activity) per step, the true and the predicted activity",
+    ))  # fmt: skip
+    rows, start = [], 0
+    for name, i in zip(names, picked, strict=True):
+        n = STEPS
+        seg = pred[start : start + n]
+        top = int(torch.bincount(seg, minlength=len(classes)).argmax())
+        right = float((seg == classes.index(name)).double().mean())
+        rows.append([i, name, f"{start}-{start + n - 1}", right, classes[top]])
+        start += n
+    labels.tables.append(
+        (["test recording", "true activity", "steps", "labelled correctly", "most predicted"], rows)
+    )
+    w = min(cfg.window, len(stream.y))
+    x = stream.x[None, :w]
+    tokens = [str(t) for t in range(w)]
+    got: dict[str, Any] = {}
+
+    def outputs(logits):
+        k = int(logits[0, -1].argmax())
+        got["k"] = k
+        tags = logits[0].detach().argmax(-1)
+        return logits[0, -1, k], F.cross_entropy(logits[0], tags, reduction="sum")
+
+    probe, _, sal, grads = probe_run(lr, lambda: model(x), outputs)
+    what = f"the logit of {classes[got['k']]!r} at step {w - 1} (first window)"
+    sections = [labels, saliency_section(sal, "encoder", tokens, stem, what)]
+    sections += part_sections(probe, probe.traces(), grads, {"encoder": tokens}, stem)
+    return summary, sections
+
+
 def inspect_tagged(lr: LoadedRun, text: str | None, stem: str, part_sections, probe_run,
                    saliency_section):  # fmt: skip
-    """(summary lines, sections) of a caption or errordetect run; the report's helpers are
-    passed in so this module does not import :mod:`.report` (which imports this one)."""
-    fn = _caption if lr.task == "caption" else _errordetect
+    """(summary lines, sections) of a caption, errordetect or frames run; the report's helpers
+    are passed in so this module does not import :mod:`.report` (which imports this one)."""
+    fn = {"caption": _caption, "frames": _frames}.get(lr.task, _errordetect)
     return fn(lr, text or DEFAULT_TEXT[lr.task], stem, part_sections, probe_run, saliency_section)

@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "vowels": "seqlab.tasks.vowels:VowelsTask",
     "caption": "seqlab.tasks.caption:CaptionTask",
     "errordetect": "seqlab.tasks.errordetect:ErrorDetectTask",
+    "frames": "seqlab.tasks.frames:FramesTask",
 }
 ALIASES: dict[str, str] = {
     "shakespeare": "charlm",
