@@ -264,6 +264,21 @@ inline int64_t ln_chunk_rows(int64_t GH, size_t itemsize) {
   return std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(1, GH * itemsize));
 }
 
+// Pull columns [0, n) of `blocks` blocks (`bs` apart) of B rows (`row` apart) towards the cache,
+// for reading (rw 0) or writing (rw 1), while the step's GEMM runs: the rows of the big per-step
+// buffers (x̂_ih, the saved x̂_hh, gates, ĉ, c; dA and dr) are cold and would stall the LN
+// passes, which touch ~2x the classic cell's bytes per step.
+template <int RW, typename S>
+inline void ln_prefetch(const S* p, int64_t B, int64_t row, int64_t blocks, int64_t bs,
+                        int64_t n) {
+  constexpr int64_t line = 64 / sizeof(S);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t q = 0; q < blocks; ++q) {
+      const S* r = p + b * row + q * bs;
+      for (int64_t j = 0; j < n; j += line) __builtin_prefetch(r + j, RW, 3);
+    }
+}
+
 inline at::Tensor or_zeros(const at::Tensor& t, int64_t n, const at::TensorOptions& opts) {
   return t.defined() ? t : at::zeros({n}, opts);
 }
@@ -375,6 +390,10 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     st.y = yb ? yb + t * B * H : nullptr;
     S* rst = rsp + t * B * K;
     if (phase == 0) {  // own columns of h_prev W_hhᵀ and their moments
+      // the first row's cold rows of phase 1 (its kernel pulls each next row itself)
+      ln_prefetch<0>(st.xih + sh.u0, 1, GH, G, H, n);
+      ln_prefetch<1>(st.xhh + sh.u0, 1, GH, G, H, n);
+      ln_prefetch<1>(st.g + sh.u0, 1, gs, 4, H, n);
       gemm_p<S>(*sh.pw, true, B, GN, H, st.hp, H, sh.wp, H, false, sh.lp, GN);
       moments_fn(sh.lp, B, GN, pp + q * B * 2);
     } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
@@ -507,6 +526,18 @@ std::vector<at::Tensor> ln_backward_impl(
     } else {  // the recurrent LN's backward, then this shard's share of dh_prev
       ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
       rec_fn(st, G);
+      if (step + 1 < T) {  // the next step's first row of saved rows, during this GEMM
+        const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
+        ln_prefetch<0>(gp + tn * B * gs + sh.u0, 1, gs, 4, H, n);
+        ln_prefetch<0>(xhp + tn * B * GH + sh.u0, 1, GH, G, H, n);
+        if (LSTMC) {
+          ln_prefetch<0>(chp + tn * B * H + sh.u0, 1, H, 1, 0, n);
+          ln_prefetch<0>(cb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        } else {
+          ln_prefetch<0>(hb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        }
+        ln_prefetch<1>(dap + tn * B * GH + sh.u0, 1, GH, G, H, n);
+      }
       gemm_p<S>(*sh.pw, false, B, H, GN, st.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
     }
   });
