@@ -313,18 +313,9 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     return out;
   };
   if (T == 0 || B == 0 || H == 0) return outputs();
-  const int64_t R = T * B, Rc = ln_chunk_rows(GH, sizeof(S));
   S* xip = xih.data_ptr<S>();
   S* rsp = rs.data_ptr<S>();
   const auto rows_fn = SEQLAB_ISA(ln_rows<S>);
-  for (int64_t c0 = 0; c0 < R; c0 += Rc) {  // a block of rows: projected, then normalised
-    const int64_t L = std::min(Rc, R - c0);
-    gemm<S>(true, L, GH, I, x.data_ptr<S>() + c0 * I, I, w_ih.data_ptr<S>(), I, false,
-            xip + c0 * GH, GH);
-    at::parallel_for(c0, c0 + L, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-      rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
-    });
-  }
   at::Tensor bias = LSTMC ? sum_bias(b_ih, b_hh) : GruCell::fold_bias(b_ih, b_hh, H);
   bias = or_zeros(bias, GH, opts).contiguous();
   at::Tensor bhn = LSTMC ? at::Tensor() : GruCell::recurrent_bias(b_hh, H, opts);
@@ -365,6 +356,21 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
 
+  // The input side x̂_ih = LN(x W_ihᵀ) runs a chunk of Tc steps (~1 MB of G·H-wide rows) at a
+  // time inside the loop, so the steps read it from cache: at the first phase of the chunk's
+  // first step each shard projects and normalises its share of the chunk's rows (the team
+  // meets before the next phase reads them).
+  const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
+    const int64_t t_lo = reverse ? T - c0 - L : c0, R = L * B, per = (R + P - 1) / P;
+    const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
+    if (r0 >= r1) return;
+    gemm<S>(true, r1 - r0, GH, I, xp + r0 * I, I, wip, I, false, xip + r0 * GH, GH);
+    rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
+  };
+
   ln_team(P, T, LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
     LnShard<S>& sh = shards[q];
     const int64_t n = sh.u1 - sh.u0, GN = G * n;
@@ -390,6 +396,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     st.y = yb ? yb + t * B * H : nullptr;
     S* rst = rsp + t * B * K;
     if (phase == 0) {  // own columns of h_prev W_hhᵀ and their moments
+      if (step % Tc == 0) input_side(q, step, std::min(Tc, T - step));
       // the first row's cold rows of phase 1 (its kernel pulls each next row itself)
       ln_prefetch<0>(st.xih + sh.u0, 1, GH, G, H, n);
       ln_prefetch<1>(st.xhh + sh.u0, 1, GH, G, H, n);
@@ -482,6 +489,36 @@ std::vector<at::Tensor> ln_backward_impl(
   const auto gates_fn = SEQLAB_ISA(lnlstm_bwd_gates<S>);
   const auto rec_fn = SEQLAB_ISA(ln_bwd_rec<S>);
   const int64_t last = LSTMC ? 2 : 1;
+  // The input side, LN(x W_ihᵀ; γ_ih) + b_ih's backward and its products, runs a chunk of Tc
+  // steps (~1 MB of G·H-wide rows) at a time inside the loop, while the chunk's dA and dr rows
+  // are still in cache: at the first phase of the step after the chunk (the team has met, so
+  // every shard's rows are written) each shard takes its share of the chunk's rows: the LN
+  // backward (its own sums of dA⊙x̂_ih and dA: dγ_ih, db_ih), its rows of dx = dP W_ih and its
+  // part of dW_ih += dPᵀ x and dW_hh += drᵀ h_prev (own accumulators, summed after the loop).
+  const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
+  at::Tensor sums = at::zeros({P, 2, GH}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dw_ih = at::zeros({P, GH, I}, opts), dw_hh = at::zeros({P, GH, H}, opts);
+  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
+  const S* gip = g_ih.data_ptr<S>();
+  const S* xip = xih.data_ptr<S>();
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
+  S* smp = sums.data_ptr<S>();
+  S* dxp = dx.data_ptr<S>();
+  S* dwip = dw_ih.data_ptr<S>();
+  S* dwhp = dw_hh.data_ptr<S>();
+  auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
+    const int64_t t_lo = reverse ? c0 : T - c0 - L, R = L * B, per = (R + P - 1) / P;
+    const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
+    if (r0 >= r1) return;
+    const int64_t M = r1 - r0;
+    bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + q * 2 * GH);
+    gemm<S>(false, M, I, GH, dap + r0 * GH, GH, wip, I, false, dxp + r0 * I, I);
+    gemm_ta<S>(GH, I, M, dap + r0 * GH, GH, xp + r0 * I, I, true, dwip + q * GH * I, I);
+    gemm_ta<S>(GH, H, M, drp + r0 * GH, GH, hpp + r0 * H, H, true, dwhp + q * GH * H, H);
+  };
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
 
@@ -506,6 +543,7 @@ std::vector<at::Tensor> ln_backward_impl(
     st.dr = drp + t * B * GH;
     st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
     if (phase == 0) {
+      if (step > 0 && step % Tc == 0) input_side(q, step - Tc, Tc);
       if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
         for (int64_t b = 0; b < B; ++b) {
           S* __restrict out = dsp + b * H + sh.u0;
@@ -543,33 +581,18 @@ std::vector<at::Tensor> ln_backward_impl(
   });
   loop_threads.reset();
   at::Tensor dh0 = dhd.add(dpart.sum(0));
-  // the input side after the loop: LN(x W_ihᵀ; γ_ih) + b_ih's backward, then the GEMMs
-  // by blocks of rows (kept in cache between the LN pass and the products): the LN backward,
-  // split over threads, each sub-block with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih);
-  // then the block's dx = dP W_ih, dW_ih += dPᵀ x and dW_hh += drᵀ h_prev
-  const int64_t Rc = ln_chunk_rows(GH, sizeof(S));
-  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Rc / 64));
-  at::Tensor sums = at::zeros({nblk, 2, GH}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts), dw_ih = at::zeros({GH, I}, opts);
-  at::Tensor dw_hh = at::zeros({GH, H}, opts);
-  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
-  const S* gip = g_ih.data_ptr<S>();
-  const S* xip = xih.data_ptr<S>();
-  const S* xp = x.data_ptr<S>();
-  const S* wip = w_ih.data_ptr<S>();
-  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
-  S* smp = sums.data_ptr<S>();
-  for (int64_t c0 = 0; c0 < R; c0 += Rc) {
-    const int64_t L = std::min(Rc, R - c0), per = (L + nblk - 1) / nblk;
-    at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t r0 = c0 + std::min(L, k * per), r1 = c0 + std::min(L, (k + 1) * per);
-        if (r0 < r1) bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + k * 2 * GH);
-      }
+  {  // the last chunk (one share per shard, as in the loop)
+    const int64_t c0 = (T - 1) / Tc * Tc;
+    at::parallel_for(0, P, 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) input_side(q, c0, T - c0);
     });
-    gemm<S>(false, L, I, GH, dap + c0 * GH, GH, wip, I, false, dx.data_ptr<S>() + c0 * I, I);
-    gemm_ta<S>(GH, I, L, dap + c0 * GH, GH, xp + c0 * I, I, true, dw_ih.data_ptr<S>(), I);
-    gemm_ta<S>(GH, H, L, drp + c0 * GH, GH, hpp + c0 * H, H, true, dw_hh.data_ptr<S>(), H);
+  }
+  if (P > 1) {
+    dw_ih = dw_ih.sum(0);
+    dw_hh = dw_hh.sum(0);
+  } else {
+    dw_ih = dw_ih[0];
+    dw_hh = dw_hh[0];
   }
   at::Tensor sum2 = sums.sum(0);
   at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
