@@ -24,6 +24,7 @@
 template <typename S>
 struct LnFwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0;
+  int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
   const int64_t* len = nullptr;
   const S* rec = nullptr;   // shard-local (B, G·n): h_prev W_hhᵀ of the shard's units
   const S* st = nullptr;    // this phase's combined statistics: mean [0, B), rstd [B, 2B)
@@ -49,6 +50,7 @@ struct LnFwd {
 template <typename S>
 struct LnBwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0, K = 0;
+  int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
   const int64_t* len = nullptr;
   const S* st = nullptr;    // this phase's two combined means: [0, B), [B, 2B)
   const S* rs = nullptr;    // rstd of step t (B, K): [input, recurrent, cell]
@@ -177,8 +179,9 @@ void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
 // Chan et al.'s pairwise combination of the shards' (mean, M2) over cnt[q] columns each:
 // the row's mean and rstd = 1/√(M2/N + ε), into st[b] and st[B + b]
 template <typename S>
-void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t* cnt, S* st) {
-  for (int64_t b = 0; b < B; ++b) {
+void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t* cnt, S* st,
+                        int64_t b0 = 0, int64_t b1 = -1) {
+  for (int64_t b = b0; b < (b1 < 0 ? B : b1); ++b) {
     double n = 0.0, m = 0.0, m2 = 0.0;
     for (int64_t q = 0; q < P; ++q) {
       const double* pq = part + (q * B + b) * 2;
@@ -194,8 +197,9 @@ void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t*
 
 // the shards' partial sums added up, divided by N: st[b], st[B + b]
 template <typename S>
-void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st) {
-  for (int64_t b = 0; b < B; ++b) {
+void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st,
+                     int64_t b0 = 0, int64_t b1 = -1) {
+  for (int64_t b = b0; b < (b1 < 0 ? B : b1); ++b) {
     double s1 = 0.0, s2 = 0.0;
     for (int64_t q = 0; q < P; ++q) {
       s1 += part[(q * B + b) * 2];
@@ -324,6 +328,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   LnFwd<S> s;
   s.H = H;
   s.B = B;
+  s.b1 = B;
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.gih = g_ih.data_ptr<S>();
@@ -371,7 +376,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
   };
 
-  ln_team(P, T, LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
+  ln_team(P, T, P == 1 ? 1 : LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
     LnShard<S>& sh = shards[q];
     const int64_t n = sh.u1 - sh.u0, GN = G * n;
     const int64_t t = reverse ? T - 1 - step : step;
@@ -402,7 +407,25 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
       ln_prefetch<1>(st.xhh + sh.u0, 1, GH, G, H, n);
       ln_prefetch<1>(st.g + sh.u0, 1, gs, 4, H, n);
       gemm_p<S>(*sh.pw, true, B, GN, H, st.hp, H, sh.wp, H, false, sh.lp, GN);
-      moments_fn(sh.lp, B, GN, pp + q * B * 2);
+      if (P > 1) {
+        moments_fn(sh.lp, B, GN, pp + q * B * 2);
+        return;
+      }
+      // one shard: each batch row goes through all phases at once, while it is in L1
+      for (int64_t b = 0; b < B; ++b) {
+        moments_fn(sh.lp + b * GN, 1, GN, pp + b * 2);
+        ln_combine_moments<S>(pp, 1, B, cnt_rec.data(), sh.sp, b, b + 1);
+        rst[b * K + 1] = sh.sp[B + b];
+        st.b0 = b;
+        st.b1 = b + 1;
+        st.part = pp + B * 2;
+        gates_fn(st);
+        if (LSTMC) {
+          ln_combine_moments<S>(pp + B * 2, 1, B, cnt_c.data(), sh.sp, b, b + 1);
+          rst[b * K + 2] = sh.sp[B + b];
+          out_fn(st);
+        }
+      }
     } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
       ln_combine_moments<S>(pp, P, B, cnt_rec.data(), sh.sp);
       if (q == 0)
@@ -450,6 +473,7 @@ std::vector<at::Tensor> ln_backward_impl(
   LnBwd<S> s;
   s.H = H;
   s.B = B;
+  s.b1 = B;
   s.gs = gs;
   s.K = K;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
@@ -522,7 +546,7 @@ std::vector<at::Tensor> ln_backward_impl(
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
 
-  ln_team(P, T, last + 1, [&](int64_t q, int64_t step, int64_t phase) {
+  ln_team(P, T, P == 1 ? 1 : last + 1, [&](int64_t q, int64_t step, int64_t phase) {
     LnShard<S>& sh = shards[q];
     const int64_t n = sh.u1 - sh.u0, GN = G * n;
     const int64_t t = reverse ? step : T - 1 - step;
@@ -542,6 +566,21 @@ std::vector<at::Tensor> ln_backward_impl(
     st.da = dap + t * B * GH;
     st.dr = drp + t * B * GH;
     st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
+    auto rec_gemm = [&](const LnBwd<S>& sr) {  // this shard's share of dh_prev
+      if (step + 1 < T) {  // the next step's first row of saved rows, during this GEMM
+        const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
+        ln_prefetch<0>(gp + tn * B * gs + sh.u0, 1, gs, 4, H, n);
+        ln_prefetch<0>(xhp + tn * B * GH + sh.u0, 1, GH, G, H, n);
+        if (LSTMC) {
+          ln_prefetch<0>(chp + tn * B * H + sh.u0, 1, H, 1, 0, n);
+          ln_prefetch<0>(cb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        } else {
+          ln_prefetch<0>(hb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        }
+        ln_prefetch<1>(dap + tn * B * GH + sh.u0, 1, GH, G, H, n);
+      }
+      gemm_p<S>(*sh.pw, false, B, H, GN, sr.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
+    };
     if (phase == 0) {
       if (step > 0 && step % Tc == 0) input_side(q, step - Tc, Tc);
       if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
@@ -555,6 +594,25 @@ std::vector<at::Tensor> ln_backward_impl(
           }
         }
       }
+      if (P == 1) {  // one shard: each batch row through all phases at once, while in L1
+        for (int64_t b = 0; b < B; ++b) {
+          st.b0 = b;
+          st.b1 = b + 1;
+          st.part = pp;
+          first_fn(st);
+          if (LSTMC) {
+            ln_combine_sums<S>(pp, 1, B, H, sh.sp, b, b + 1);
+            st.part = pp + B * 2;
+            gates_fn(st);
+          }
+          ln_combine_sums<S>(pp + (LSTMC ? B * 2 : 0), 1, B, GH, sh.sp, b, b + 1);
+          rec_fn(st, G);
+        }
+        st.b0 = 0;
+        st.b1 = B;
+        rec_gemm(st);
+        return;
+      }
       st.part = pp + q * B * 2;
       first_fn(st);
     } else if (phase < last) {  // LSTM: the cell LN's backward, the gates' dA
@@ -564,19 +622,7 @@ std::vector<at::Tensor> ln_backward_impl(
     } else {  // the recurrent LN's backward, then this shard's share of dh_prev
       ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
       rec_fn(st, G);
-      if (step + 1 < T) {  // the next step's first row of saved rows, during this GEMM
-        const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
-        ln_prefetch<0>(gp + tn * B * gs + sh.u0, 1, gs, 4, H, n);
-        ln_prefetch<0>(xhp + tn * B * GH + sh.u0, 1, GH, G, H, n);
-        if (LSTMC) {
-          ln_prefetch<0>(chp + tn * B * H + sh.u0, 1, H, 1, 0, n);
-          ln_prefetch<0>(cb + pn * B * H + sh.u0, 1, H, 1, 0, n);
-        } else {
-          ln_prefetch<0>(hb + pn * B * H + sh.u0, 1, H, 1, 0, n);
-        }
-        ln_prefetch<1>(dap + tn * B * GH + sh.u0, 1, GH, G, H, n);
-      }
-      gemm_p<S>(*sh.pw, false, B, H, GN, st.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
+      rec_gemm(st);
     }
   });
   loop_threads.reset();

@@ -97,7 +97,7 @@ void ln_part_moments(const S* a, int64_t B, int64_t N, double* part) {
 template <typename S>
 void lnlstm_fwd_gates(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (b + 1 < s.B) {  // the next row's x̂_ih, and where its x̂_hh, gates and c go
       ln_pf<0>(s.xih + (b + 1) * GH + u, 4, H, n);
@@ -138,7 +138,7 @@ void lnlstm_fwd_gates(const LnFwd<S>& s) {
 template <typename S>
 void lnlstm_fwd_out(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
@@ -170,7 +170,7 @@ void lnlstm_fwd_out(const LnFwd<S>& s) {
 template <typename S>
 void lngru_fwd(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 3 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
@@ -233,7 +233,7 @@ static void ln_bwd_pad(const LnBwd<S>& s, int64_t b, int64_t G, bool carry_dh) {
 template <typename S>
 void lnlstm_bwd_cell(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 4, true);
@@ -281,7 +281,7 @@ void lnlstm_bwd_cell(const LnBwd<S>& s) {
 template <typename S>
 void lnlstm_bwd_gates(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 4, false);
       continue;
@@ -332,7 +332,7 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
 template <typename S>
 void lngru_bwd_gates(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 3 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 3, true);
       continue;
@@ -386,7 +386,7 @@ void lngru_bwd_gates(const LnBwd<S>& s) {
 template <typename S>
 void ln_bwd_rec(const LnBwd<S>& s, int64_t G) {
   const int64_t H = s.H, n = s.n, GH = G * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {  // drl is already zero
       for (int64_t k = 0; k < G && s.dr != s.drl; ++k) {
         S* __restrict dr = s.dr + b * GH + k * H + u;
