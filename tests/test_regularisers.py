@@ -513,6 +513,37 @@ def test_masked_layernorm_kernel_gradcheck(backend, kind, ln_calls):
     assert ln_calls[masked_ln_kernel(backend)] > 0
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", LN_KINDS)
+def test_masked_layernorm_native_team_and_chunks(kind, threads, ln_calls):
+    """The native LN loop with h_mask where 2 threads split each step into shards of 32 and
+    18 units (H=50) and the input side runs by chunks of 6-8 steps (T=14, B=100): float64,
+    lengths (some 0), both directions, against the reference loop with the same mask."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        T, B, I, H = 14, 100, 6, 50  # noqa: E741
+        x, state, params, h_mask = ln_inputs(kind, T, B, I, H, F64, seed=9)
+        leaves = [x, *state, *params]
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(9))
+        named = dict(zip([p.name for p in SPECS[kind].params], params, strict=True))
+        for reverse in (False, True):
+            want = reference_run(kind, x, state, named, lengths, reverse, h_mask)
+            want_g = torch.autograd.grad(loss_of(*want), leaves)
+            got = engine.run(kind, x, state, params, lengths, reverse, "native", h_mask=h_mask)
+            got_g = torch.autograd.grad(loss_of(*got), leaves)
+            assert_close(got[0], want[0], F64, "outputs")
+            for a, b in zip(got[1], want[1], strict=True):
+                assert_close(a, b, F64, "final state")
+            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
+                assert_close(a, b, F64, f"{kind} threads={threads} {reverse=} gradient {k}")
+    finally:
+        torch.set_num_threads(previous)
+    assert ln_calls["native"] == 2
+
+
 def test_regularised_layernorm_layer_matches_reference_layer():
     """A 2-layer bidirectional LN-LSTM layer with all three regularisers and lengths: the
     default backend (masked calls on an LN kernel) == backend="reference", same masks."""

@@ -297,7 +297,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
                                         const at::Tensor& b_hh, const at::Tensor& g_ih,
                                         const at::Tensor& g_hh, const at::Tensor& g_c,
                                         const at::Tensor& b_c, const at::Tensor& len,
-                                        bool reverse, bool save) {
+                                        bool reverse, bool save, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
   const int64_t GH = G * H, gs = 4 * H, Ts = save ? T : 1;
@@ -343,6 +343,24 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   S* gp = gates.data_ptr<S>();
   S* xhp = xhh.data_ptr<S>();
   S* chp = LSTMC ? ch.data_ptr<S>() : nullptr;
+
+  // recurrent dropout: the product reads hm = h_prev ⊙ m, kept in two parity buffers; each
+  // shard writes its units of the next step's hm once its h is done (the team meets after)
+  const bool masked = hmask.defined();
+  at::Tensor hmbuf = masked ? at::empty({2, B, H}, opts) : at::Tensor();
+  if (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
+  S* hmb = masked ? hmbuf.data_ptr<S>() : nullptr;
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
+  auto next_hm = [&](int64_t step, const S* hc, int64_t u0, int64_t u1) {
+    if (!masked || step + 1 >= T) return;
+    S* out = hmb + ((step + 1) & 1) * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const S* __restrict h = hc + b * H;
+      const S* __restrict m = mk + b * H;
+      S* __restrict d = out + b * H;
+      for (int64_t j = u0; j < u1; ++j) d[j] = h[j] * m[j];
+    }
+  };
 
   const int64_t P0 = team_size(B, G, H);
   std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, true);
@@ -406,7 +424,8 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
       ln_prefetch<0>(st.xih + sh.u0, 1, GH, G, H, n);
       ln_prefetch<1>(st.xhh + sh.u0, 1, GH, G, H, n);
       ln_prefetch<1>(st.g + sh.u0, 1, gs, 4, H, n);
-      gemm_p<S>(*sh.pw, true, B, GN, H, st.hp, H, sh.wp, H, false, sh.lp, GN);
+      const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
+      gemm_p<S>(*sh.pw, true, B, GN, H, hr, H, sh.wp, H, false, sh.lp, GN);
       if (P > 1) {
         moments_fn(sh.lp, B, GN, pp + q * B * 2);
         return;
@@ -426,17 +445,20 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
           out_fn(st);
         }
       }
+      next_hm(step, st.hc, 0, H);
     } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
       ln_combine_moments<S>(pp, P, B, cnt_rec.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 1] = sh.sp[B + b];
       st.part = pp + (P + q) * B * 2;
       gates_fn(st);
+      if (!LSTMC) next_hm(step, st.hc, sh.u0, sh.u1);
     } else {  // LSTM: ĉ and h
       ln_combine_moments<S>(pp + P * B * 2, P, B, cnt_c.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 2] = sh.sp[B + b];
       out_fn(st);
+      next_hm(step, st.hc, sh.u0, sh.u1);
     }
   });
   return outputs();
@@ -450,7 +472,7 @@ std::vector<at::Tensor> ln_backward_impl(
     bool has_b_hh, bool has_b_c, const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
     const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
     const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
-    const at::Tensor& ghn, const at::Tensor& gcn) {
+    const at::Tensor& ghn, const at::Tensor& gcn, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = hbuf.size(2);
   constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
   const int64_t GH = G * H, gs = 4 * H, R = T * B;
@@ -533,6 +555,13 @@ std::vector<at::Tensor> ln_backward_impl(
   S* dxp = dx.data_ptr<S>();
   S* dwip = dw_ih.data_ptr<S>();
   S* dwhp = dw_hh.data_ptr<S>();
+  // recurrent dropout: the recurrent path's dh_prev is (Σ partials) ⊙ m, and dW_hh reads
+  // h_prev ⊙ m (formed per share of a chunk in the shard's own rows of hmt)
+  const bool masked = hmask.defined();
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
+  const int64_t hm_rows = (Tc * B + P - 1) / P;
+  at::Tensor hmt = masked ? at::empty({P, hm_rows, H}, opts) : at::Tensor();
+  S* hmtp = masked ? hmt.data_ptr<S>() : nullptr;
   auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
     const int64_t t_lo = reverse ? c0 : T - c0 - L, R = L * B, per = (R + P - 1) / P;
     const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
@@ -541,7 +570,18 @@ std::vector<at::Tensor> ln_backward_impl(
     bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + q * 2 * GH);
     gemm<S>(false, M, I, GH, dap + r0 * GH, GH, wip, I, false, dxp + r0 * I, I);
     gemm_ta<S>(GH, I, M, dap + r0 * GH, GH, xp + r0 * I, I, true, dwip + q * GH * I, I);
-    gemm_ta<S>(GH, H, M, drp + r0 * GH, GH, hpp + r0 * H, H, true, dwhp + q * GH * H, H);
+    const S* hsrc = hpp + r0 * H;
+    if (masked) {  // this share's rows of h_prev ⊙ m (row r is batch row r mod B)
+      S* hm = hmtp + q * hm_rows * H;
+      for (int64_t r = r0; r < r1; ++r) {
+        const S* __restrict h = hpp + r * H;
+        const S* __restrict m = mk + (r % B) * H;
+        S* __restrict d = hm + (r - r0) * H;
+        for (int64_t j = 0; j < H; ++j) d[j] = h[j] * m[j];
+      }
+      hsrc = hm;
+    }
+    gemm_ta<S>(GH, H, M, drp + r0 * GH, GH, hsrc, H, true, dwhp + q * GH * H, H);
   };
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
@@ -587,10 +627,14 @@ std::vector<at::Tensor> ln_backward_impl(
         for (int64_t b = 0; b < B; ++b) {
           S* __restrict out = dsp + b * H + sh.u0;
           const S* __restrict d = dhdp + b * H + sh.u0;
-          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          for (int64_t j = 0; j < n; ++j) out[j] = masked ? S(0) : d[j];
           for (int64_t r = 0; r < P; ++r) {
             const S* __restrict pr = dpp + (r * B + b) * H + sh.u0;
             for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+          }
+          if (masked) {  // the partials sum (dA W_hh), which the mask scales
+            const S* __restrict m = mk + b * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
           }
         }
       }
@@ -626,7 +670,7 @@ std::vector<at::Tensor> ln_backward_impl(
     }
   });
   loop_threads.reset();
-  at::Tensor dh0 = dhd.add(dpart.sum(0));
+  at::Tensor dh0 = dhd.add(masked ? dpart.sum(0).mul_(hmask) : dpart.sum(0));
   {  // the last chunk (one share per shard, as in the loop)
     const int64_t c0 = (T - 1) / Tc * Tc;
     at::parallel_for(0, P, 1, [&](int64_t q0, int64_t q1) {
@@ -734,7 +778,31 @@ inline void check_ln_backward(int64_t mode, const at::Tensor& x, const at::Tenso
   check_lengths(op, len, T, B);
 }
 
-// ---- the ops
+// ---- the ops (the _masked twins: recurrent dropout, the product reads h_prev ⊙ h_mask (B, H))
+
+std::vector<at::Tensor> ln_forward_any(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                       const std::optional<at::Tensor>& c0,
+                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                       const std::optional<at::Tensor>& b_ih,
+                                       const std::optional<at::Tensor>& b_hh,
+                                       const at::Tensor& g_ih, const at::Tensor& g_hh,
+                                       const std::optional<at::Tensor>& g_c,
+                                       const std::optional<at::Tensor>& b_c,
+                                       const std::optional<at::Tensor>& lengths, bool reverse,
+                                       bool save, const at::Tensor& h_mask, const char* op) {
+  check_ln_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), g_ih, g_hh, opt(g_c),
+                   opt(b_c), opt(lengths));
+  if (h_mask.defined()) check_like(op, "h_mask", h_mask, {x.size(1), h0.size(1)}, x, "(B, H)");
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_forward", [&] {
+    if (mode == LN_LSTM)
+      return ln_forward_impl<scalar_t, true>(x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
+                                             g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths),
+                                             reverse, save, h_mask);
+    return ln_forward_impl<scalar_t, false>(x, h0, at::Tensor(), w_ih, w_hh, opt(b_ih),
+                                            opt(b_hh), g_ih, g_hh, at::Tensor(), at::Tensor(),
+                                            opt(lengths), reverse, save, h_mask);
+  });
+}
 
 std::vector<at::Tensor> ln_forward(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
                                    const std::optional<at::Tensor>& c0, const at::Tensor& w_ih,
@@ -745,16 +813,44 @@ std::vector<at::Tensor> ln_forward(int64_t mode, const at::Tensor& x, const at::
                                    const std::optional<at::Tensor>& b_c,
                                    const std::optional<at::Tensor>& lengths, bool reverse,
                                    bool save) {
-  check_ln_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), g_ih, g_hh, opt(g_c),
-                   opt(b_c), opt(lengths));
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_forward", [&] {
+  return ln_forward_any(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths,
+                        reverse, save, at::Tensor(), "seqlab_engine.ln_forward");
+}
+
+std::vector<at::Tensor> ln_forward_masked(
+    int64_t mode, const at::Tensor& x, const at::Tensor& h0, const std::optional<at::Tensor>& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh, const at::Tensor& g_ih, const at::Tensor& g_hh,
+    const std::optional<at::Tensor>& g_c, const std::optional<at::Tensor>& b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, bool save, const at::Tensor& h_mask) {
+  const char* op = "seqlab_engine.ln_forward_masked";
+  TORCH_CHECK(h_mask.defined(), op, ": h_mask: expected a (B, H) tensor, got None");
+  return ln_forward_any(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths,
+                        reverse, save, h_mask, op);
+}
+
+std::vector<at::Tensor> ln_backward_any(
+    int64_t mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& g_ih, const at::Tensor& g_hh, const std::optional<at::Tensor>& g_c,
+    const std::optional<at::Tensor>& b_c, bool has_b_ih, bool has_b_hh, bool has_b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, const at::Tensor& hbuf,
+    const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
+    const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
+    const at::Tensor& ghn, const std::optional<at::Tensor>& gcn, const at::Tensor& h_mask,
+    const char* op) {
+  check_ln_backward(mode, x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths), hbuf, cbuf,
+                    gates, xih, xhh, ch, rs, gy, ghn, opt(gcn));
+  if (h_mask.defined()) check_like(op, "h_mask", h_mask, {x.size(1), hbuf.size(2)}, x, "(B, H)");
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_backward", [&] {
     if (mode == LN_LSTM)
-      return ln_forward_impl<scalar_t, true>(x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
-                                             g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths),
-                                             reverse, save);
-    return ln_forward_impl<scalar_t, false>(x, h0, at::Tensor(), w_ih, w_hh, opt(b_ih),
-                                            opt(b_hh), g_ih, g_hh, at::Tensor(), at::Tensor(),
-                                            opt(lengths), reverse, save);
+      return ln_backward_impl<scalar_t, true>(x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c),
+                                              has_b_ih, has_b_hh, has_b_c, opt(lengths), reverse,
+                                              hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn,
+                                              opt(gcn), h_mask);
+    return ln_backward_impl<scalar_t, false>(x, w_ih, w_hh, g_ih, g_hh, at::Tensor(),
+                                             at::Tensor(), has_b_ih, has_b_hh, false,
+                                             opt(lengths), reverse, hbuf, cbuf, gates, xih, xhh,
+                                             ch, rs, gy, ghn, at::Tensor(), h_mask);
   });
 }
 
@@ -769,19 +865,24 @@ std::vector<at::Tensor> ln_backward(int64_t mode, const at::Tensor& x, const at:
                                     const at::Tensor& xhh, const at::Tensor& ch,
                                     const at::Tensor& rs, const at::Tensor& gy,
                                     const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
-  check_ln_backward(mode, x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths), hbuf, cbuf,
-                    gates, xih, xhh, ch, rs, gy, ghn, opt(gcn));
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_backward", [&] {
-    if (mode == LN_LSTM)
-      return ln_backward_impl<scalar_t, true>(x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c),
-                                              has_b_ih, has_b_hh, has_b_c, opt(lengths), reverse,
-                                              hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn,
-                                              opt(gcn));
-    return ln_backward_impl<scalar_t, false>(x, w_ih, w_hh, g_ih, g_hh, at::Tensor(),
-                                             at::Tensor(), has_b_ih, has_b_hh, false,
-                                             opt(lengths), reverse, hbuf, cbuf, gates, xih, xhh,
-                                             ch, rs, gy, ghn, at::Tensor());
-  });
+  return ln_backward_any(mode, x, w_ih, w_hh, g_ih, g_hh, g_c, b_c, has_b_ih, has_b_hh, has_b_c,
+                         lengths, reverse, hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn, gcn,
+                         at::Tensor(), "seqlab_engine.ln_backward");
+}
+
+std::vector<at::Tensor> ln_backward_masked(
+    int64_t mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& g_ih, const at::Tensor& g_hh, const std::optional<at::Tensor>& g_c,
+    const std::optional<at::Tensor>& b_c, bool has_b_ih, bool has_b_hh, bool has_b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, const at::Tensor& hbuf,
+    const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
+    const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
+    const at::Tensor& ghn, const std::optional<at::Tensor>& gcn, const at::Tensor& h_mask) {
+  const char* op = "seqlab_engine.ln_backward_masked";
+  TORCH_CHECK(h_mask.defined(), op, ": h_mask: expected a (B, H) tensor, got None");
+  return ln_backward_any(mode, x, w_ih, w_hh, g_ih, g_hh, g_c, b_c, has_b_ih, has_b_hh, has_b_c,
+                         lengths, reverse, hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn, gcn,
+                         h_mask, op);
 }
 
 }  // namespace
@@ -789,4 +890,6 @@ std::vector<at::Tensor> ln_backward(int64_t mode, const at::Tensor& x, const at:
 TORCH_LIBRARY_FRAGMENT(seqlab_engine, m) {
   m.def("ln_forward", &ln_forward);
   m.def("ln_backward", &ln_backward);
+  m.def("ln_forward_masked", &ln_forward_masked);
+  m.def("ln_backward_masked", &ln_backward_masked);
 }
