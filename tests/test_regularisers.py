@@ -228,8 +228,8 @@ def test_layer_matches_hand_loop(kind, backend):
 
 def test_kernel_without_mask_support_falls_back_to_reference():
     """A registered kernel that does not declare covers_h_mask is never handed a mask: the
-    masked call runs on a kernel of the kind that takes it (here the built-in LN kernels),
-    else on the reference loop (the unmasked call still uses the kernel)."""
+    masked call runs on a kernel of the kind that takes it (here the built-in LN kernel named
+    like the backend), else on the reference loop (the unmasked call still uses the kernel)."""
     calls = []
 
     class Plain:
