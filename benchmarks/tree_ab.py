@@ -9,7 +9,8 @@ sides alike; the spread of the ratios is printed as the noise.
     python benchmarks/tree_ab.py /path/to/tree-A /path/to/tree-B [--rounds 9] [--quick]
 
 Configurations and modes as ``recurrence_speed.py`` (shared/BENCHMARKS.md), plus ``O1``
-(T=1, B=1, I=H=8): one step, so the time is the per-call Python overhead.
+(T=1, B=1, I=H=8): one step, so the time is the per-call Python overhead. ``--cells`` takes
+seqlab's layer classes (``LSTM``) and any registered cell kind (``lnlstm``, ``lngru``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def step_for(cell, cfg, train):
     if key not in cache:
         T, B, I, H = CONFIGS[cfg]
         torch.manual_seed(0)
-        layer = getattr(seqlab, cell)(I, H)
+        make = getattr(seqlab, cell, None)  # a layer class, or a registered kind (lnlstm, ...)
+        layer = make(I, H) if make else seqlab.RecurrentLayer(cell, I, H)
         x = torch.randn(T, B, I, requires_grad=train)
         def step():
             if train:

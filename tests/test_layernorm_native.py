@@ -57,8 +57,20 @@ def run_and_grads(backend, mode, inputs, lengths, reverse, weighted=True):
     return [y, *final], list(torch.autograd.grad(loss, leaves))
 
 
-def compare(mode, inputs, lengths, reverse, dtype, what, weighted=True):
-    want_out, want_grads = run_and_grads("reference", mode, inputs, lengths, reverse, weighted)
+def as_f64(inputs):
+    """The same values as float64 leaves (an oracle free of float32 rounding)."""
+    x, state, params = inputs
+
+    def leaf(t):
+        return None if t is None else t.detach().to(F64).requires_grad_(True)
+
+    return leaf(x), tuple(leaf(s) for s in state), [leaf(p) for p in params]
+
+
+def compare(mode, inputs, lengths, reverse, dtype, what, weighted=True, oracle_f64=False):
+    """native vs the reference loop (in float64 on the same values with ``oracle_f64``)."""
+    ref_inputs = as_f64(inputs) if oracle_f64 else inputs
+    want_out, want_grads = run_and_grads("reference", mode, ref_inputs, lengths, reverse, weighted)
     got_out, got_grads = run_and_grads("native", mode, inputs, lengths, reverse, weighted)
     spec = get_spec(mode)
     names = ["y", *spec.state, "dx", *(f"d{s}0" for s in spec.state)]
@@ -123,6 +135,32 @@ def test_larger_step_products_and_broadcast_output_gradient(mode, threads, spy):
     compare(mode, inputs, lengths, True, torch.float32, "weighted")
     compare(mode, inputs, None, False, torch.float32, "y.sum()", weighted=False)
     assert spy["backward"] == 2
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("mode", MODES)
+def test_input_side_chunks_match_reference(mode, dtype, threads, spy):
+    """The loops run the input side (projection and LN; LN backward, dx, dW_ih, dW_hh) by
+    chunks of ~1 MB of G·H-wide rows, split over the team's shards: at H=96, B=100 a chunk
+    is 3-9 steps (by mode and dtype), so T=14 crosses chunk boundaries, and with 2 threads the
+    chunks' rows split unevenly; lengths, both directions, no-grad forward too. The oracle is
+    the reference loop in float64 on the same values (the float32 reference loop's own
+    rounding grows with T past the float32 tolerance)."""
+    T, B, I, H = 14, 100, 8, 96  # noqa: E741
+    lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
+    inputs = make_inputs(mode, T, B, I, H, dtype, True, seed=31)
+    for lens, reverse in ((lengths, False), (lengths, True), (None, False)):
+        what = f"lengths={lens is not None} {reverse=}"
+        compare(mode, inputs, lens, reverse, dtype, what, oracle_f64=True)
+    x, state, params = inputs
+    with torch.no_grad():
+        x64, state64, params64 = as_f64(inputs)
+        want = engine.run(mode, x64, state64, params64, lengths, True, backend="reference")
+        got = engine.run(mode, x, state, params, lengths, True, backend="native")
+    for k, (a, b) in enumerate(zip([got[0], *got[1]], [want[0], *want[1]], strict=True)):
+        assert_close(a, b, dtype, f"no-grad output {k}")
+    assert spy["forward"] == 4 and spy["backward"] == 3
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)

@@ -228,7 +228,8 @@ def test_layer_matches_hand_loop(kind, backend):
 
 def test_kernel_without_mask_support_falls_back_to_reference():
     """A registered kernel that does not declare covers_h_mask is never handed a mask: the
-    masked call runs on the reference loop (the unmasked call still uses the kernel)."""
+    masked call runs on a kernel of the kind that takes it (here the built-in LN kernel named
+    like the backend), else on the reference loop (the unmasked call still uses the kernel)."""
     calls = []
 
     class Plain:
@@ -405,6 +406,166 @@ def test_layernorm_cells_take_recurrent_dropout():
             state, _ = spec.step(xw[t], state, hm)
             outs.append(state[0])
         assert_close(y_h, torch.stack(outs), F64, kind)
+
+
+# ------------------------------------------- LayerNorm kernels vs reference loop, masked
+LN_KINDS = ["lnlstm", "lngru"]
+
+
+def ln_inputs(kind, T, B, I, H, dtype, seed=0):  # noqa: E741
+    """x, state, parameters in the description's order (gains near 1) and a mask (p = 0.4)."""
+    spec = SPECS[kind]
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0, shift=0.0):
+        t = torch.randn(*shape, generator=g, dtype=F64) * scale + shift
+        return t.to(dtype).requires_grad_()
+
+    x = r(T, B, I)
+    state = tuple(r(B, H, scale=0.5) for _ in spec.state)
+    params = [
+        r(*p.shape(spec.G, I, H), scale=0.3, shift=1.0 if p.role == "gain" else 0.0)
+        for p in spec.params
+    ]
+    h_mask = dropout_mask((B, H), 0.4, dtype=dtype, generator=g)
+    return x, state, params, h_mask
+
+
+@pytest.fixture
+def ln_calls(monkeypatch):
+    """Backward calls of the LayerNorm kernels (fused, native), by kernel name: a masked call
+    that silently ran on the reference loop counts nothing."""
+    from seqlab.engine import fused_ln, native_ln
+
+    calls = {"fused": 0, "native": 0}
+    for kernel in (fused_ln.KERNEL, native_ln.KERNEL):
+        original = kernel.backward
+
+        def counted(*args, _name=kernel.name, _original=original, **kwargs):
+            calls[_name] += kwargs.get("h_mask") is not None
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "backward", counted)
+    return calls
+
+
+def masked_ln_kernel(backend):
+    """The LN kernel that takes a masked call on ``backend`` (the native one where it can)."""
+    from seqlab.engine import native_ln
+
+    takes = getattr(native_ln.KERNEL, "covers_h_mask", None)
+    native_takes = takes is not None and takes(SPECS["lnlstm"])
+    return "native" if backend == "native" and native_takes else "fused"
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("kind", LN_KINDS)
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_masked_layernorm_kernel_matches_reference(backend, kind, dtype, ln_calls):
+    """LN-LSTM/LN-GRU with h_mask on a fast backend (its LN kernel, not the reference loop)
+    == the reference loop with the same mask: outputs, final states and the gradients of x,
+    every state part and every parameter (gains included), with and without lengths (one of
+    length 0), both directions; and the no-grad forward. The oracle runs in float64 on the
+    same values (for float32, the reference loop's own rounding is of the tolerance's size)."""
+    T, B, I, H = 7, 5, 4, 6  # noqa: E741
+    x, state, params, h_mask = ln_inputs(kind, T, B, I, H, dtype)
+    leaves = [x, *state, *params]
+    leaves64 = [t.detach().to(F64).requires_grad_() for t in leaves]
+    x64, state64, params64 = leaves64[0], leaves64[1 : 1 + len(state)], leaves64[1 + len(state) :]
+    names = [p.name for p in SPECS[kind].params]
+    runs = 0
+    for lengths in (None, torch.tensor([7, 3, 0, 1, 6])):
+        for reverse in (False, True):
+            named = dict(zip(names, params64, strict=True))
+            want_y, want_f = reference_run(
+                kind, x64, state64, named, lengths, reverse, h_mask.to(F64)
+            )
+            want_g = torch.autograd.grad(loss_of(want_y, want_f), leaves64)
+            y, f = engine.run(kind, x, state, params, lengths, reverse, backend, h_mask=h_mask)
+            # the same loss weights as the oracle's (drawn in float64)
+            got_g = torch.autograd.grad(loss_of(y.to(F64), [s.to(F64) for s in f]), leaves)
+            runs += 1
+            what = f"{backend} {kind} lengths={lengths is not None} reverse={reverse}"
+            assert_close(y, want_y, dtype, f"{what}: outputs")
+            for a, b in zip(f, want_f, strict=True):
+                assert_close(a, b, dtype, f"{what}: final state")
+            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
+                assert_close(a, b, dtype, f"{what}: gradient {k}")
+            with torch.no_grad():  # the inference path (no saved buffers)
+                y0, _ = engine.run(kind, x, state, params, lengths, reverse, backend, h_mask)
+            assert_close(y0, want_y.detach(), dtype, f"{what}: no-grad outputs")
+    assert ln_calls[masked_ln_kernel(backend)] == runs
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("kind", LN_KINDS)
+def test_masked_layernorm_kernel_gradcheck(backend, kind, ln_calls):
+    """Finite differences (float64) through the LN kernels' hand-derived masked backward."""
+    x, state, params, h_mask = ln_inputs(kind, 4, 3, 2, 3, F64, seed=2)
+    lengths = torch.tensor([4, 2, 3])
+
+    def fn(x, *rest):
+        st, ps = rest[: len(state)], rest[len(state) :]
+        y, f = engine.run(kind, x, st, ps, lengths, True, backend, h_mask=h_mask)
+        return (y, *f)
+
+    assert torch.autograd.gradcheck(fn, (x, *state, *params))
+    assert ln_calls[masked_ln_kernel(backend)] > 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", LN_KINDS)
+def test_masked_layernorm_native_team_and_chunks(kind, threads, ln_calls):
+    """The native LN loop with h_mask where 2 threads split each step into shards of 32 and
+    18 units (H=50) and the input side runs by chunks of 6-8 steps (T=14, B=100): float64,
+    lengths (some 0), both directions, against the reference loop with the same mask."""
+    if "native" not in FAST:
+        pytest.skip("native backend unavailable")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        T, B, I, H = 14, 100, 6, 50  # noqa: E741
+        x, state, params, h_mask = ln_inputs(kind, T, B, I, H, F64, seed=9)
+        leaves = [x, *state, *params]
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(9))
+        named = dict(zip([p.name for p in SPECS[kind].params], params, strict=True))
+        for reverse in (False, True):
+            want = reference_run(kind, x, state, named, lengths, reverse, h_mask)
+            want_g = torch.autograd.grad(loss_of(*want), leaves)
+            got = engine.run(kind, x, state, params, lengths, reverse, "native", h_mask=h_mask)
+            got_g = torch.autograd.grad(loss_of(*got), leaves)
+            assert_close(got[0], want[0], F64, "outputs")
+            for a, b in zip(got[1], want[1], strict=True):
+                assert_close(a, b, F64, "final state")
+            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
+                assert_close(a, b, F64, f"{kind} threads={threads} {reverse=} gradient {k}")
+    finally:
+        torch.set_num_threads(previous)
+    assert ln_calls["native"] == 2
+
+
+def test_regularised_layernorm_layer_matches_reference_layer():
+    """A 2-layer bidirectional LN-LSTM layer with all three regularisers and lengths: the
+    default backend (masked calls on an LN kernel) == backend="reference", same masks."""
+    torch.manual_seed(0)
+    layers = {
+        b: make_layer("lnlstm", 5, 8, num_layers=2, bidirectional=True, backend=b, **REGS)
+        for b in (None, "reference")
+    }
+    layers["reference"].load_state_dict(layers[None].state_dict())
+    for layer in layers.values():
+        layer.to(F64)
+    masks = layers[None].sample_masks(3, generator=torch.Generator().manual_seed(4))
+    x0 = torch.randn(6, 3, 5, dtype=F64)
+    lengths = torch.tensor([6, 2, 4])
+    got = {}
+    for name, layer in layers.items():
+        x = x0.clone().requires_grad_()
+        y, final = layer(x, lengths=lengths, masks=masks)
+        grads = torch.autograd.grad(loss_of(y, final), [x, *layer.parameters()])
+        got[name] = [y, *final, *grads]
+    for k, (a, b) in enumerate(zip(got[None], got["reference"], strict=True)):
+        assert_close(a, b, F64, f"tensor {k}")
 
 
 # ------------------------------------------------------------------------- errors

@@ -289,7 +289,12 @@ def run(
         named = [k for k in kernels if getattr(k, "name", None) == name]
         kernel = (named or kernels or [None])[0]
     if kernel is not None and h_mask is not None and not _takes_h_mask(kernel, spec):
-        kernel = fused.KERNEL if _takes_h_mask(fused.KERNEL, spec) else None
+        # another kernel of the kind that takes the mask (one named like the backend first,
+        # then fused), else the reference loop
+        takers = [k for k in (fused.KERNEL, *EXTRA_KERNELS) if k.covers(spec)]
+        takers = [k for k in takers if _takes_h_mask(k, spec)]
+        named = [k for k in takers if getattr(k, "name", None) == name]
+        kernel = (named or takers or [None])[0]
     if kernel is None:
         named = {p.name: t for p, t in zip(spec.params, params, strict=True)}
         return reference_run(spec, x, state, named, lengths, reverse, h_mask)

@@ -40,6 +40,12 @@ over whole ``(T, B, N)`` arrays are memory-bound and cost more than a small per-
 
 Lengths and reverse follow the classic kernel: a padded step keeps the state (``where``),
 outputs 0, and its gradient factors are masked to 0, so its rows add nothing to any sum.
+
+Recurrent dropout (``h_mask`` m, (B, H), one per sequence; :mod:`seqlab.functional.
+regularisers`): the recurrent product reads ``hm = h_{t−1} ⊙ m``, so ``q_t = hm W_hhᵀ``;
+in the backward the recurrent path's ``dh_{t−1}`` is ``(dq W_hh) ⊙ m`` and
+``dW_hh = dqᵀ (H_prev ⊙ m)``; the GRU's direct term ``dh ⊙ z`` reads the plain ``h_{t−1}``
+and stays unmasked, as does the cell state.
 """
 
 from __future__ import annotations
@@ -106,7 +112,12 @@ def _outputs(hbuf: Tensor, mask: Tensor | None, reverse: bool) -> Tensor:
 
 
 # ------------------------------------------------------------------ LayerNorm LSTM
-def _lstm_forward(x, state, params, mask, reverse, save):
+def _recurrent_rows(h: Tensor, hm: Tensor | None) -> Tensor:
+    """What the recurrent product reads: ``h ⊙ m`` under recurrent dropout, else ``h``."""
+    return h if hm is None else h * hm
+
+
+def _lstm_forward(x, state, params, mask, reverse, save, hm=None):
     w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c = params
     h, c = state
     T, H = x.shape[0], h.shape[1]
@@ -125,7 +136,7 @@ def _lstm_forward(x, state, params, mask, reverse, save):
     ifo_ = xw[..., : 2 * H].unbind(0)
     m_ = None if mask is None else mask.unbind(0)
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        q, _, r = _ln(torch.mm(h, w_t))
+        q, _, r = _ln(torch.mm(_recurrent_rows(h, hm), w_t))
         a_[t].addcmul_(q, g_hh)  # the gates overwrite xw[t] (kept for the backward)
         ifo_[t].sigmoid_()
         g_[t].tanh_()
@@ -155,7 +166,7 @@ def _lstm_forward(x, state, params, mask, reverse, save):
     return y, final, (xhat, rstd_in, xw, hbuf, cbuf, *order, tnbuf)
 
 
-def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
+def _lstm_backward(x, params, mask, reverse, saved, gy, gstate, hm=None):
     w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c = params
     xhat, rstd_in, gates, hbuf, cbuf, qhat, rstd, mean_c, rstd_c, tn = saved
     T, B, N = gates.shape
@@ -196,6 +207,8 @@ def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
         da = torch.cat((dc, dc, dc, dh), 1).mul_(ka_[t])  # ∂L/∂a_t, a = xw + LN(q)·g_hh + b_hh
         dq = torch.mul(_ln_back_step(da * g_hh, qh_[t]), r_[t], out=dq_[t])  # ∂L/∂q_t
         dh_new = torch.mm(dq, w)
+        if hm is not None:  # the product read h ⊙ m
+            dh_new.mul_(hm)
         torch.mul(_ln_back_step(da * g_ih, xh_[t]), ri_[t], out=dp_[t])  # ∂L/∂(x_t W_ihᵀ)
         acc_ih.addcmul_(da, xh_[t])
         acc_hh.addcmul_(da, qh_[t])
@@ -211,7 +224,7 @@ def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
     db = None if acc_b is None else acc_b.sum(0)
     dparams = (
         dw_ih,
-        dqbuf.view(T * B, N).t() @ h_prev.reshape(T * B, H),
+        dqbuf.view(T * B, N).t() @ _recurrent_rows(h_prev, hm).reshape(T * B, H),
         None if b_ih is None else db,
         None if b_hh is None else db,
         acc_ih.sum(0),
@@ -223,7 +236,7 @@ def _lstm_backward(x, params, mask, reverse, saved, gy, gstate):
 
 
 # ------------------------------------------------------------------ LayerNorm GRU
-def _gru_forward(x, state, params, mask, reverse, save):
+def _gru_forward(x, state, params, mask, reverse, save, hm=None):
     w_ih, w_hh, b_ih, b_hh, g_ih, g_hh = params
     (h,) = state
     T, H = x.shape[0], h.shape[1]
@@ -240,7 +253,7 @@ def _gru_forward(x, state, params, mask, reverse, save):
     )
     m_ = None if mask is None else mask.unbind(0)
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        q, _, r = _ln(torch.mm(h, w_t))
+        q, _, r = _ln(torch.mm(_recurrent_rows(h, hm), w_t))
         rz_[t].addcmul_(q[:, : 2 * H], g_rz).sigmoid_()
         q_n = q[:, 2 * H :]
         hn = q_n * g_n if b_hn is None else torch.addcmul(b_hn, q_n, g_n)
@@ -261,7 +274,7 @@ def _gru_forward(x, state, params, mask, reverse, save):
     return y, final, (xhat, rstd_in, xw, hbuf, *order)
 
 
-def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
+def _gru_backward(x, params, mask, reverse, saved, gy, gstate, hm=None):
     w_ih, w_hh, b_ih, b_hh, g_ih, g_hh = params
     xhat, rstd_in, gates, hbuf, qhat, rstd, hn = saved
     T, B, N = gates.shape
@@ -293,7 +306,8 @@ def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
         dhw = torch.cat((dn, dh, dn), 1).mul_(kh_[t])  # ∂L/∂(LN(q)·g_hh + b_hh)
         dxw = torch.cat((dhw[:, : 2 * H], dn), 1)  # ∂L/∂xw: n is outside r ⊙ (·)
         dq = torch.mul(_ln_back_step(dhw * g_hh, qh_[t]), r_[t], out=dq_[t])  # ∂L/∂q_t
-        dh_new = torch.addcmul(torch.mm(dq, w), dh, z_[t])
+        dh_rec = torch.mm(dq, w)  # the recurrent path (read h ⊙ m); dh ⊙ z read plain h
+        dh_new = torch.addcmul(dh_rec if hm is None else dh_rec.mul_(hm), dh, z_[t])
         torch.mul(_ln_back_step(dxw * g_ih, xh_[t]), ri_[t], out=dp_[t])  # ∂L/∂(x_t W_ihᵀ)
         acc_ih.addcmul_(dxw, xh_[t])
         acc_hh.addcmul_(dhw, qh_[t])
@@ -307,7 +321,7 @@ def _gru_backward(x, params, mask, reverse, saved, gy, gstate):
     dx, dw_ih = _input_gemms(x, w_ih, dpbuf)
     dparams = (
         dw_ih,
-        dqbuf.view(T * B, N).t() @ h_prev.reshape(T * B, H),
+        dqbuf.view(T * B, N).t() @ _recurrent_rows(h_prev, hm).reshape(T * B, H),
         None if acc_bih is None else acc_bih.sum(0),
         None if acc_bhh is None else acc_bhh.sum(0),
         acc_ih.sum(0),
@@ -331,6 +345,10 @@ class LayerNormKernel:
     def covers(self, spec: CellSpec) -> bool:
         return spec.name in _STEPS
 
+    def covers_h_mask(self, spec: CellSpec) -> bool:
+        """Recurrent dropout (``h_mask``) for both kinds (module docstring)."""
+        return self.covers(spec)
+
     def forward(
         self,
         spec: CellSpec,
@@ -340,9 +358,10 @@ class LayerNormKernel:
         lengths: Tensor | None,
         reverse: bool,
         save: bool,
+        h_mask: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         mask = _mask(lengths, x)
-        return _STEPS[spec.name][0](x, tuple(state), tuple(params), mask, reverse, save)
+        return _STEPS[spec.name][0](x, tuple(state), tuple(params), mask, reverse, save, h_mask)
 
     def backward(
         self,
@@ -354,9 +373,11 @@ class LayerNormKernel:
         saved: tuple[Tensor, ...],
         gy: Tensor,
         gstate: Sequence[Tensor],
+        h_mask: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor | None, ...]]:
         mask = _mask(lengths, x)
-        return _STEPS[spec.name][1](x, tuple(params), mask, reverse, saved, gy, tuple(gstate))
+        fn = _STEPS[spec.name][1]
+        return fn(x, tuple(params), mask, reverse, saved, gy, tuple(gstate), h_mask)
 
 
 def _mask(lengths: Tensor | None, x: Tensor) -> Tensor | None:

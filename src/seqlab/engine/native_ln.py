@@ -11,6 +11,12 @@ kinds only while the native library is loaded in this process (never with ``SEQL
 and not while Dynamo traces (the ops have no fake implementation; a compiled model uses the
 other kernels).
 
+Recurrent dropout (``h_mask`` (B, H), :mod:`seqlab.functional.regularisers`) runs on the twin
+ops ``ln_forward_masked`` / ``ln_backward_masked``: the per-step product reads
+``h_{t−1} ⊙ m`` (each shard writes its units of the next step's masked state once its ``h`` is
+done), the backward scales the recurrent path's ``dh_{t−1}`` by ``m`` and forms ``dW_hh`` from
+``H_prev ⊙ m``.
+
 Buffers saved for the backward (``save=True``), time-major:
 
 ==========  =============  ===================================================
@@ -54,6 +60,10 @@ class NativeLayerNormKernel:
         ours = spec is LNLSTM or spec is LNGRU
         return ours and native.loaded() is not None and not torch.compiler.is_compiling()
 
+    def covers_h_mask(self, spec: CellSpec) -> bool:
+        """Recurrent dropout (``h_mask``) for both kinds, on the ``_masked`` ops."""
+        return self.covers(spec)
+
     def forward(
         self,
         spec: CellSpec,
@@ -63,16 +73,19 @@ class NativeLayerNormKernel:
         lengths: Tensor | None,
         reverse: bool,
         save: bool,
+        h_mask: Tensor | None = None,
     ):
         ops = native.loaded()
         lstm = spec is LNLSTM
         w_ih, w_hh, b_ih, b_hh, g_ih, g_hh = params[:6]
         g_c, b_c = params[6:] if lstm else (None, None)
         c0 = state[1] if lstm else None
-        y, h_n, c_n, *saved = ops.ln_forward(
-            MODES[spec.name], x, state[0], c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c,
-            lengths, reverse, save,
-        )  # fmt: skip
+        args = (MODES[spec.name], x, state[0], c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c,
+                lengths, reverse, save)  # fmt: skip
+        if h_mask is None:
+            y, h_n, c_n, *saved = ops.ln_forward(*args)
+        else:
+            y, h_n, c_n, *saved = ops.ln_forward_masked(*args, h_mask)
         return y, ((h_n, c_n) if lstm else (h_n,)), tuple(saved)
 
     def backward(
@@ -85,17 +98,21 @@ class NativeLayerNormKernel:
         saved: tuple[Tensor, ...],
         gy: Tensor,
         gstate: Sequence[Tensor],
+        h_mask: Tensor | None = None,
     ):
         ops = native.loaded()
         lstm = spec is LNLSTM
         w_ih, w_hh, b_ih, b_hh, g_ih, g_hh = params[:6]
         g_c, b_c = params[6:] if lstm else (None, None)
         gcn = gstate[1].contiguous() if lstm else None
-        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c = ops.ln_backward(
+        args = (
             MODES[spec.name], x, w_ih, w_hh, g_ih, g_hh, g_c, b_c,
             b_ih is not None, b_hh is not None, b_c is not None, lengths, reverse,
             *saved, gy, gstate[0].contiguous(), gcn,
         )  # fmt: skip
+        masked = h_mask is not None
+        out = ops.ln_backward_masked(*args, h_mask) if masked else ops.ln_backward(*args)
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c = out
         grads = [dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh] + ([dg_c, db_c] if lstm else [])
         dparams = tuple([g if p is not None else None for g, p in zip(grads, params, strict=True)])
         return dx, ((dh0, dc0) if lstm else (dh0,)), dparams

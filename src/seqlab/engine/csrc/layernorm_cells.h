@@ -24,6 +24,7 @@
 template <typename S>
 struct LnFwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0;
+  int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
   const int64_t* len = nullptr;
   const S* rec = nullptr;   // shard-local (B, G·n): h_prev W_hhᵀ of the shard's units
   const S* st = nullptr;    // this phase's combined statistics: mean [0, B), rstd [B, 2B)
@@ -49,6 +50,7 @@ struct LnFwd {
 template <typename S>
 struct LnBwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0, K = 0;
+  int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
   const int64_t* len = nullptr;
   const S* st = nullptr;    // this phase's two combined means: [0, B), [B, 2B)
   const S* rs = nullptr;    // rstd of step t (B, K): [input, recurrent, cell]
@@ -177,8 +179,9 @@ void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
 // Chan et al.'s pairwise combination of the shards' (mean, M2) over cnt[q] columns each:
 // the row's mean and rstd = 1/√(M2/N + ε), into st[b] and st[B + b]
 template <typename S>
-void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t* cnt, S* st) {
-  for (int64_t b = 0; b < B; ++b) {
+void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t* cnt, S* st,
+                        int64_t b0 = 0, int64_t b1 = -1) {
+  for (int64_t b = b0; b < (b1 < 0 ? B : b1); ++b) {
     double n = 0.0, m = 0.0, m2 = 0.0;
     for (int64_t q = 0; q < P; ++q) {
       const double* pq = part + (q * B + b) * 2;
@@ -194,8 +197,9 @@ void ln_combine_moments(const double* part, int64_t P, int64_t B, const int64_t*
 
 // the shards' partial sums added up, divided by N: st[b], st[B + b]
 template <typename S>
-void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st) {
-  for (int64_t b = 0; b < B; ++b) {
+void ln_combine_sums(const double* part, int64_t P, int64_t B, int64_t N, S* st,
+                     int64_t b0 = 0, int64_t b1 = -1) {
+  for (int64_t b = b0; b < (b1 < 0 ? B : b1); ++b) {
     double s1 = 0.0, s2 = 0.0;
     for (int64_t q = 0; q < P; ++q) {
       s1 += part[(q * B + b) * 2];
@@ -264,6 +268,21 @@ inline int64_t ln_chunk_rows(int64_t GH, size_t itemsize) {
   return std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(1, GH * itemsize));
 }
 
+// Pull columns [0, n) of `blocks` blocks (`bs` apart) of B rows (`row` apart) towards the cache,
+// for reading (rw 0) or writing (rw 1), while the step's GEMM runs: the rows of the big per-step
+// buffers (x̂_ih, the saved x̂_hh, gates, ĉ, c; dA and dr) are cold and would stall the LN
+// passes, which touch ~2x the classic cell's bytes per step.
+template <int RW, typename S>
+inline void ln_prefetch(const S* p, int64_t B, int64_t row, int64_t blocks, int64_t bs,
+                        int64_t n) {
+  constexpr int64_t line = 64 / sizeof(S);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t q = 0; q < blocks; ++q) {
+      const S* r = p + b * row + q * bs;
+      for (int64_t j = 0; j < n; j += line) __builtin_prefetch(r + j, RW, 3);
+    }
+}
+
 inline at::Tensor or_zeros(const at::Tensor& t, int64_t n, const at::TensorOptions& opts) {
   return t.defined() ? t : at::zeros({n}, opts);
 }
@@ -278,7 +297,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
                                         const at::Tensor& b_hh, const at::Tensor& g_ih,
                                         const at::Tensor& g_hh, const at::Tensor& g_c,
                                         const at::Tensor& b_c, const at::Tensor& len,
-                                        bool reverse, bool save) {
+                                        bool reverse, bool save, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
   const int64_t GH = G * H, gs = 4 * H, Ts = save ? T : 1;
@@ -298,18 +317,9 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     return out;
   };
   if (T == 0 || B == 0 || H == 0) return outputs();
-  const int64_t R = T * B, Rc = ln_chunk_rows(GH, sizeof(S));
   S* xip = xih.data_ptr<S>();
   S* rsp = rs.data_ptr<S>();
   const auto rows_fn = SEQLAB_ISA(ln_rows<S>);
-  for (int64_t c0 = 0; c0 < R; c0 += Rc) {  // a block of rows: projected, then normalised
-    const int64_t L = std::min(Rc, R - c0);
-    gemm<S>(true, L, GH, I, x.data_ptr<S>() + c0 * I, I, w_ih.data_ptr<S>(), I, false,
-            xip + c0 * GH, GH);
-    at::parallel_for(c0, c0 + L, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-      rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
-    });
-  }
   at::Tensor bias = LSTMC ? sum_bias(b_ih, b_hh) : GruCell::fold_bias(b_ih, b_hh, H);
   bias = or_zeros(bias, GH, opts).contiguous();
   at::Tensor bhn = LSTMC ? at::Tensor() : GruCell::recurrent_bias(b_hh, H, opts);
@@ -318,6 +328,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   LnFwd<S> s;
   s.H = H;
   s.B = B;
+  s.b1 = B;
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.gih = g_ih.data_ptr<S>();
@@ -332,6 +343,24 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   S* gp = gates.data_ptr<S>();
   S* xhp = xhh.data_ptr<S>();
   S* chp = LSTMC ? ch.data_ptr<S>() : nullptr;
+
+  // recurrent dropout: the product reads hm = h_prev ⊙ m, kept in two parity buffers; each
+  // shard writes its units of the next step's hm once its h is done (the team meets after)
+  const bool masked = hmask.defined();
+  at::Tensor hmbuf = masked ? at::empty({2, B, H}, opts) : at::Tensor();
+  if (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
+  S* hmb = masked ? hmbuf.data_ptr<S>() : nullptr;
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
+  auto next_hm = [&](int64_t step, const S* hc, int64_t u0, int64_t u1) {
+    if (!masked || step + 1 >= T) return;
+    S* out = hmb + ((step + 1) & 1) * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const S* __restrict h = hc + b * H;
+      const S* __restrict m = mk + b * H;
+      S* __restrict d = out + b * H;
+      for (int64_t j = u0; j < u1; ++j) d[j] = h[j] * m[j];
+    }
+  };
 
   const int64_t P0 = team_size(B, G, H);
   std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, true);
@@ -350,7 +379,22 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
 
-  ln_team(P, T, LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
+  // The input side x̂_ih = LN(x W_ihᵀ) runs a chunk of Tc steps (~1 MB of G·H-wide rows) at a
+  // time inside the loop, so the steps read it from cache: at the first phase of the chunk's
+  // first step each shard projects and normalises its share of the chunk's rows (the team
+  // meets before the next phase reads them).
+  const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
+    const int64_t t_lo = reverse ? T - c0 - L : c0, R = L * B, per = (R + P - 1) / P;
+    const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
+    if (r0 >= r1) return;
+    gemm<S>(true, r1 - r0, GH, I, xp + r0 * I, I, wip, I, false, xip + r0 * GH, GH);
+    rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
+  };
+
+  ln_team(P, T, P == 1 ? 1 : LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
     LnShard<S>& sh = shards[q];
     const int64_t n = sh.u1 - sh.u0, GN = G * n;
     const int64_t t = reverse ? T - 1 - step : step;
@@ -375,19 +419,46 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     st.y = yb ? yb + t * B * H : nullptr;
     S* rst = rsp + t * B * K;
     if (phase == 0) {  // own columns of h_prev W_hhᵀ and their moments
-      gemm_p<S>(*sh.pw, true, B, GN, H, st.hp, H, sh.wp, H, false, sh.lp, GN);
-      moments_fn(sh.lp, B, GN, pp + q * B * 2);
+      if (step % Tc == 0) input_side(q, step, std::min(Tc, T - step));
+      // the first row's cold rows of phase 1 (its kernel pulls each next row itself)
+      ln_prefetch<0>(st.xih + sh.u0, 1, GH, G, H, n);
+      ln_prefetch<1>(st.xhh + sh.u0, 1, GH, G, H, n);
+      ln_prefetch<1>(st.g + sh.u0, 1, gs, 4, H, n);
+      const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
+      gemm_p<S>(*sh.pw, true, B, GN, H, hr, H, sh.wp, H, false, sh.lp, GN);
+      if (P > 1) {
+        moments_fn(sh.lp, B, GN, pp + q * B * 2);
+        return;
+      }
+      // one shard: each batch row goes through all phases at once, while it is in L1
+      for (int64_t b = 0; b < B; ++b) {
+        moments_fn(sh.lp + b * GN, 1, GN, pp + b * 2);
+        ln_combine_moments<S>(pp, 1, B, cnt_rec.data(), sh.sp, b, b + 1);
+        rst[b * K + 1] = sh.sp[B + b];
+        st.b0 = b;
+        st.b1 = b + 1;
+        st.part = pp + B * 2;
+        gates_fn(st);
+        if (LSTMC) {
+          ln_combine_moments<S>(pp + B * 2, 1, B, cnt_c.data(), sh.sp, b, b + 1);
+          rst[b * K + 2] = sh.sp[B + b];
+          out_fn(st);
+        }
+      }
+      next_hm(step, st.hc, 0, H);
     } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
       ln_combine_moments<S>(pp, P, B, cnt_rec.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 1] = sh.sp[B + b];
       st.part = pp + (P + q) * B * 2;
       gates_fn(st);
+      if (!LSTMC) next_hm(step, st.hc, sh.u0, sh.u1);
     } else {  // LSTM: ĉ and h
       ln_combine_moments<S>(pp + P * B * 2, P, B, cnt_c.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 2] = sh.sp[B + b];
       out_fn(st);
+      next_hm(step, st.hc, sh.u0, sh.u1);
     }
   });
   return outputs();
@@ -401,7 +472,7 @@ std::vector<at::Tensor> ln_backward_impl(
     bool has_b_hh, bool has_b_c, const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
     const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
     const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
-    const at::Tensor& ghn, const at::Tensor& gcn) {
+    const at::Tensor& ghn, const at::Tensor& gcn, const at::Tensor& hmask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = hbuf.size(2);
   constexpr int64_t G = LSTMC ? 4 : 3, K = LSTMC ? 3 : 2;
   const int64_t GH = G * H, gs = 4 * H, R = T * B;
@@ -424,6 +495,7 @@ std::vector<at::Tensor> ln_backward_impl(
   LnBwd<S> s;
   s.H = H;
   s.B = B;
+  s.b1 = B;
   s.gs = gs;
   s.K = K;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
@@ -463,10 +535,58 @@ std::vector<at::Tensor> ln_backward_impl(
   const auto gates_fn = SEQLAB_ISA(lnlstm_bwd_gates<S>);
   const auto rec_fn = SEQLAB_ISA(ln_bwd_rec<S>);
   const int64_t last = LSTMC ? 2 : 1;
+  // The input side, LN(x W_ihᵀ; γ_ih) + b_ih's backward and its products, runs a chunk of Tc
+  // steps (~1 MB of G·H-wide rows) at a time inside the loop, while the chunk's dA and dr rows
+  // are still in cache: at the first phase of the step after the chunk (the team has met, so
+  // every shard's rows are written) each shard takes its share of the chunk's rows: the LN
+  // backward (its own sums of dA⊙x̂_ih and dA: dγ_ih, db_ih), its rows of dx = dP W_ih and its
+  // part of dW_ih += dPᵀ x and dW_hh += drᵀ h_prev (own accumulators, summed after the loop).
+  const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
+  at::Tensor sums = at::zeros({P, 2, GH}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dw_ih = at::zeros({P, GH, I}, opts), dw_hh = at::zeros({P, GH, H}, opts);
+  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
+  const S* gip = g_ih.data_ptr<S>();
+  const S* xip = xih.data_ptr<S>();
+  const S* xp = x.data_ptr<S>();
+  const S* wip = w_ih.data_ptr<S>();
+  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
+  S* smp = sums.data_ptr<S>();
+  S* dxp = dx.data_ptr<S>();
+  S* dwip = dw_ih.data_ptr<S>();
+  S* dwhp = dw_hh.data_ptr<S>();
+  // recurrent dropout: the recurrent path's dh_prev is (Σ partials) ⊙ m, and dW_hh reads
+  // h_prev ⊙ m (formed per share of a chunk in the shard's own rows of hmt)
+  const bool masked = hmask.defined();
+  const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
+  const int64_t hm_rows = (Tc * B + P - 1) / P;
+  at::Tensor hmt = masked ? at::empty({P, hm_rows, H}, opts) : at::Tensor();
+  S* hmtp = masked ? hmt.data_ptr<S>() : nullptr;
+  auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
+    const int64_t t_lo = reverse ? c0 : T - c0 - L, R = L * B, per = (R + P - 1) / P;
+    const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
+    if (r0 >= r1) return;
+    const int64_t M = r1 - r0;
+    bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + q * 2 * GH);
+    gemm<S>(false, M, I, GH, dap + r0 * GH, GH, wip, I, false, dxp + r0 * I, I);
+    gemm_ta<S>(GH, I, M, dap + r0 * GH, GH, xp + r0 * I, I, true, dwip + q * GH * I, I);
+    const S* hsrc = hpp + r0 * H;
+    if (masked) {  // this share's rows of h_prev ⊙ m (row r is batch row r mod B)
+      S* hm = hmtp + q * hm_rows * H;
+      for (int64_t r = r0; r < r1; ++r) {
+        const S* __restrict h = hpp + r * H;
+        const S* __restrict m = mk + (r % B) * H;
+        S* __restrict d = hm + (r - r0) * H;
+        for (int64_t j = 0; j < H; ++j) d[j] = h[j] * m[j];
+      }
+      hsrc = hm;
+    }
+    gemm_ta<S>(GH, H, M, drp + r0 * GH, GH, hsrc, H, true, dwhp + q * GH * H, H);
+  };
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
 
-  ln_team(P, T, last + 1, [&](int64_t q, int64_t step, int64_t phase) {
+  ln_team(P, T, P == 1 ? 1 : last + 1, [&](int64_t q, int64_t step, int64_t phase) {
     LnShard<S>& sh = shards[q];
     const int64_t n = sh.u1 - sh.u0, GN = G * n;
     const int64_t t = reverse ? step : T - 1 - step;
@@ -486,17 +606,56 @@ std::vector<at::Tensor> ln_backward_impl(
     st.da = dap + t * B * GH;
     st.dr = drp + t * B * GH;
     st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
+    auto rec_gemm = [&](const LnBwd<S>& sr) {  // this shard's share of dh_prev
+      if (step + 1 < T) {  // the next step's first row of saved rows, during this GEMM
+        const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
+        ln_prefetch<0>(gp + tn * B * gs + sh.u0, 1, gs, 4, H, n);
+        ln_prefetch<0>(xhp + tn * B * GH + sh.u0, 1, GH, G, H, n);
+        if (LSTMC) {
+          ln_prefetch<0>(chp + tn * B * H + sh.u0, 1, H, 1, 0, n);
+          ln_prefetch<0>(cb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        } else {
+          ln_prefetch<0>(hb + pn * B * H + sh.u0, 1, H, 1, 0, n);
+        }
+        ln_prefetch<1>(dap + tn * B * GH + sh.u0, 1, GH, G, H, n);
+      }
+      gemm_p<S>(*sh.pw, false, B, H, GN, sr.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
+    };
     if (phase == 0) {
+      if (step > 0 && step % Tc == 0) input_side(q, step - Tc, Tc);
       if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
         for (int64_t b = 0; b < B; ++b) {
           S* __restrict out = dsp + b * H + sh.u0;
           const S* __restrict d = dhdp + b * H + sh.u0;
-          for (int64_t j = 0; j < n; ++j) out[j] = d[j];
+          for (int64_t j = 0; j < n; ++j) out[j] = masked ? S(0) : d[j];
           for (int64_t r = 0; r < P; ++r) {
             const S* __restrict pr = dpp + (r * B + b) * H + sh.u0;
             for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
           }
+          if (masked) {  // the partials sum (dA W_hh), which the mask scales
+            const S* __restrict m = mk + b * H + sh.u0;
+            for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
+          }
         }
+      }
+      if (P == 1) {  // one shard: each batch row through all phases at once, while in L1
+        for (int64_t b = 0; b < B; ++b) {
+          st.b0 = b;
+          st.b1 = b + 1;
+          st.part = pp;
+          first_fn(st);
+          if (LSTMC) {
+            ln_combine_sums<S>(pp, 1, B, H, sh.sp, b, b + 1);
+            st.part = pp + B * 2;
+            gates_fn(st);
+          }
+          ln_combine_sums<S>(pp + (LSTMC ? B * 2 : 0), 1, B, GH, sh.sp, b, b + 1);
+          rec_fn(st, G);
+        }
+        st.b0 = 0;
+        st.b1 = B;
+        rec_gemm(st);
+        return;
       }
       st.part = pp + q * B * 2;
       first_fn(st);
@@ -507,38 +666,23 @@ std::vector<at::Tensor> ln_backward_impl(
     } else {  // the recurrent LN's backward, then this shard's share of dh_prev
       ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
       rec_fn(st, G);
-      gemm_p<S>(*sh.pw, false, B, H, GN, st.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
+      rec_gemm(st);
     }
   });
   loop_threads.reset();
-  at::Tensor dh0 = dhd.add(dpart.sum(0));
-  // the input side after the loop: LN(x W_ihᵀ; γ_ih) + b_ih's backward, then the GEMMs
-  // by blocks of rows (kept in cache between the LN pass and the products): the LN backward,
-  // split over threads, each sub-block with its own sums of dA⊙x̂_ih and dA (dγ_ih, db_ih);
-  // then the block's dx = dP W_ih, dW_ih += dPᵀ x and dW_hh += drᵀ h_prev
-  const int64_t Rc = ln_chunk_rows(GH, sizeof(S));
-  const int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Rc / 64));
-  at::Tensor sums = at::zeros({nblk, 2, GH}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts), dw_ih = at::zeros({GH, I}, opts);
-  at::Tensor dw_hh = at::zeros({GH, H}, opts);
-  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
-  const S* gip = g_ih.data_ptr<S>();
-  const S* xip = xih.data_ptr<S>();
-  const S* xp = x.data_ptr<S>();
-  const S* wip = w_ih.data_ptr<S>();
-  const S* hpp = hb + (reverse ? B * H : 0);  // h_prev of row r (time-major) at hpp + r·H
-  S* smp = sums.data_ptr<S>();
-  for (int64_t c0 = 0; c0 < R; c0 += Rc) {
-    const int64_t L = std::min(Rc, R - c0), per = (L + nblk - 1) / nblk;
-    at::parallel_for(0, nblk, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t r0 = c0 + std::min(L, k * per), r1 = c0 + std::min(L, (k + 1) * per);
-        if (r0 < r1) bwd_rows(dap, xip, gip, rsp, K, r0, r1, GH, smp + k * 2 * GH);
-      }
+  at::Tensor dh0 = dhd.add(masked ? dpart.sum(0).mul_(hmask) : dpart.sum(0));
+  {  // the last chunk (one share per shard, as in the loop)
+    const int64_t c0 = (T - 1) / Tc * Tc;
+    at::parallel_for(0, P, 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) input_side(q, c0, T - c0);
     });
-    gemm<S>(false, L, I, GH, dap + c0 * GH, GH, wip, I, false, dx.data_ptr<S>() + c0 * I, I);
-    gemm_ta<S>(GH, I, L, dap + c0 * GH, GH, xp + c0 * I, I, true, dw_ih.data_ptr<S>(), I);
-    gemm_ta<S>(GH, H, L, drp + c0 * GH, GH, hpp + c0 * H, H, true, dw_hh.data_ptr<S>(), H);
+  }
+  if (P > 1) {
+    dw_ih = dw_ih.sum(0);
+    dw_hh = dw_hh.sum(0);
+  } else {
+    dw_ih = dw_ih[0];
+    dw_hh = dw_hh[0];
   }
   at::Tensor sum2 = sums.sum(0);
   at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
@@ -634,7 +778,31 @@ inline void check_ln_backward(int64_t mode, const at::Tensor& x, const at::Tenso
   check_lengths(op, len, T, B);
 }
 
-// ---- the ops
+// ---- the ops (the _masked twins: recurrent dropout, the product reads h_prev ⊙ h_mask (B, H))
+
+std::vector<at::Tensor> ln_forward_any(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
+                                       const std::optional<at::Tensor>& c0,
+                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                       const std::optional<at::Tensor>& b_ih,
+                                       const std::optional<at::Tensor>& b_hh,
+                                       const at::Tensor& g_ih, const at::Tensor& g_hh,
+                                       const std::optional<at::Tensor>& g_c,
+                                       const std::optional<at::Tensor>& b_c,
+                                       const std::optional<at::Tensor>& lengths, bool reverse,
+                                       bool save, const at::Tensor& h_mask, const char* op) {
+  check_ln_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), g_ih, g_hh, opt(g_c),
+                   opt(b_c), opt(lengths));
+  if (h_mask.defined()) check_like(op, "h_mask", h_mask, {x.size(1), h0.size(1)}, x, "(B, H)");
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_forward", [&] {
+    if (mode == LN_LSTM)
+      return ln_forward_impl<scalar_t, true>(x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
+                                             g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths),
+                                             reverse, save, h_mask);
+    return ln_forward_impl<scalar_t, false>(x, h0, at::Tensor(), w_ih, w_hh, opt(b_ih),
+                                            opt(b_hh), g_ih, g_hh, at::Tensor(), at::Tensor(),
+                                            opt(lengths), reverse, save, h_mask);
+  });
+}
 
 std::vector<at::Tensor> ln_forward(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
                                    const std::optional<at::Tensor>& c0, const at::Tensor& w_ih,
@@ -645,16 +813,44 @@ std::vector<at::Tensor> ln_forward(int64_t mode, const at::Tensor& x, const at::
                                    const std::optional<at::Tensor>& b_c,
                                    const std::optional<at::Tensor>& lengths, bool reverse,
                                    bool save) {
-  check_ln_forward(mode, x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh), g_ih, g_hh, opt(g_c),
-                   opt(b_c), opt(lengths));
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_forward", [&] {
+  return ln_forward_any(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths,
+                        reverse, save, at::Tensor(), "seqlab_engine.ln_forward");
+}
+
+std::vector<at::Tensor> ln_forward_masked(
+    int64_t mode, const at::Tensor& x, const at::Tensor& h0, const std::optional<at::Tensor>& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh, const at::Tensor& g_ih, const at::Tensor& g_hh,
+    const std::optional<at::Tensor>& g_c, const std::optional<at::Tensor>& b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, bool save, const at::Tensor& h_mask) {
+  const char* op = "seqlab_engine.ln_forward_masked";
+  TORCH_CHECK(h_mask.defined(), op, ": h_mask: expected a (B, H) tensor, got None");
+  return ln_forward_any(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths,
+                        reverse, save, h_mask, op);
+}
+
+std::vector<at::Tensor> ln_backward_any(
+    int64_t mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& g_ih, const at::Tensor& g_hh, const std::optional<at::Tensor>& g_c,
+    const std::optional<at::Tensor>& b_c, bool has_b_ih, bool has_b_hh, bool has_b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, const at::Tensor& hbuf,
+    const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
+    const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
+    const at::Tensor& ghn, const std::optional<at::Tensor>& gcn, const at::Tensor& h_mask,
+    const char* op) {
+  check_ln_backward(mode, x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths), hbuf, cbuf,
+                    gates, xih, xhh, ch, rs, gy, ghn, opt(gcn));
+  if (h_mask.defined()) check_like(op, "h_mask", h_mask, {x.size(1), hbuf.size(2)}, x, "(B, H)");
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_backward", [&] {
     if (mode == LN_LSTM)
-      return ln_forward_impl<scalar_t, true>(x, h0, opt(c0), w_ih, w_hh, opt(b_ih), opt(b_hh),
-                                             g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths),
-                                             reverse, save);
-    return ln_forward_impl<scalar_t, false>(x, h0, at::Tensor(), w_ih, w_hh, opt(b_ih),
-                                            opt(b_hh), g_ih, g_hh, at::Tensor(), at::Tensor(),
-                                            opt(lengths), reverse, save);
+      return ln_backward_impl<scalar_t, true>(x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c),
+                                              has_b_ih, has_b_hh, has_b_c, opt(lengths), reverse,
+                                              hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn,
+                                              opt(gcn), h_mask);
+    return ln_backward_impl<scalar_t, false>(x, w_ih, w_hh, g_ih, g_hh, at::Tensor(),
+                                             at::Tensor(), has_b_ih, has_b_hh, false,
+                                             opt(lengths), reverse, hbuf, cbuf, gates, xih, xhh,
+                                             ch, rs, gy, ghn, at::Tensor(), h_mask);
   });
 }
 
@@ -669,19 +865,24 @@ std::vector<at::Tensor> ln_backward(int64_t mode, const at::Tensor& x, const at:
                                     const at::Tensor& xhh, const at::Tensor& ch,
                                     const at::Tensor& rs, const at::Tensor& gy,
                                     const at::Tensor& ghn, const std::optional<at::Tensor>& gcn) {
-  check_ln_backward(mode, x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c), opt(lengths), hbuf, cbuf,
-                    gates, xih, xhh, ch, rs, gy, ghn, opt(gcn));
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqlab_ln_backward", [&] {
-    if (mode == LN_LSTM)
-      return ln_backward_impl<scalar_t, true>(x, w_ih, w_hh, g_ih, g_hh, opt(g_c), opt(b_c),
-                                              has_b_ih, has_b_hh, has_b_c, opt(lengths), reverse,
-                                              hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn,
-                                              opt(gcn));
-    return ln_backward_impl<scalar_t, false>(x, w_ih, w_hh, g_ih, g_hh, at::Tensor(),
-                                             at::Tensor(), has_b_ih, has_b_hh, false,
-                                             opt(lengths), reverse, hbuf, cbuf, gates, xih, xhh,
-                                             ch, rs, gy, ghn, at::Tensor());
-  });
+  return ln_backward_any(mode, x, w_ih, w_hh, g_ih, g_hh, g_c, b_c, has_b_ih, has_b_hh, has_b_c,
+                         lengths, reverse, hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn, gcn,
+                         at::Tensor(), "seqlab_engine.ln_backward");
+}
+
+std::vector<at::Tensor> ln_backward_masked(
+    int64_t mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& g_ih, const at::Tensor& g_hh, const std::optional<at::Tensor>& g_c,
+    const std::optional<at::Tensor>& b_c, bool has_b_ih, bool has_b_hh, bool has_b_c,
+    const std::optional<at::Tensor>& lengths, bool reverse, const at::Tensor& hbuf,
+    const at::Tensor& cbuf, const at::Tensor& gates, const at::Tensor& xih,
+    const at::Tensor& xhh, const at::Tensor& ch, const at::Tensor& rs, const at::Tensor& gy,
+    const at::Tensor& ghn, const std::optional<at::Tensor>& gcn, const at::Tensor& h_mask) {
+  const char* op = "seqlab_engine.ln_backward_masked";
+  TORCH_CHECK(h_mask.defined(), op, ": h_mask: expected a (B, H) tensor, got None");
+  return ln_backward_any(mode, x, w_ih, w_hh, g_ih, g_hh, g_c, b_c, has_b_ih, has_b_hh, has_b_c,
+                         lengths, reverse, hbuf, cbuf, gates, xih, xhh, ch, rs, gy, ghn, gcn,
+                         h_mask, op);
 }
 
 }  // namespace
@@ -689,4 +890,6 @@ std::vector<at::Tensor> ln_backward(int64_t mode, const at::Tensor& x, const at:
 TORCH_LIBRARY_FRAGMENT(seqlab_engine, m) {
   m.def("ln_forward", &ln_forward);
   m.def("ln_backward", &ln_backward);
+  m.def("ln_forward_masked", &ln_forward_masked);
+  m.def("ln_backward_masked", &ln_backward_masked);
 }

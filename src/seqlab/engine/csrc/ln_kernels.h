@@ -15,6 +15,16 @@
 
 #define LN_COLS _Pragma("GCC ivdep") for (int64_t j = 0; j < n; ++j)
 
+// Pull `blocks` runs of n elements (`bs` apart) towards L1 for reading (RW 0) or writing (1):
+// the kernels call it for the next batch row's cold rows (saved buffers, per-step outputs),
+// whose short runs (n units of each gate block) the hardware prefetchers pick up too late.
+template <int RW, typename S>
+static inline void ln_pf(const S* p, int64_t blocks, int64_t bs, int64_t n) {
+  constexpr int64_t line = 64 / sizeof(S);
+  for (int64_t q = 0; q < blocks; ++q)
+    for (int64_t j = 0; j < n; j += line) __builtin_prefetch(p + q * bs + j, RW, 3);
+}
+
 // mean and sum of squared deviations of a[0, n): two passes (no E[a²] − E[a]² cancellation),
 // vectorised partial sums in S (a shard's columns; the shards are combined in double)
 template <typename S>
@@ -87,8 +97,14 @@ void ln_part_moments(const S* a, int64_t B, int64_t N, double* part) {
 template <typename S>
 void lnlstm_fwd_gates(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
+    if (b + 1 < s.B) {  // the next row's x̂_ih, and where its x̂_hh, gates and c go
+      ln_pf<0>(s.xih + (b + 1) * GH + u, 4, H, n);
+      ln_pf<1>(s.xhh + (b + 1) * GH + u, 4, H, n);
+      ln_pf<1>(s.g + (b + 1) * s.gs + u, 4, H, n);
+      ln_pf<1>(s.cc + o + H, 1, 0, n);
+    }
     const S* __restrict cp = s.cp + o;
     S* __restrict cc = s.cc + o;
     if (!s.valid(b)) {
@@ -122,11 +138,15 @@ void lnlstm_fwd_gates(const LnFwd<S>& s) {
 template <typename S>
 void lnlstm_fwd_out(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
       continue;
+    }
+    if (b + 1 < s.B) {
+      ln_pf<1>(s.ch + o + H, 1, 0, n);
+      ln_pf<1>(s.hc + o + H, 1, 0, n);
     }
     const S mu = s.st[b], rs = s.st[s.B + b];
     const S* __restrict cc = s.cc + o;
@@ -150,11 +170,17 @@ void lnlstm_fwd_out(const LnFwd<S>& s) {
 template <typename S>
 void lngru_fwd(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 3 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
       continue;
+    }
+    if (b + 1 < s.B) {
+      ln_pf<0>(s.xih + (b + 1) * GH + u, 3, H, n);
+      ln_pf<1>(s.xhh + (b + 1) * GH + u, 3, H, n);
+      ln_pf<1>(s.g + (b + 1) * s.gs + u, 4, H, n);
+      ln_pf<1>(s.hc + o + H, 1, 0, n);
     }
     const S mu = s.st[b], rs = s.st[s.B + b];
     const S* __restrict r = s.rec + b * 3 * n;
@@ -207,11 +233,16 @@ static void ln_bwd_pad(const LnBwd<S>& s, int64_t b, int64_t G, bool carry_dh) {
 template <typename S>
 void lnlstm_bwd_cell(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 4, true);
       continue;
+    }
+    if (b + 1 < s.B) {
+      ln_pf<0>(s.ch + o + H, 1, 0, n);
+      ln_pf<0>(s.g + (b + 1) * s.gs + 3 * H + u, 1, 0, n);
+      ln_pf<1>(s.da + (b + 1) * GH + 3 * H + u, 1, 0, n);
     }
     const S* __restrict dsum = s.dsum + o;
     const S* __restrict gy = s.gy + b * s.gys + u;
@@ -250,12 +281,19 @@ void lnlstm_bwd_cell(const LnBwd<S>& s) {
 template <typename S>
 void lnlstm_bwd_gates(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 4, false);
       continue;
     }
     const int64_t o = b * H + u;
+    if (b + 1 < s.B) {
+      ln_pf<0>(s.g + (b + 1) * s.gs + u, 3, H, n);
+      ln_pf<0>(s.cp + o + H, 1, 0, n);
+      ln_pf<0>(s.xhh + (b + 1) * GH + u, 4, H, n);
+      ln_pf<1>(s.da + (b + 1) * GH + u, 3, H, n);
+      ln_pf<1>(s.drl + (b + 1) * 4 * n, 1, 0, 4 * n);
+    }
     const S m1 = s.st[b], m2 = s.st[s.B + b], rc = s.rs[b * s.K + 2];
     const S* __restrict g = s.g + b * s.gs + u;
     const S* __restrict cp = s.cp + o;
@@ -294,12 +332,19 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
 template <typename S>
 void lngru_bwd_gates(const LnBwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 3 * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {
       ln_bwd_pad(s, b, 3, true);
       continue;
     }
     const int64_t o = b * H + u;
+    if (b + 1 < s.B) {
+      ln_pf<0>(s.g + (b + 1) * s.gs + u, 4, H, n);
+      ln_pf<0>(s.hp + o + H, 1, 0, n);
+      ln_pf<0>(s.xhh + (b + 1) * GH + u, 3, H, n);
+      ln_pf<1>(s.da + (b + 1) * GH + u, 3, H, n);
+      ln_pf<1>(s.drl + (b + 1) * 3 * n, 1, 0, 3 * n);
+    }
     const S* __restrict dsum = s.dsum + o;
     const S* __restrict gy = s.gy + b * s.gys + u;
     const S* __restrict g = s.g + b * s.gs + u;
@@ -341,7 +386,7 @@ void lngru_bwd_gates(const LnBwd<S>& s) {
 template <typename S>
 void ln_bwd_rec(const LnBwd<S>& s, int64_t G) {
   const int64_t H = s.H, n = s.n, GH = G * H, u = s.u0;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for (int64_t b = s.b0; b < s.b1; ++b) {
     if (!s.valid(b)) {  // drl is already zero
       for (int64_t k = 0; k < G && s.dr != s.drl; ++k) {
         S* __restrict dr = s.dr + b * GH + k * H + u;
