@@ -1,4 +1,5 @@
-// A small-GEMM kernel for the per-step products of the time loop (float, AVX2 + FMA).
+// A small-GEMM kernel for the per-step products of the time loop (float; AVX2 + FMA, and
+// AVX-512F tiles for the full panels where the CPU has it).
 //
 // C(M, N) (+)= A(M, K) @ op(W), with op(W) repacked once per call into panels of 16 columns:
 // panel p holds op(W)[k][16p .. 16p+15] for k = 0..K-1, contiguous and zero padded. Each
