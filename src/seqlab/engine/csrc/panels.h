@@ -86,11 +86,15 @@ __attribute__((target("avx2,fma"))) void panel_rows(int64_t M, int64_t K, const 
 // ---- AVX-512: one zmm is a whole panel row. The AVX2 tile runs at that ISA's FMA peak at
 // the per-step sizes (C1: ~87 GFLOP/s on one core), so the wider registers are the gain left.
 
-// The CPU and OS run AVX-512F (libgcc checks the OS saves the zmm state); SEQLAB_NO_AVX512
-// turns it off (A/B runs, the AVX2 path on the same machine).
+// The CPU and OS run AVX-512 F/DQ/VL/BW (what the row kernels' AVX-512 copy is compiled for;
+// libgcc checks the OS saves the zmm state); SEQLAB_NO_AVX512 turns it off (A/B runs, the
+// AVX2 paths on the same machine).
 inline bool cpu_has_avx512() {
-  static const bool yes =
-      __builtin_cpu_supports("avx512f") && std::getenv("SEQLAB_NO_AVX512") == nullptr;
+  static const bool yes = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          std::getenv("SEQLAB_NO_AVX512") == nullptr;
   return yes;
 }
 

@@ -61,6 +61,13 @@ namespace seqlab_avx2 {
 #include "kernels.h"
 }  // namespace seqlab_avx2
 #pragma GCC pop_options
+// and once more for AVX-512 (twice the lanes per pointwise instruction)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+namespace seqlab_avx512 {
+#include "kernels.h"
+}  // namespace seqlab_avx512
+#pragma GCC pop_options
 #endif
 
 #include "gemm.h"
@@ -75,8 +82,11 @@ enum Mode : int64_t { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3, GRU_BEFORE 
 // A row kernel of the running CPU's instruction set (chosen once by CPUID).
 #ifdef SEQLAB_HAVE_AVX2
 #define SEQLAB_ISA(...) (cpu_has_avx2() ? &seqlab_avx2::__VA_ARGS__ : &seqlab_base::__VA_ARGS__)
+// kernels.h's own row kernels also have an AVX-512 copy
+#define SEQLAB_ISA3(...) (cpu_has_avx512() ? &seqlab_avx512::__VA_ARGS__ : SEQLAB_ISA(__VA_ARGS__))
 #else
 #define SEQLAB_ISA(...) (&seqlab_base::__VA_ARGS__)
+#define SEQLAB_ISA3(...) (&seqlab_base::__VA_ARGS__)
 #endif
 
 template <typename S>
@@ -111,9 +121,9 @@ struct LstmCell {
     return at::Tensor();
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(lstm_fwd<S>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(lstm_fwd<S>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(lstm_bwd<S>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(lstm_bwd<S>); }
 };
 
 template <bool RELU>
@@ -128,9 +138,9 @@ struct RnnCell {
     return at::Tensor();
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(rnn_fwd<S, RELU>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(rnn_fwd<S, RELU>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(rnn_bwd<S, RELU>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(rnn_bwd<S, RELU>); }
 };
 
 // the torch.nn GRU (reset after): n = tanh(a_n + r ⊙ (h W_hnᵀ + b_hn))
@@ -149,9 +159,9 @@ struct GruCell {
     return b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, opts);
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(gru_fwd<S>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(gru_fwd<S>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(gru_bwd<S>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(gru_bwd<S>); }
 };
 
 // fn(s, b0, b1) over all B rows: parallel over rows once a step has enough work to pay for
@@ -354,8 +364,8 @@ std::vector<at::Tensor> forward_reset_before(const at::Tensor& x, const at::Tens
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.tmp = tmp.data_ptr<S>();
-  const auto fwd1 = SEQLAB_ISA(grub_fwd1<S>);
-  const auto fwd2 = SEQLAB_ISA(grub_fwd2<S>);
+  const auto fwd1 = SEQLAB_ISA3(grub_fwd1<S>);
+  const auto fwd2 = SEQLAB_ISA3(grub_fwd2<S>);
   BlasThreads loop_threads(B * G * H * H);
   const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
       loop_threads.previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
@@ -615,8 +625,8 @@ std::vector<at::Tensor> backward_reset_before(const at::Tensor& x, const at::Ten
   s.tmp = tmp.data_ptr<S>();
   at::Tensor gyc = output_grad(gy, B, H, gts, s.gys);
   const S* gyb = gyc.data_ptr<S>();
-  const auto bwd1 = SEQLAB_ISA(grub_bwd1<S>);
-  const auto bwd2 = SEQLAB_ISA(grub_bwd2<S>);
+  const auto bwd1 = SEQLAB_ISA3(grub_bwd1<S>);
+  const auto bwd2 = SEQLAB_ISA3(grub_bwd2<S>);
   {
     // the n-block of W_hh gets its own product (it multiplies r ⊙ h_prev)
     BlasThreads loop_threads(B * G * H * H);
