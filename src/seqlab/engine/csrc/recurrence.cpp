@@ -559,7 +559,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     if (step == c0 + L - 1) {  // the chunk is done: its share of the weight gradients and dx
       const int64_t R = L * B;
       const S* hprev = hb + (t_lo + (reverse ? 1 : 0)) * B * H;
-      if constexpr (masked) {  // the chunk's h_prev ⊙ m, all H columns (this shard's dW_hh rows read all)
+      if constexpr (masked) {  // the chunk's h_prev ⊙ m, all H columns (its dW_hh rows read all)
         S* hm = hms[q].data_ptr<S>();
         for (int64_t r = 0; r < R; ++r) {
           const S* __restrict h = hprev + r * H;
