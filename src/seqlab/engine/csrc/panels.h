@@ -1,4 +1,5 @@
-// A small-GEMM kernel for the per-step products of the time loop (float, AVX2 + FMA).
+// A small-GEMM kernel for the per-step products of the time loop (float; AVX2 + FMA, and
+// AVX-512F tiles for the full panels where the CPU has it).
 //
 // C(M, N) (+)= A(M, K) @ op(W), with op(W) repacked once per call into panels of 16 columns:
 // panel p holds op(W)[k][16p .. 16p+15] for k = 0..K-1, contiguous and zero padded. Each
@@ -82,13 +83,77 @@ __attribute__((target("avx2,fma"))) void panel_rows(int64_t M, int64_t K, const 
   for (; b < M; ++b) panel_tile<1, FULL>(K, A + b * lda, lda, w, C + b * ldc, ldc, acc, m0, m1);
 }
 
+// ---- AVX-512: one zmm is a whole panel row. The AVX2 tile runs at that ISA's FMA peak at
+// the per-step sizes (C1: ~87 GFLOP/s on one core), so the wider registers are the gain left.
+
+// The CPU and OS run AVX-512 F/DQ/VL/BW (what the row kernels' AVX-512 copy is compiled for;
+// libgcc checks the OS saves the zmm state); SEQLAB_NO_AVX512 turns it off (A/B runs, the
+// AVX2 paths on the same machine).
+inline bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          std::getenv("SEQLAB_NO_AVX512") == nullptr;
+  return yes;
+}
+
+// R rows of A times NP adjacent full panels (NP·16 columns): R·NP accumulators
+template <int R, int NP>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void panel_tile512(
+    int64_t K, const float* A, int64_t lda, const float* w, int64_t ps, float* C, int64_t ldc,
+    bool acc) {
+  __m512 c[R][NP];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q)
+      c[r][q] = acc ? _mm512_loadu_ps(C + r * ldc + 16 * q) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 wq[NP];
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q) wq[q] = _mm512_loadu_ps(w + q * ps + 16 * k);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 2
+      for (int q = 0; q < NP; ++q) c[r][q] = _mm512_fmadd_ps(a, wq[q], c[r][q]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q) _mm512_storeu_ps(C + r * ldc + 16 * q, c[r][q]);
+}
+
+// all M rows times NP full panels starting at w (panel stride ps floats)
+template <int NP>
+__attribute__((target("avx512f,avx2,fma"))) void panel_rows512(int64_t M, int64_t K,
+                                                               const float* A, int64_t lda,
+                                                               const float* w, int64_t ps,
+                                                               float* C, int64_t ldc, bool acc) {
+  int64_t b = 0;
+  for (; b + 8 <= M; b += 8)
+    panel_tile512<8, NP>(K, A + b * lda, lda, w, ps, C + b * ldc, ldc, acc);
+  for (; b + 4 <= M; b += 4)
+    panel_tile512<4, NP>(K, A + b * lda, lda, w, ps, C + b * ldc, ldc, acc);
+  for (; b < M; ++b) panel_tile512<1, NP>(K, A + b * lda, lda, w, ps, C + b * ldc, ldc, acc);
+}
+
 // C(M, W.N) (+)= A(M, W.K) @ op(W)
 __attribute__((target("avx2,fma"))) inline void panel_gemm(int64_t M, const Panels& W,
                                                            const float* A, int64_t lda, float* C,
                                                            int64_t ldc, bool acc) {
   const int64_t K = W.K, full = W.N / 16, rest = W.N % 16;
   const __m256i all = _mm256_set1_epi32(-1);
-  for (int64_t p = 0; p < full; ++p)
+  int64_t p = 0;
+  if (cpu_has_avx512()) {  // the full panels by pairs (32 columns), an odd one alone
+    for (; p + 2 <= full; p += 2)
+      panel_rows512<2>(M, K, A, lda, W.p + p * K * 16, K * 16, C + 16 * p, ldc, acc);
+    if (p < full) panel_rows512<1>(M, K, A, lda, W.p + p * K * 16, K * 16, C + 16 * p, ldc, acc);
+    p = full;
+  }
+  for (; p < full; ++p)
     panel_rows<true>(M, K, A, lda, W.p + p * K * 16, C + 16 * p, ldc, acc, all, all);
   if (rest) {
     const __m256i r = _mm256_set1_epi32(static_cast<int>(rest));

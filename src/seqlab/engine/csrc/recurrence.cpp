@@ -61,6 +61,13 @@ namespace seqlab_avx2 {
 #include "kernels.h"
 }  // namespace seqlab_avx2
 #pragma GCC pop_options
+// and once more for AVX-512 (twice the lanes per pointwise instruction)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+namespace seqlab_avx512 {
+#include "kernels.h"
+}  // namespace seqlab_avx512
+#pragma GCC pop_options
 #endif
 
 #include "gemm.h"
@@ -75,8 +82,11 @@ enum Mode : int64_t { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3, GRU_BEFORE 
 // A row kernel of the running CPU's instruction set (chosen once by CPUID).
 #ifdef SEQLAB_HAVE_AVX2
 #define SEQLAB_ISA(...) (cpu_has_avx2() ? &seqlab_avx2::__VA_ARGS__ : &seqlab_base::__VA_ARGS__)
+// kernels.h's own row kernels also have an AVX-512 copy
+#define SEQLAB_ISA3(...) (cpu_has_avx512() ? &seqlab_avx512::__VA_ARGS__ : SEQLAB_ISA(__VA_ARGS__))
 #else
 #define SEQLAB_ISA(...) (&seqlab_base::__VA_ARGS__)
+#define SEQLAB_ISA3(...) (&seqlab_base::__VA_ARGS__)
 #endif
 
 template <typename S>
@@ -111,9 +121,9 @@ struct LstmCell {
     return at::Tensor();
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(lstm_fwd<S>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(lstm_fwd<S>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(lstm_bwd<S>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(lstm_bwd<S>); }
 };
 
 template <bool RELU>
@@ -128,9 +138,9 @@ struct RnnCell {
     return at::Tensor();
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(rnn_fwd<S, RELU>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(rnn_fwd<S, RELU>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(rnn_bwd<S, RELU>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(rnn_bwd<S, RELU>); }
 };
 
 // the torch.nn GRU (reset after): n = tanh(a_n + r ⊙ (h W_hnᵀ + b_hn))
@@ -149,9 +159,9 @@ struct GruCell {
     return b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, opts);
   }
   template <typename S>
-  static FwdRows<S> fwd() { return SEQLAB_ISA(gru_fwd<S>); }
+  static FwdRows<S> fwd() { return SEQLAB_ISA3(gru_fwd<S>); }
   template <typename S>
-  static BwdRows<S> bwd() { return SEQLAB_ISA(gru_bwd<S>); }
+  static BwdRows<S> bwd() { return SEQLAB_ISA3(gru_bwd<S>); }
 };
 
 // fn(s, b0, b1) over all B rows: parallel over rows once a step has enough work to pay for
@@ -223,7 +233,8 @@ std::vector<at::Tensor> forward_outputs(const States& st, const at::Tensor& gate
 // With a recurrent dropout mask m (B, H) the recurrent product reads hm = h_prev ⊙ m: hm of
 // h0 is formed before the loop, and each shard writes its units' slice of hm of the h it
 // just computed into the other of two parity buffers (read by everyone after the barrier).
-template <typename Cell, typename S>
+// Masked is a template parameter: the unmasked loop compiles without any of the mask's code.
+template <typename Cell, typename S, bool Masked>
 std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const at::Tensor& b_ih,
@@ -254,9 +265,9 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
   S* hb = sb.hbuf.data_ptr<S>();
   S* cb = Cell::has_c ? sb.cbuf.data_ptr<S>() : nullptr;
   S* yb = len.defined() ? sb.y.data_ptr<S>() : nullptr;
-  const bool masked = hmask.defined();
+  constexpr bool masked = Masked;
   at::Tensor hmbuf = masked ? at::empty({2, B, H}, x.options()) : at::Tensor();
-  if (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
+  if constexpr (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
   S* hmb = masked ? hmbuf.data_ptr<S>() : nullptr;
   const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
   auto place = [&](FwdStep<S>& st, int64_t step) {
@@ -296,7 +307,7 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
     S* pre = sh.tp + (st.t - t_lo) * B * G * n;
     st.ak = pre;
     const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
-    if (Cell::apart) {  // h_prev @ Wᵀ on its own (GRU: r multiplies the n-block)
+    if constexpr (Cell::apart) {  // h_prev @ Wᵀ on its own (GRU: r multiplies the n-block)
       gemm_p<S>(*sh.pw, true, B, G * n, H, hr, H, sh.wp, H, false, sh.tp2, G * n);
       st.hw = sh.tp2;
     } else {
@@ -306,7 +317,8 @@ std::vector<at::Tensor> forward_team(const at::Tensor& x, const at::Tensor& h0,
       rows<FwdStep<S>>(fn, st, B, G * H);
     else
       fn(st, 0, B);
-    if (masked && step + 1 < T) {  // this shard's units of the next step's hm
+    if constexpr (masked) {  // this shard's units of the next step's hm
+      if (step + 1 == T) return;
       S* out = hmb + ((step + 1) & 1) * B * H;
       for (int64_t b = 0; b < B; ++b) {
         const int64_t o = b * H;
@@ -352,8 +364,8 @@ std::vector<at::Tensor> forward_reset_before(const at::Tensor& x, const at::Tens
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.tmp = tmp.data_ptr<S>();
-  const auto fwd1 = SEQLAB_ISA(grub_fwd1<S>);
-  const auto fwd2 = SEQLAB_ISA(grub_fwd2<S>);
+  const auto fwd1 = SEQLAB_ISA3(grub_fwd1<S>);
+  const auto fwd2 = SEQLAB_ISA3(grub_fwd2<S>);
   BlasThreads loop_threads(B * G * H * H);
   const bool one =  // the step's GEMM runs on one thread: panels beat MKL there
       loop_threads.previous >= 0 || at::get_num_threads() == 1 || at::in_parallel_region();
@@ -414,7 +426,7 @@ std::vector<at::Tensor> backward_empty(int64_t G, const at::Tensor& x, int64_t H
 // ---- the team loop, backward: per step (in reverse time order) each shard runs its units'
 // row kernel for dA and its share of dA @ W_hh (a partial sum over its units, added up by the
 // owners next step); per chunk its rows of the weight and bias gradients and its share of dx
-template <typename Cell, typename S>
+template <typename Cell, typename S, bool Masked>
 std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_ih,
                                       const at::Tensor& w_hh, bool has_b_ih, bool has_b_hh,
                                       const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
@@ -427,7 +439,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     return backward_empty(G, x, H, Cell::has_c, has_b_ih, has_b_hh, ghn, gcn);
   // recurrent dropout m: the recurrent path's dh_prev is (dA @ W_hh) ⊙ m, and dW_hh reads
   // h_prev ⊙ m (formed per chunk in a shard's scratch)
-  const bool masked = hmask.defined();
+  constexpr bool masked = Masked;
   const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
   const int64_t gs = Cell::gate_stride(H);
   auto opts = x.options();
@@ -478,7 +490,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
   at::Tensor mprod = masked && P == 1 ? at::empty({B, H}, opts) : at::Tensor();
   for (int64_t q = 0; q < P; ++q) {
     const int64_t GN = G * (shards[q].u1 - shards[q].u0);
-    if (masked) hms.push_back(at::empty({Tc * B, H}, opts));
+    if constexpr (masked) hms.push_back(at::empty({Tc * B, H}, opts));
     dwi.push_back(at::zeros({GN, I}, opts));
     dwh.push_back(at::zeros({GN, H}, opts));
     dbk.push_back(at::zeros({GN, 1}, opts));
@@ -504,7 +516,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     if (P == 1) {
       st.dh = dir + (1 - par) * B * H;
       rows<BwdStep<S>>(fn, st, B, GN);
-      if (!masked) {
+      if constexpr (!masked) {
         gemm_p<S>(*sh.pw, false, B, H, GN, drec, GN, sh.wp, H, true, st.dhn, H);
       } else {
         S* mp = mprod.data_ptr<S>();
@@ -519,7 +531,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
         for (int64_t b = 0; b < B; ++b) {
           S* __restrict out = dsb + b * H + sh.u0;
           const S* __restrict d = d0 + b * H + sh.u0;
-          if (masked) {  // the partials sum (dA @ W_hh), which the mask scales
+          if constexpr (masked) {  // the partials sum (dA @ W_hh), which the mask scales
             for (int64_t j = 0; j < n; ++j) out[j] = S(0);
           } else {
             for (int64_t j = 0; j < n; ++j) out[j] = d[j];
@@ -528,7 +540,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
             const S* __restrict pr = p0 + (r * B + b) * H + sh.u0;
             for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
           }
-          if (masked) {
+          if constexpr (masked) {
             const S* __restrict m = mk + b * H + sh.u0;
             for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
           }
@@ -547,7 +559,7 @@ std::vector<at::Tensor> backward_team(const at::Tensor& x, const at::Tensor& w_i
     if (step == c0 + L - 1) {  // the chunk is done: its share of the weight gradients and dx
       const int64_t R = L * B;
       const S* hprev = hb + (t_lo + (reverse ? 1 : 0)) * B * H;
-      if (masked) {  // the chunk's h_prev ⊙ m, all H columns (this shard's dW_hh rows read all)
+      if constexpr (masked) {  // the chunk's h_prev ⊙ m, all H columns (its dW_hh rows read all)
         S* hm = hms[q].data_ptr<S>();
         for (int64_t r = 0; r < R; ++r) {
           const S* __restrict h = hprev + r * H;
@@ -613,8 +625,8 @@ std::vector<at::Tensor> backward_reset_before(const at::Tensor& x, const at::Ten
   s.tmp = tmp.data_ptr<S>();
   at::Tensor gyc = output_grad(gy, B, H, gts, s.gys);
   const S* gyb = gyc.data_ptr<S>();
-  const auto bwd1 = SEQLAB_ISA(grub_bwd1<S>);
-  const auto bwd2 = SEQLAB_ISA(grub_bwd2<S>);
+  const auto bwd1 = SEQLAB_ISA3(grub_bwd1<S>);
+  const auto bwd2 = SEQLAB_ISA3(grub_bwd2<S>);
   {
     // the n-block of W_hh gets its own product (it multiplies r ⊙ h_prev)
     BlasThreads loop_threads(B * G * H * H);
@@ -658,6 +670,32 @@ std::vector<at::Tensor> backward_reset_before(const at::Tensor& x, const at::Ten
 
 at::Tensor opt(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
+// the team loops with the mask's code (m defined) or without it (separate instantiations)
+template <typename Cell, typename S>
+std::vector<at::Tensor> forward_cell(const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh, const at::Tensor& len, bool reverse,
+                                     bool save, const at::Tensor& m) {
+  if (m.defined())
+    return forward_team<Cell, S, true>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
+  return forward_team<Cell, S, false>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
+}
+
+template <typename Cell, typename S>
+std::vector<at::Tensor> backward_cell(const at::Tensor& x, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, bool has_b_ih, bool has_b_hh,
+                                      const at::Tensor& len, bool reverse, const at::Tensor& hbuf,
+                                      const at::Tensor& cbuf, const at::Tensor& gates,
+                                      const at::Tensor& gy, const at::Tensor& ghn,
+                                      const at::Tensor& gcn, const at::Tensor& m) {
+  if (m.defined())
+    return backward_team<Cell, S, true>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
+                                        cbuf, gates, gy, ghn, gcn, m);
+  return backward_team<Cell, S, false>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
+                                       cbuf, gates, gy, ghn, gcn, m);
+}
+
 template <typename S>
 std::vector<at::Tensor> forward_mode(int64_t mode, const at::Tensor& x, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_ih,
@@ -666,15 +704,15 @@ std::vector<at::Tensor> forward_mode(int64_t mode, const at::Tensor& x, const at
                                      bool save, const at::Tensor& m) {
   switch (mode) {
     case RNN_TANH:
-      return forward_team<RnnCell<false>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
+      return forward_cell<RnnCell<false>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
                                              save, m);
     case RNN_RELU:
-      return forward_team<RnnCell<true>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
+      return forward_cell<RnnCell<true>, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse,
                                             save, m);
     case LSTM:
-      return forward_team<LstmCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
+      return forward_cell<LstmCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
     case GRU:
-      return forward_team<GruCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
+      return forward_cell<GruCell, S>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, len, reverse, save, m);
     default:
       return forward_reset_before<S>(x, h0, w_ih, w_hh, b_ih, b_hh, len, reverse, save);
   }
@@ -689,16 +727,16 @@ std::vector<at::Tensor> backward_mode(int64_t mode, const at::Tensor& x, const a
                                       const at::Tensor& gcn, const at::Tensor& m) {
   switch (mode) {
     case RNN_TANH:
-      return backward_team<RnnCell<false>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
+      return backward_cell<RnnCell<false>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
                                               hbuf, cbuf, gates, gy, ghn, gcn, m);
     case RNN_RELU:
-      return backward_team<RnnCell<true>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
+      return backward_cell<RnnCell<true>, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse,
                                              hbuf, cbuf, gates, gy, ghn, gcn, m);
     case LSTM:
-      return backward_team<LstmCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
+      return backward_cell<LstmCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
                                         cbuf, gates, gy, ghn, gcn, m);
     case GRU:
-      return backward_team<GruCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
+      return backward_cell<GruCell, S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
                                        cbuf, gates, gy, ghn, gcn, m);
     default:
       return backward_reset_before<S>(x, w_ih, w_hh, has_b_ih, has_b_hh, len, reverse, hbuf,
