@@ -51,17 +51,18 @@ namespace seqlab_avx2::mrows {
 #pragma GCC pop_options
 // An AVX-512 copy: the pointwise passes are compute-bound (two exp per unit and step) and
 // run ~2x faster on 16 lanes. It brings its own copy of kernels.h (only its math is used;
-// the rest are templates, never instantiated here).
+// the rest are templates, never instantiated here). Its own namespace: recurrence.cpp has an
+// AVX-512 copy of kernels.h too, compiled without prefer-vector-width=512.
 #if !defined(__clang__)
 #define SEQLAB_MINIMAL_AVX512 1
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma,prefer-vector-width=512")
-namespace seqlab_avx512 {
+namespace seqlab_avx512m {
 #include "kernels.h"
 namespace mrows {
 #include "minimal_rows.h"
 }  // namespace mrows
-}  // namespace seqlab_avx512
+}  // namespace seqlab_avx512m
 #pragma GCC pop_options
 #endif
 namespace seqlab_minimal {
@@ -83,7 +84,7 @@ inline bool use_avx512() {
 }  // namespace seqlab_minimal
 #ifdef SEQLAB_MINIMAL_AVX512
 #define SEQLAB_MROWS(name)                                      \
-  (seqlab_minimal::use_avx512() ? &seqlab_avx512::mrows::name \
+  (seqlab_minimal::use_avx512() ? &seqlab_avx512m::mrows::name \
    : cpu_has_avx2()             ? &seqlab_avx2::mrows::name   \
                                 : &seqlab_base::mrows::name)
 #else
@@ -410,7 +411,7 @@ std::vector<at::Tensor> minimal_backward(int64_t kind, const at::Tensor& xw,
 std::string minimal_isa() {
   const auto k = SEQLAB_MROWS(mingru_fwd_row<float>);
 #ifdef SEQLAB_MINIMAL_AVX512
-  if (k == &seqlab_avx512::mrows::mingru_fwd_row<float>) return "avx512";
+  if (k == &seqlab_avx512m::mrows::mingru_fwd_row<float>) return "avx512";
 #endif
   return k == &seqlab_base::mrows::mingru_fwd_row<float> ? "baseline" : "avx2+fma";
 }
