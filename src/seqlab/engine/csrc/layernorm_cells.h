@@ -90,6 +90,14 @@ namespace seqlab_avx2 {
 #include "ln_kernels.h"
 }  // namespace seqlab_avx2
 #pragma GCC pop_options
+// and an AVX-512 copy beside recurrence.cpp's one of kernels.h (same target, so it reuses that
+// namespace's math); SEQLAB_ISA3 picks it by CPUID, as for the classic cells
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+namespace seqlab_avx512 {
+#include "ln_kernels.h"
+}  // namespace seqlab_avx512
+#pragma GCC pop_options
 #endif
 
 namespace {
@@ -319,7 +327,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   if (T == 0 || B == 0 || H == 0) return outputs();
   S* xip = xih.data_ptr<S>();
   S* rsp = rs.data_ptr<S>();
-  const auto rows_fn = SEQLAB_ISA(ln_rows<S>);
+  const auto rows_fn = SEQLAB_ISA3(ln_rows<S>);
   at::Tensor bias = LSTMC ? sum_bias(b_ih, b_hh) : GruCell::fold_bias(b_ih, b_hh, H);
   bias = or_zeros(bias, GH, opts).contiguous();
   at::Tensor bhn = LSTMC ? at::Tensor() : GruCell::recurrent_bias(b_hh, H, opts);
@@ -373,8 +381,8 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   // the shards' partial moments per phase that writes them: (2, P, B, 2)
   std::vector<double> parts(static_cast<size_t>(2 * P * B * 2));
   double* pp = parts.data();
-  const auto gates_fn = LSTMC ? SEQLAB_ISA(lnlstm_fwd_gates<S>) : SEQLAB_ISA(lngru_fwd<S>);
-  const auto out_fn = SEQLAB_ISA(lnlstm_fwd_out<S>);
+  const auto gates_fn = LSTMC ? SEQLAB_ISA3(lnlstm_fwd_gates<S>) : SEQLAB_ISA3(lngru_fwd<S>);
+  const auto out_fn = SEQLAB_ISA3(lnlstm_fwd_out<S>);
   const auto moments_fn = SEQLAB_ISA(ln_part_moments<S>);
   std::optional<BlasThreads> loop_threads;
   if (P == 1) loop_threads.emplace(B * G * H * H);
@@ -531,9 +539,9 @@ std::vector<at::Tensor> ln_backward_impl(
   S* dpp = dpart.data_ptr<S>();
   std::vector<double> parts(static_cast<size_t>(2 * P * B * 2));
   double* pp = parts.data();
-  const auto first_fn = LSTMC ? SEQLAB_ISA(lnlstm_bwd_cell<S>) : SEQLAB_ISA(lngru_bwd_gates<S>);
-  const auto gates_fn = SEQLAB_ISA(lnlstm_bwd_gates<S>);
-  const auto rec_fn = SEQLAB_ISA(ln_bwd_rec<S>);
+  const auto first_fn = LSTMC ? SEQLAB_ISA3(lnlstm_bwd_cell<S>) : SEQLAB_ISA3(lngru_bwd_gates<S>);
+  const auto gates_fn = SEQLAB_ISA3(lnlstm_bwd_gates<S>);
+  const auto rec_fn = SEQLAB_ISA3(ln_bwd_rec<S>);
   const int64_t last = LSTMC ? 2 : 1;
   // The input side, LN(x W_ihᵀ; γ_ih) + b_ih's backward and its products, runs a chunk of Tc
   // steps (~1 MB of G·H-wide rows) at a time inside the loop, while the chunk's dA and dr rows
@@ -545,7 +553,7 @@ std::vector<at::Tensor> ln_backward_impl(
   at::Tensor sums = at::zeros({P, 2, GH}, opts);
   at::Tensor dx = at::empty({T, B, I}, opts);
   at::Tensor dw_ih = at::zeros({P, GH, I}, opts), dw_hh = at::zeros({P, GH, H}, opts);
-  const auto bwd_rows = SEQLAB_ISA(ln_bwd_rows<S>);
+  const auto bwd_rows = SEQLAB_ISA3(ln_bwd_rows<S>);
   const S* gip = g_ih.data_ptr<S>();
   const S* xip = xih.data_ptr<S>();
   const S* xp = x.data_ptr<S>();

@@ -1,9 +1,10 @@
 // Row kernels of the LayerNorm LSTM / GRU time loops (layernorm_cells.h), for the hidden
 // units [u0, u0+n) of one shard and all B batch rows.
 //
-// Included twice by layernorm_cells.h, like kernels.h: once in namespace seqlab_base and once
-// in seqlab_avx2 under `#pragma GCC target("avx2,fma")`, so it reuses that namespace's
-// v_sigmoid / v_tanh / carry_units / put_units. Plain C++ only.
+// Included three times by layernorm_cells.h, like kernels.h: in namespace seqlab_base, in
+// seqlab_avx2 under `#pragma GCC target("avx2,fma")` and in seqlab_avx512 under the AVX-512
+// target, so it reuses that namespace's v_sigmoid / v_tanh / carry_units / put_units. Plain
+// C++ only.
 //
 // Layouts: "global" buffers are (B, G·H) gate-major rows (column k·H + u), shard-local ones
 // (B, G·n) (column k·n + j). Statistics st: [0, B) the first, [B, 2B) the second number of
