@@ -30,3 +30,22 @@ def assert_close(actual, expected, dtype, what=""):
 
 def state_tensors(state):
     return [state] if isinstance(state, torch.Tensor) else list(state)
+
+
+def assert_native_layer_equals_torch_nn(cls: str, T: int, B: int, I: int, H: int) -> None:  # noqa: E741
+    """seqlab.<cls> on the native backend vs torch.nn.<cls> with the same weights (float32):
+    outputs, ∂L/∂x and every parameter's gradient for a random upstream gradient."""
+    ours = getattr(seqlab, cls)(I, H, backend="native")
+    ref = getattr(nn, cls)(I, H)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, _ = ours(x)
+    want, _ = ref(x_ref)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(out)
+    out.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import seqlab
+from helpers import assert_native_layer_equals_torch_nn
 from seqlab.engine import native
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="native backend unavailable")
@@ -25,19 +25,6 @@ def test_panel_shapes_equal_torch_nn(cls, B, H, threads):
     try:
         torch.manual_seed(0)
         T, I = 30, 24
-        ours = getattr(seqlab, cls)(I, H, backend="native")
-        ref = getattr(torch.nn, cls)(I, H)
-        ref.load_state_dict(ours.state_dict())
-        x = torch.randn(T, B, I, requires_grad=True)
-        x_ref = x.detach().clone().requires_grad_(True)
-        out, _ = ours(x)
-        want, _ = ref(x_ref)
-        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
-        g = torch.randn_like(out)
-        out.backward(g)
-        want.backward(g)
-        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-        for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=name)
+        assert_native_layer_equals_torch_nn(cls, T, B, I, H)
     finally:
         torch.set_num_threads(before)

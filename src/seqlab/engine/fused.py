@@ -43,6 +43,23 @@ SPEC_BY_ID = {s.kernel: s for s in SPECS.values() if s.kernel is not None}
 GATE_COUNT = {k: s.G for k, s in SPEC_BY_ID.items()}
 
 
+def lstm_gate_grads(
+    dct: Tensor, dm: Tensor, i: Tensor, f: Tensor, g: Tensor, o: Tensor, tc: Tensor, c_prev: Tensor
+) -> Tensor:
+    """∂L/∂a_t, the LSTM's pre-activations [i, f, g, o] side by side, from dct = ∂L/∂c_t (the
+    total, through h_t and c_{t+1}) and dm = ∂L/∂m_t of m_t = o ⊙ tanh c_t (tc = tanh c_t):
+    [dct⊙g⊙i(1−i), dct⊙c_{t−1}⊙f(1−f), dct⊙i⊙(1−g²), dm⊙tc⊙o(1−o)]."""
+    return torch.cat(
+        [
+            dct * g * i * (1 - i),
+            dct * c_prev * f * (1 - f),
+            dct * i * (1 - g * g),
+            dm * tc * o * (1 - o),
+        ],
+        dim=1,
+    )
+
+
 def _empty(x: Tensor) -> Tensor:
     return x.new_empty(0)
 
@@ -183,15 +200,7 @@ def backward(
             i, f, g, o = gates[t].chunk(4, dim=1)
             tc = cbuf[cur].tanh()
             dct = dc + dh * o * (1 - tc * tc)
-            da_t = torch.cat(
-                [
-                    dct * g * i * (1 - i),
-                    dct * cbuf[prev] * f * (1 - f),
-                    dct * i * (1 - g * g),
-                    dh * tc * o * (1 - o),
-                ],
-                dim=1,
-            )
+            da_t = lstm_gate_grads(dct, dh, i, f, g, o, tc, cbuf[prev])
             dc_new = dct * f
             direct = None
         elif mode in (RNN_TANH, RNN_RELU):

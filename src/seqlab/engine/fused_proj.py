@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from seqlab.engine.fused import lstm_gate_grads
 from seqlab.functional.proj import LSTM_PROJ
 from seqlab.functional.spec import CellSpec
 
@@ -128,15 +129,7 @@ def backward(
         tc = tanh_c[t]
         dm = dh @ w_hr
         dct = torch.addcmul(dc, dm * o, 1 - tc * tc)
-        da_t = torch.cat(
-            [
-                dct * g * i * (1 - i),
-                dct * cbuf[prev] * f * (1 - f),
-                dct * i * (1 - g * g),
-                dm * tc * o * (1 - o),
-            ],
-            dim=1,
-        )
+        da_t = lstm_gate_grads(dct, dm, i, f, g, o, tc, cbuf[prev])
         dc_new = dct * f
         dh_t = dh
         if mask is not None:
