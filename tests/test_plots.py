@@ -160,3 +160,12 @@ def test_loss_figure_stars_the_kept_step_when_another_metric_chose_it():
     fig = loss_figure(events, "acc", "t", higher_is_better=True, best_step=3)
     (star,) = [ln for ln in fig.axes[1].lines if ln.get_marker() == "*"]
     assert (list(star.get_xdata()), list(star.get_ydata())) == ([3], [0.7])
+
+
+def test_saliency_bar_labels_its_y_axis():
+    from seqlab import plots
+
+    assert plots.saliency_bar([0.1, 0.2]).axes[0].get_ylabel() == "‖∂output/∂x_t‖"
+    fig = plots.saliency_bar([0.1, 0.9], ["a", "b"], ylabel="P(error)")
+    assert fig.axes[0].get_ylabel() == "P(error)"
+    assert [b.get_height() for b in fig.axes[0].patches] == [0.1, 0.9]

@@ -123,14 +123,19 @@ def state_heatmap(
     return fig
 
 
-def saliency_bar(values: Any, tokens: Sequence[str] | None = None, title: str = "") -> Figure:
-    """Bars of ‖∂output/∂x_t‖ over the input steps."""
+def saliency_bar(
+    values: Any,
+    tokens: Sequence[str] | None = None,
+    title: str = "",
+    ylabel: str = "‖∂output/∂x_t‖",
+) -> Figure:
+    """Bars of one value per input step: ‖∂output/∂x_t‖ unless ``ylabel`` says otherwise."""
     v = _list(values)
     fig = Figure(figsize=(min(20, max(6, 3 + 0.16 * len(v))), 3))
     ax = fig.subplots()
     ax.bar(range(len(v)), v, color="tab:orange")
     _token_axis(ax, tokens, len(v))
-    ax.set_ylabel("‖∂output/∂x_t‖")
+    ax.set_ylabel(ylabel)
     ax.set_xlabel("input step")
     ax.set_title(title or "saliency: how much each input step moves the output", fontsize=10)
     ax.grid(alpha=0.3, axis="y")

@@ -129,7 +129,9 @@ def _errordetect(lr: LoadedRun, text: str, stem: str, part_sections, probe_run, 
     )
     tagged.figures.append((
         f"{stem}-p-error",
-        plots.saliency_bar(p, words, f"P(error) per word (threshold {threshold:.3f})"),
+        plots.saliency_bar(
+            p, words, f"P(error) per word (threshold {threshold:.3f})", ylabel="P(error)"
+        ),
         "P(error) of every word",
     ))  # fmt: skip
     tagged.tables.append((
