@@ -1,7 +1,8 @@
 """The native LayerNorm LSTM/GRU kernel (``csrc/layernorm_cells.h``) against the reference loop
 (``backend="reference"``: the descriptions' step equations under autograd): outputs, final
 states and every gradient, over lengths, both directions, bias or not, float32/float64 and 1 or
-2 threads (sizes chosen so that 2 threads split each step into two uneven shards of units);
+2 threads (sizes chosen so that 2 threads split each step into two uneven shards of units, or
+into uneven halves of the batch rows: both team layouts are forced with SEQLAB_LN_SPLIT);
 layers with 2 layers and both directions; float64 gradcheck of ``engine.run(backend="native")``.
 """
 
@@ -80,10 +81,17 @@ def compare(mode, inputs, lengths, reverse, dtype, what, weighted=True, oracle_f
         assert_close(a, b, dtype, f"{name} ({what})")
 
 
+# 1 thread, or a team of 2 that splits the batch rows or the hidden units of each step
+TEAMS = [1, "2-rows", "2-units"]
+
+
 @pytest.fixture
-def threads(request):
+def threads(request, monkeypatch):
+    n, _, split = str(request.param).partition("-")
+    if split:
+        monkeypatch.setenv("SEQLAB_LN_SPLIT", split)
     previous = torch.get_num_threads()
-    torch.set_num_threads(request.param)
+    torch.set_num_threads(int(n))
     yield request.param
     torch.set_num_threads(previous)
 
@@ -105,12 +113,31 @@ def spy(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize(
+    "threads,B,H,want",
+    [
+        (1, 32, 128, 1),  # one thread: no team
+        (2, 32, 128, 2),  # C1: rows
+        (2, 2, 256, 1),  # one row per thread with a 1 MB W_hh: units
+        (2, 2, 128, 2),  # ... with a 256 KB W_hh: rows
+        ("2-units", 32, 128, 1),
+        ("2-rows", 2, 256, 2),
+        ("2-rows", 13, 44, 2),  # the sizes below
+        ("2-units", 13, 44, 1),
+    ],
+    indirect=["threads"],
+)
+def test_team_layout(threads, B, H, want):
+    """Which team the loops use (the tests below force each with SEQLAB_LN_SPLIT)."""
+    assert torch.ops.seqlab_engine.ln_row_team_size(B, 4, H, 4) == want
+
+
+@pytest.mark.parametrize("threads", TEAMS, indirect=True)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("mode", MODES)
 def test_matches_reference_over_the_product(mode, dtype, threads, spy):
-    """T=6, B=13, H=44: with 2 threads each step splits into shards of 24 and 20 units; one
-    row has no steps (length 0: state carried, outputs zero)."""
+    """T=6, B=13, H=44: with 2 threads each step splits into shards of 24 and 20 units, or
+    into 6 and 7 batch rows; one row has no steps (length 0: state carried, outputs zero)."""
     T, B, I, H = 6, 13, 5, 44  # noqa: E741
     lengths = torch.tensor([6, 1, 3, 6, 2, 5, 4, 6, 0, 3, 5, 2, 6])  # 0: the engine runs it
     seed = 0
@@ -124,7 +151,7 @@ def test_matches_reference_over_the_product(mode, dtype, threads, spy):
     assert spy["forward"] == 8 and spy["backward"] == 8
 
 
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("threads", TEAMS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_larger_step_products_and_broadcast_output_gradient(mode, threads, spy):
     """H=160, B=40: per-step products beyond the panel kernel's size (MKL's packed GEMM on one
@@ -137,7 +164,7 @@ def test_larger_step_products_and_broadcast_output_gradient(mode, threads, spy):
     assert spy["backward"] == 2
 
 
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("threads", TEAMS, indirect=True)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("mode", MODES)
 def test_input_side_chunks_match_reference(mode, dtype, threads, spy):
@@ -163,7 +190,7 @@ def test_input_side_chunks_match_reference(mode, dtype, threads, spy):
     assert spy["forward"] == 4 and spy["backward"] == 3
 
 
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("threads", TEAMS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_no_grad_forward_matches_reference(mode, threads, spy):
     T, B, I, H = 7, 13, 5, 44  # noqa: E741
@@ -178,7 +205,7 @@ def test_no_grad_forward_matches_reference(mode, threads, spy):
     assert spy["forward"] == 2 and spy["backward"] == 0
 
 
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("threads", TEAMS, indirect=True)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("mode", MODES)
 def test_two_layer_bidirectional_layer_matches_reference(mode, dtype, threads, spy):

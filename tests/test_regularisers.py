@@ -513,16 +513,20 @@ def test_masked_layernorm_kernel_gradcheck(backend, kind, ln_calls):
     assert ln_calls[masked_ln_kernel(backend)] > 0
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", ["1", "2-rows", "2-units"])
 @pytest.mark.parametrize("kind", LN_KINDS)
-def test_masked_layernorm_native_team_and_chunks(kind, threads, ln_calls):
+def test_masked_layernorm_native_team_and_chunks(kind, threads, ln_calls, monkeypatch):
     """The native LN loop with h_mask where 2 threads split each step into shards of 32 and
-    18 units (H=50) and the input side runs by chunks of 6-8 steps (T=14, B=100): float64,
-    lengths (some 0), both directions, against the reference loop with the same mask."""
+    18 units (H=50), or the batch into halves of 50 rows, and the input side runs by chunks of
+    6-8 steps (T=14, B=100): float64, lengths (some 0), both directions, against the
+    reference loop with the same mask."""
     if "native" not in FAST:
         pytest.skip("native backend unavailable")
+    n, _, split = threads.partition("-")
+    if split:
+        monkeypatch.setenv("SEQLAB_LN_SPLIT", split)
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(int(n))
     try:
         T, B, I, H = 14, 100, 6, 50  # noqa: E741
         x, state, params, h_mask = ln_inputs(kind, T, B, I, H, F64, seed=9)

@@ -6,9 +6,12 @@
 // team.h's shards helpers and barrier, gemm.h's products, checks.h's argument checks and the
 // States/output helpers there).
 //
-// The thread team splits each step by hidden units, as the classic loop does, but a layer
-// normalisation needs statistics over all G·H columns of a row. Each step therefore runs in
-// phases separated by the team's spinning barrier:
+// A layer normalisation needs statistics over all G·H columns of a row, but each row's are its
+// own. So the thread team usually splits the batch rows (ln_row_team): each thread runs the
+// whole step on its rows, with all of W_hh, and the team meets only once per chunk of steps,
+// around the shared input side. Where that does not pay (ln_row_team_size) the team splits
+// each step by hidden units, as the classic loop does, in phases separated by the team's
+// spinning barrier:
 //   forward  A  own columns of h_prev W_hhᵀ (per-step GEMM), their partial mean/M2 per row
 //            B  combine the partials (Chan's formula) -> x̂_hh; gates; (LSTM: c and its
 //               partial moments over own units;  GRU: h, done)
@@ -25,6 +28,7 @@ template <typename S>
 struct LnFwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0;
   int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
+  int64_t bn = 0;           // the end of the caller's rows: the kernels prefetch row b + 1 < bn
   const int64_t* len = nullptr;
   const S* rec = nullptr;   // shard-local (B, G·n): h_prev W_hhᵀ of the shard's units
   const S* st = nullptr;    // this phase's combined statistics: mean [0, B), rstd [B, 2B)
@@ -51,6 +55,7 @@ template <typename S>
 struct LnBwd {
   int64_t H = 0, B = 0, n = 0, u0 = 0, t = 0, gs = 0, K = 0;
   int64_t b0 = 0, b1 = 0;   // the batch rows [b0, b1) a kernel call handles
+  int64_t bn = 0;           // the end of the caller's rows: the kernels prefetch row b + 1 < bn
   const int64_t* len = nullptr;
   const S* st = nullptr;    // this phase's two combined means: [0, B), [B, 2B)
   const S* rs = nullptr;    // rstd of step t (B, K): [input, recurrent, cell]
@@ -121,7 +126,7 @@ struct LnShard {
 
 template <typename S>
 std::vector<LnShard<S>> ln_shards(const at::Tensor& w_hh, int64_t G, int64_t H, int64_t B,
-                                  int64_t P, bool fwd) {
+                                  int64_t P, bool fwd, int64_t M) {  // M: rows per product
   const int64_t chunk = (H + P - 1) / P;
   const int64_t step = P == 1 ? H : (chunk + 7) / 8 * 8;
   std::vector<LnShard<S>> out;
@@ -138,9 +143,9 @@ std::vector<LnShard<S>> ln_shards(const at::Tensor& w_hh, int64_t G, int64_t H, 
     k.stat = at::empty({2, B}, w_hh.options());
     k.sp = static_cast<S*>(k.stat.data_ptr());
     if (fwd)
-      k.pw.emplace(true, B, G * n, H, k.wp, H);
+      k.pw.emplace(true, M, G * n, H, k.wp, H);
     else
-      k.pw.emplace(false, B, H, G * n, k.wp, H);
+      k.pw.emplace(false, M, H, G * n, k.wp, H);
   }
   return out;
 }
@@ -181,6 +186,86 @@ void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
   for (int64_t step = 0; step < T; ++step)
     for (int64_t ph = 0; ph < phases; ++ph)
       for (int64_t k = 0; k < P; ++k) body(k, step, ph);
+#endif
+}
+
+// ---- the batch-row team: a layer normalisation is row-local, so when each thread can hold
+// all of W_hh in its own cache, splitting the batch rows (instead of the units) lets every
+// thread run the one-shard loop on its rows [b0, b1) with no meeting inside a step. The team
+// meets only around the input side, which all threads share a chunk of steps at a time.
+
+// When the units are split instead, every step costs three meetings (two in the GRU) and
+// the phases between them are short. Measured at 2 threads, LN-LSTM train (T=100): rows beat
+// units at C1-C4 (1.13 vs 1.58 of seqlab.LSTM at C1, 1.15 vs 1.30 at C3, W_hh = 4 MB) and for
+// B = 2-16 at H = 48-256, except one row per thread with a 1 MB W_hh (B=2, H=256: 7.5 vs 6.8 ms).
+constexpr int64_t kLnRowWeightBytes = int64_t(512) << 10;
+
+// Threads of the batch-row team, 1 when the step is split by units (or not at all).
+// SEQLAB_LN_SPLIT=rows or =units forces the choice (tests and A/B runs).
+inline int64_t ln_row_team_size(int64_t B, int64_t G, int64_t H, int64_t itemsize) {
+  if (team_size(B, G, H) < 2) return 1;
+  const char* v = std::getenv("SEQLAB_LN_SPLIT");
+  const std::string force = v == nullptr ? "" : v;
+  const int64_t most = std::min<int64_t>(at::get_num_threads(), B);
+  if (force == "rows") return most;
+  if (force == "units") return 1;
+  const int64_t per = G * H * H * itemsize <= kLnRowWeightBytes ? 1 : 2;  // rows per thread
+  const int64_t nt = std::min<int64_t>(most, B / per);
+  return nt >= 2 ? nt : 1;
+}
+
+// Thread q's rows [rows[q], rows[q + 1]) of B, as even as they come.
+inline std::vector<int64_t> ln_row_ranges(int64_t B, int64_t NT) {
+  std::vector<int64_t> r(NT + 1);
+  for (int64_t q = 0; q <= NT; ++q) r[q] = q * B / NT;
+  return r;
+}
+
+// body(q, step) for every thread q of NT and step; at the steps where at_chunk(step) holds,
+// chunk(q, step) runs first, with the team meeting after it (forward: the rows it writes are
+// read next) or before it (backward: it reads every thread's rows of the steps before).
+template <typename A, typename C, typename F>
+void ln_row_team(int64_t NT, int64_t T, bool meet_before, const A& at_chunk, const C& chunk,
+                 const F& body) {
+  if (NT == 1) {
+    for (int64_t step = 0; step < T; ++step) {
+      if (at_chunk(step)) chunk(0, step);
+      body(0, step);
+    }
+    return;
+  }
+#ifdef _OPENMP
+  std::exception_ptr error;
+  std::atomic<int64_t> arrived{0};
+#pragma omp parallel num_threads(static_cast<int>(NT))
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+    int64_t round = 0;
+    auto guarded = [&](auto&& f) {
+      try {
+        f();
+      } catch (...) {
+#pragma omp critical(seqlab_ln_row_team_error)
+        if (!error) error = std::current_exception();
+      }
+    };
+    for (int64_t step = 0; step < T; ++step) {
+      if (at_chunk(step)) {
+        if (meet_before) meet(arrived, nth, ++round);
+        for (int64_t q = tid; q < NT; q += nth) guarded([&] { chunk(q, step); });
+        if (!meet_before) meet(arrived, nth, ++round);
+      }
+      for (int64_t q = tid; q < NT; q += nth) guarded([&] { body(q, step); });
+    }
+    if (before >= 0) MKL_Set_Num_Threads_Local(before);
+  }
+  if (error) std::rethrow_exception(error);
+#else
+  for (int64_t step = 0; step < T; ++step) {
+    for (int64_t q = 0; q < NT && at_chunk(step); ++q) chunk(q, step);
+    for (int64_t q = 0; q < NT; ++q) body(q, step);
+  }
 #endif
 }
 
@@ -337,6 +422,7 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   s.H = H;
   s.B = B;
   s.b1 = B;
+  s.bn = B;
   s.gs = gs;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   s.gih = g_ih.data_ptr<S>();
@@ -359,10 +445,10 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   if (masked) hmbuf[0].copy_(h0.mul(hmask));  // hm of step 0 (parity 0)
   S* hmb = masked ? hmbuf.data_ptr<S>() : nullptr;
   const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
-  auto next_hm = [&](int64_t step, const S* hc, int64_t u0, int64_t u1) {
+  auto next_hm = [&](int64_t step, const S* hc, int64_t u0, int64_t u1, int64_t b0, int64_t b1) {
     if (!masked || step + 1 >= T) return;
     S* out = hmb + ((step + 1) & 1) * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       const S* __restrict h = hc + b * H;
       const S* __restrict m = mk + b * H;
       S* __restrict d = out + b * H;
@@ -370,9 +456,12 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
     }
   };
 
-  const int64_t P0 = team_size(B, G, H);
-  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, true);
-  const int64_t P = static_cast<int64_t>(shards.size());
+  // NT > 1: the batch-row team (one shard, all units); else shards of units (P > 1) or one
+  const int64_t NT = ln_row_team_size(B, G, H, sizeof(S));
+  const std::vector<int64_t> rows = ln_row_ranges(B, NT);
+  const int64_t P0 = NT > 1 ? 1 : team_size(B, G, H);
+  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, true, rows[1]);
+  const int64_t P = static_cast<int64_t>(shards.size()), shares = NT > 1 ? NT : P;
   std::vector<int64_t> cnt_rec(P), cnt_c(P);
   for (int64_t q = 0; q < P; ++q) {
     cnt_c[q] = shards[q].u1 - shards[q].u0;
@@ -385,31 +474,30 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   const auto out_fn = SEQLAB_ISA3(lnlstm_fwd_out<S>);
   const auto moments_fn = SEQLAB_ISA(ln_part_moments<S>);
   std::optional<BlasThreads> loop_threads;
-  if (P == 1) loop_threads.emplace(B * G * H * H);
+  if (P == 1 && NT == 1) loop_threads.emplace(B * G * H * H);
 
   // The input side x̂_ih = LN(x W_ihᵀ) runs a chunk of Tc steps (~1 MB of G·H-wide rows) at a
-  // time inside the loop, so the steps read it from cache: at the first phase of the chunk's
-  // first step each shard projects and normalises its share of the chunk's rows (the team
-  // meets before the next phase reads them).
+  // time inside the loop, so the steps read it from cache: at the chunk's first step each
+  // share (a shard, or a thread of the row team) projects and normalises its part of the
+  // chunk's rows, and the team meets before they are read.
   const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
   const S* xp = x.data_ptr<S>();
   const S* wip = w_ih.data_ptr<S>();
   auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
-    const int64_t t_lo = reverse ? T - c0 - L : c0, R = L * B, per = (R + P - 1) / P;
+    const int64_t t_lo = reverse ? T - c0 - L : c0, R = L * B, per = (R + shares - 1) / shares;
     const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
     if (r0 >= r1) return;
     gemm<S>(true, r1 - r0, GH, I, xp + r0 * I, I, wip, I, false, xip + r0 * GH, GH);
     rows_fn(xip, r0, r1, GH, rsp, K, kLnEps);
   };
-
-  ln_team(P, T, P == 1 ? 1 : LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
-    LnShard<S>& sh = shards[q];
-    const int64_t n = sh.u1 - sh.u0, GN = G * n;
+  // shard q's view of step `step`
+  auto step_view = [&](int64_t q, int64_t step) {
+    const LnShard<S>& sh = shards[q];
     const int64_t t = reverse ? T - 1 - step : step;
     const int64_t prev = reverse ? t + 1 : t, cur = reverse ? t : t + 1;
     const int64_t ts = save ? t : 0;
     LnFwd<S> st = s;
-    st.n = n;
+    st.n = sh.u1 - sh.u0;
     st.u0 = sh.u0;
     st.t = t;
     st.rec = sh.lp;
@@ -425,7 +513,50 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
       st.cc = cb + cur * B * H;
     }
     st.y = yb ? yb + t * B * H : nullptr;
-    S* rst = rsp + t * B * K;
+    return st;
+  };
+
+  if (P == 1) {  // one shard: each thread's batch rows through all phases of a step at once
+    LnShard<S>& sh = shards[0];
+    ln_row_team(
+        NT, T, false, [&](int64_t step) { return step % Tc == 0; },
+        [&](int64_t q, int64_t step) { input_side(q, step, std::min(Tc, T - step)); },
+        [&](int64_t q, int64_t step) {
+          const int64_t b0 = rows[q], b1 = rows[q + 1];
+          LnFwd<S> st = step_view(0, step);
+          st.bn = b1;
+          S* rst = rsp + st.t * B * K;
+          // the first row's cold rows (the kernels pull each next row themselves)
+          ln_prefetch<0>(st.xih + b0 * GH, 1, GH, 1, 0, GH);
+          ln_prefetch<1>(st.xhh + b0 * GH, 1, GH, 1, 0, GH);
+          ln_prefetch<1>(st.g + b0 * gs, 1, gs, 1, 0, gs);
+          const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
+          gemm_p<S>(*sh.pw, true, b1 - b0, GH, H, hr + b0 * H, H, sh.wp, H, false,
+                    sh.lp + b0 * GH, GH);
+          for (int64_t b = b0; b < b1; ++b) {
+            moments_fn(sh.lp + b * GH, 1, GH, pp + b * 2);
+            ln_combine_moments<S>(pp, 1, B, cnt_rec.data(), sh.sp, b, b + 1);
+            rst[b * K + 1] = sh.sp[B + b];
+            st.b0 = b;
+            st.b1 = b + 1;
+            st.part = pp + B * 2;
+            gates_fn(st);
+            if (LSTMC) {
+              ln_combine_moments<S>(pp + B * 2, 1, B, cnt_c.data(), sh.sp, b, b + 1);
+              rst[b * K + 2] = sh.sp[B + b];
+              out_fn(st);
+            }
+          }
+          next_hm(step, st.hc, 0, H, b0, b1);
+        });
+    return outputs();
+  }
+
+  ln_team(P, T, LSTMC ? 3 : 2, [&](int64_t q, int64_t step, int64_t phase) {
+    const LnShard<S>& sh = shards[q];
+    const int64_t n = sh.u1 - sh.u0, GN = G * n;
+    LnFwd<S> st = step_view(q, step);
+    S* rst = rsp + st.t * B * K;
     if (phase == 0) {  // own columns of h_prev W_hhᵀ and their moments
       if (step % Tc == 0) input_side(q, step, std::min(Tc, T - step));
       // the first row's cold rows of phase 1 (its kernel pulls each next row itself)
@@ -434,39 +565,20 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
       ln_prefetch<1>(st.g + sh.u0, 1, gs, 4, H, n);
       const S* hr = masked ? hmb + (step & 1) * B * H : st.hp;  // what W_hh multiplies
       gemm_p<S>(*sh.pw, true, B, GN, H, hr, H, sh.wp, H, false, sh.lp, GN);
-      if (P > 1) {
-        moments_fn(sh.lp, B, GN, pp + q * B * 2);
-        return;
-      }
-      // one shard: each batch row goes through all phases at once, while it is in L1
-      for (int64_t b = 0; b < B; ++b) {
-        moments_fn(sh.lp + b * GN, 1, GN, pp + b * 2);
-        ln_combine_moments<S>(pp, 1, B, cnt_rec.data(), sh.sp, b, b + 1);
-        rst[b * K + 1] = sh.sp[B + b];
-        st.b0 = b;
-        st.b1 = b + 1;
-        st.part = pp + B * 2;
-        gates_fn(st);
-        if (LSTMC) {
-          ln_combine_moments<S>(pp + B * 2, 1, B, cnt_c.data(), sh.sp, b, b + 1);
-          rst[b * K + 2] = sh.sp[B + b];
-          out_fn(st);
-        }
-      }
-      next_hm(step, st.hc, 0, H);
+      moments_fn(sh.lp, B, GN, pp + q * B * 2);
     } else if (phase == 1) {  // x̂_hh, gates (LSTM: c and its moments; GRU: h)
       ln_combine_moments<S>(pp, P, B, cnt_rec.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 1] = sh.sp[B + b];
       st.part = pp + (P + q) * B * 2;
       gates_fn(st);
-      if (!LSTMC) next_hm(step, st.hc, sh.u0, sh.u1);
+      if (!LSTMC) next_hm(step, st.hc, sh.u0, sh.u1, 0, B);
     } else {  // LSTM: ĉ and h
       ln_combine_moments<S>(pp + P * B * 2, P, B, cnt_c.data(), sh.sp);
       if (q == 0)
         for (int64_t b = 0; b < B; ++b) rst[b * K + 2] = sh.sp[B + b];
       out_fn(st);
-      next_hm(step, st.hc, sh.u0, sh.u1);
+      next_hm(step, st.hc, sh.u0, sh.u1, 0, B);
     }
   });
   return outputs();
@@ -497,13 +609,19 @@ std::vector<at::Tensor> ln_backward_impl(
   at::Tensor da = ln_scratch(LN_DA, {T, B, GH}, opts), dr = ln_scratch(LN_DR, {T, B, GH}, opts);
   at::Tensor dsum = ghn.clone(), dhd = at::zeros({B, H}, opts);
   at::Tensor du = LSTMC ? at::empty({B, H}, opts) : empty;
-  at::Tensor acc = at::zeros({2 * GH + 2 * H}, opts);  // dγ_hh, db_hh, dγ_c, dβ_c
+  // NT > 1: the batch-row team (one shard, all units); else shards of units (P > 1) or one
+  const int64_t NT = ln_row_team_size(B, G, H, sizeof(S));
+  const std::vector<int64_t> rows = ln_row_ranges(B, NT);
+  // dγ_hh, db_hh, dγ_c, dβ_c: one row per thread of the row team (they share all units)
+  const int64_t nacc = 2 * GH + 2 * H;
+  at::Tensor acc = at::zeros({NT, nacc}, opts);
   at::Tensor bc = LSTMC ? or_zeros(b_c, H, opts) : at::Tensor();
   int64_t gts = 0;
   LnBwd<S> s;
   s.H = H;
   s.B = B;
   s.b1 = B;
+  s.bn = B;
   s.gs = gs;
   s.K = K;
   s.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
@@ -517,10 +635,6 @@ std::vector<at::Tensor> ln_backward_impl(
   s.dc = LSTMC ? dc.data_ptr<S>() : nullptr;
   s.du = LSTMC ? du.data_ptr<S>() : nullptr;
   S* accp = acc.data_ptr<S>();
-  s.acc_ghh = accp;
-  s.acc_bhh = accp + GH;
-  s.acc_gc = accp + 2 * GH;
-  s.acc_bc = accp + 2 * GH + H;
   const S* hb = hbuf.data_ptr<S>();
   const S* cb = LSTMC ? cbuf.data_ptr<S>() : nullptr;
   const S* gp = gates.data_ptr<S>();
@@ -532,9 +646,9 @@ std::vector<at::Tensor> ln_backward_impl(
   S* dsp = dsum.data_ptr<S>();
   const S* dhdp = dhd.data_ptr<S>();
 
-  const int64_t P0 = team_size(B, G, H);
-  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, false);
-  const int64_t P = static_cast<int64_t>(shards.size());
+  const int64_t P0 = NT > 1 ? 1 : team_size(B, G, H);
+  std::vector<LnShard<S>> shards = ln_shards<S>(w_hh, G, H, B, P0, false, rows[1]);
+  const int64_t P = static_cast<int64_t>(shards.size()), shares = NT > 1 ? NT : P;
   at::Tensor dpart = at::empty({P, B, H}, opts);  // each shard's share of dh_prev
   S* dpp = dpart.data_ptr<S>();
   std::vector<double> parts(static_cast<size_t>(2 * P * B * 2));
@@ -550,9 +664,9 @@ std::vector<at::Tensor> ln_backward_impl(
   // backward (its own sums of dA⊙x̂_ih and dA: dγ_ih, db_ih), its rows of dx = dP W_ih and its
   // part of dW_ih += dPᵀ x and dW_hh += drᵀ h_prev (own accumulators, summed after the loop).
   const int64_t Tc = std::max<int64_t>(1, ln_chunk_rows(GH, sizeof(S)) / B);
-  at::Tensor sums = at::zeros({P, 2, GH}, opts);
+  at::Tensor sums = at::zeros({shares, 2, GH}, opts);
   at::Tensor dx = at::empty({T, B, I}, opts);
-  at::Tensor dw_ih = at::zeros({P, GH, I}, opts), dw_hh = at::zeros({P, GH, H}, opts);
+  at::Tensor dw_ih = at::zeros({shares, GH, I}, opts), dw_hh = at::zeros({shares, GH, H}, opts);
   const auto bwd_rows = SEQLAB_ISA3(ln_bwd_rows<S>);
   const S* gip = g_ih.data_ptr<S>();
   const S* xip = xih.data_ptr<S>();
@@ -567,11 +681,11 @@ std::vector<at::Tensor> ln_backward_impl(
   // h_prev ⊙ m (formed per share of a chunk in the shard's own rows of hmt)
   const bool masked = hmask.defined();
   const S* mk = masked ? hmask.data_ptr<S>() : nullptr;
-  const int64_t hm_rows = (Tc * B + P - 1) / P;
-  at::Tensor hmt = masked ? at::empty({P, hm_rows, H}, opts) : at::Tensor();
+  const int64_t hm_rows = (Tc * B + shares - 1) / shares;
+  at::Tensor hmt = masked ? at::empty({shares, hm_rows, H}, opts) : at::Tensor();
   S* hmtp = masked ? hmt.data_ptr<S>() : nullptr;
   auto input_side = [&](int64_t q, int64_t c0, int64_t L) {  // steps [c0, c0 + L), share q
-    const int64_t t_lo = reverse ? c0 : T - c0 - L, R = L * B, per = (R + P - 1) / P;
+    const int64_t t_lo = reverse ? c0 : T - c0 - L, R = L * B, per = (R + shares - 1) / shares;
     const int64_t r0 = t_lo * B + std::min(R, q * per), r1 = t_lo * B + std::min(R, (q + 1) * per);
     if (r0 >= r1) return;
     const int64_t M = r1 - r0;
@@ -592,15 +706,15 @@ std::vector<at::Tensor> ln_backward_impl(
     gemm_ta<S>(GH, H, M, drp + r0 * GH, GH, hsrc, H, true, dwhp + q * GH * H, H);
   };
   std::optional<BlasThreads> loop_threads;
-  if (P == 1) loop_threads.emplace(B * G * H * H);
+  if (P == 1 && NT == 1) loop_threads.emplace(B * G * H * H);
 
-  ln_team(P, T, P == 1 ? 1 : last + 1, [&](int64_t q, int64_t step, int64_t phase) {
-    LnShard<S>& sh = shards[q];
-    const int64_t n = sh.u1 - sh.u0, GN = G * n;
+  // shard q's view of step `step`, with thread a's accumulators (row team; else a = 0)
+  auto step_view = [&](int64_t q, int64_t step, int64_t a) {
+    const LnShard<S>& sh = shards[q];
     const int64_t t = reverse ? step : T - 1 - step;
     const int64_t prev = reverse ? t + 1 : t;
     LnBwd<S> st = s;
-    st.n = n;
+    st.n = sh.u1 - sh.u0;
     st.u0 = sh.u0;
     st.t = t;
     st.st = sh.sp;
@@ -614,78 +728,102 @@ std::vector<at::Tensor> ln_backward_impl(
     st.da = dap + t * B * GH;
     st.dr = drp + t * B * GH;
     st.drl = P == 1 ? st.dr : sh.lp;  // one shard: its local rows are the global ones
-    auto rec_gemm = [&](const LnBwd<S>& sr) {  // this shard's share of dh_prev
-      if (step + 1 < T) {  // the next step's first row of saved rows, during this GEMM
-        const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
-        ln_prefetch<0>(gp + tn * B * gs + sh.u0, 1, gs, 4, H, n);
-        ln_prefetch<0>(xhp + tn * B * GH + sh.u0, 1, GH, G, H, n);
-        if (LSTMC) {
-          ln_prefetch<0>(chp + tn * B * H + sh.u0, 1, H, 1, 0, n);
-          ln_prefetch<0>(cb + pn * B * H + sh.u0, 1, H, 1, 0, n);
-        } else {
-          ln_prefetch<0>(hb + pn * B * H + sh.u0, 1, H, 1, 0, n);
-        }
-        ln_prefetch<1>(dap + tn * B * GH + sh.u0, 1, GH, G, H, n);
+    st.acc_ghh = accp + a * nacc;
+    st.acc_bhh = st.acc_ghh + GH;
+    st.acc_gc = st.acc_ghh + 2 * GH;
+    st.acc_bc = st.acc_ghh + 2 * GH + H;
+    return st;
+  };
+  // shard q's share of dh_prev for rows [b0, b1), prefetching the next step's row b0 meanwhile
+  auto rec_gemm = [&](const LnBwd<S>& st, int64_t q, int64_t step, int64_t b0, int64_t b1) {
+    const LnShard<S>& sh = shards[q];
+    const int64_t n = sh.u1 - sh.u0, GN = G * n, t = st.t, u = sh.u0 + b0 * H;
+    if (step + 1 < T) {
+      const int64_t tn = reverse ? t + 1 : t - 1, pn = reverse ? tn + 1 : tn;
+      ln_prefetch<0>(gp + tn * B * gs + b0 * gs + sh.u0, 1, gs, 4, H, n);
+      ln_prefetch<0>(xhp + tn * B * GH + b0 * GH + sh.u0, 1, GH, G, H, n);
+      if (LSTMC) {
+        ln_prefetch<0>(chp + tn * B * H + u, 1, H, 1, 0, n);
+        ln_prefetch<0>(cb + pn * B * H + u, 1, H, 1, 0, n);
+      } else {
+        ln_prefetch<0>(hb + pn * B * H + u, 1, H, 1, 0, n);
       }
-      gemm_p<S>(*sh.pw, false, B, H, GN, sr.drl, GN, sh.wp, H, false, dpp + q * B * H, H);
-    };
-    if (phase == 0) {
-      if (step > 0 && step % Tc == 0) input_side(q, step - Tc, Tc);
-      if (step > 0) {  // this shard's units of dh = direct part + every shard's partial
-        for (int64_t b = 0; b < B; ++b) {
-          S* __restrict out = dsp + b * H + sh.u0;
-          const S* __restrict d = dhdp + b * H + sh.u0;
-          for (int64_t j = 0; j < n; ++j) out[j] = masked ? S(0) : d[j];
-          for (int64_t r = 0; r < P; ++r) {
-            const S* __restrict pr = dpp + (r * B + b) * H + sh.u0;
-            for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
-          }
-          if (masked) {  // the partials sum (dA W_hh), which the mask scales
-            const S* __restrict m = mk + b * H + sh.u0;
-            for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
-          }
-        }
-      }
-      if (P == 1) {  // one shard: each batch row through all phases at once, while in L1
-        for (int64_t b = 0; b < B; ++b) {
-          st.b0 = b;
-          st.b1 = b + 1;
-          st.part = pp;
-          first_fn(st);
-          if (LSTMC) {
-            ln_combine_sums<S>(pp, 1, B, H, sh.sp, b, b + 1);
-            st.part = pp + B * 2;
-            gates_fn(st);
-          }
-          ln_combine_sums<S>(pp + (LSTMC ? B * 2 : 0), 1, B, GH, sh.sp, b, b + 1);
-          rec_fn(st, G);
-        }
-        st.b0 = 0;
-        st.b1 = B;
-        rec_gemm(st);
-        return;
-      }
-      st.part = pp + q * B * 2;
-      first_fn(st);
-    } else if (phase < last) {  // LSTM: the cell LN's backward, the gates' dA
-      ln_combine_sums<S>(pp, P, B, H, sh.sp);
-      st.part = pp + (P + q) * B * 2;
-      gates_fn(st);
-    } else {  // the recurrent LN's backward, then this shard's share of dh_prev
-      ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
-      rec_fn(st, G);
-      rec_gemm(st);
+      ln_prefetch<1>(dap + tn * B * GH + b0 * GH + sh.u0, 1, GH, G, H, n);
     }
-  });
+    gemm_p<S>(*sh.pw, false, b1 - b0, H, GN, st.drl + b0 * GN, GN, sh.wp, H, false,
+              dpp + (q * B + b0) * H, H);
+  };
+  // units [u0, u0+n) of rows [b0, b1) of dh = direct part + every shard's partial
+  auto gather_dh = [&](int64_t u0, int64_t n, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      S* __restrict out = dsp + b * H + u0;
+      const S* __restrict d = dhdp + b * H + u0;
+      for (int64_t j = 0; j < n; ++j) out[j] = masked ? S(0) : d[j];
+      for (int64_t r = 0; r < P; ++r) {
+        const S* __restrict pr = dpp + (r * B + b) * H + u0;
+        for (int64_t j = 0; j < n; ++j) out[j] += pr[j];
+      }
+      if (masked) {  // the partials sum (dA W_hh), which the mask scales
+        const S* __restrict m = mk + b * H + u0;
+        for (int64_t j = 0; j < n; ++j) out[j] = d[j] + out[j] * m[j];
+      }
+    }
+  };
+
+  if (P == 1) {  // one shard: each thread's batch rows through all phases of a step at once
+    const LnShard<S>& sh = shards[0];
+    ln_row_team(
+        NT, T, true, [&](int64_t step) { return step > 0 && step % Tc == 0; },
+        [&](int64_t q, int64_t step) { input_side(q, step - Tc, Tc); },
+        [&](int64_t q, int64_t step) {
+          const int64_t b0 = rows[q], b1 = rows[q + 1];
+          LnBwd<S> st = step_view(0, step, q);
+          st.bn = b1;
+          if (step > 0) gather_dh(0, H, b0, b1);
+          for (int64_t b = b0; b < b1; ++b) {
+            st.b0 = b;
+            st.b1 = b + 1;
+            st.part = pp;
+            first_fn(st);
+            if (LSTMC) {
+              ln_combine_sums<S>(pp, 1, B, H, sh.sp, b, b + 1);
+              st.part = pp + B * 2;
+              gates_fn(st);
+            }
+            ln_combine_sums<S>(pp + (LSTMC ? B * 2 : 0), 1, B, GH, sh.sp, b, b + 1);
+            rec_fn(st, G);
+          }
+          rec_gemm(st, 0, step, b0, b1);
+        });
+  } else {
+    ln_team(P, T, last + 1, [&](int64_t q, int64_t step, int64_t phase) {
+      const LnShard<S>& sh = shards[q];
+      LnBwd<S> st = step_view(q, step, 0);
+      if (phase == 0) {
+        if (step > 0 && step % Tc == 0) input_side(q, step - Tc, Tc);
+        if (step > 0) gather_dh(sh.u0, sh.u1 - sh.u0, 0, B);
+        st.part = pp + q * B * 2;
+        first_fn(st);
+      } else if (phase < last) {  // LSTM: the cell LN's backward, the gates' dA
+        ln_combine_sums<S>(pp, P, B, H, sh.sp);
+        st.part = pp + (P + q) * B * 2;
+        gates_fn(st);
+      } else {  // the recurrent LN's backward, then this shard's share of dh_prev
+        ln_combine_sums<S>(pp + (LSTMC ? P * B * 2 : 0), P, B, GH, sh.sp);
+        rec_fn(st, G);
+        rec_gemm(st, q, step, 0, B);
+      }
+    });
+  }
   loop_threads.reset();
   at::Tensor dh0 = dhd.add(masked ? dpart.sum(0).mul_(hmask) : dpart.sum(0));
   {  // the last chunk (one share per shard, as in the loop)
     const int64_t c0 = (T - 1) / Tc * Tc;
-    at::parallel_for(0, P, 1, [&](int64_t q0, int64_t q1) {
+    at::parallel_for(0, shares, 1, [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) input_side(q, c0, T - c0);
     });
   }
-  if (P > 1) {
+  if (shares > 1) {
     dw_ih = dw_ih.sum(0);
     dw_hh = dw_hh.sum(0);
   } else {
@@ -694,6 +832,7 @@ std::vector<at::Tensor> ln_backward_impl(
   }
   at::Tensor sum2 = sums.sum(0);
   at::Tensor dg_ih = sum2[0], db_ih = has_b_ih ? sum2[1] : empty;  // views of sum2
+  acc = acc.size(0) > 1 ? acc.sum(0) : acc[0];
   at::Tensor dg_hh = acc.narrow(0, 0, GH).clone();
   // LSTM: d(LN_hh output) = dA, so db_hh = Σ dA = db_ih (not accumulated in the loop)
   at::Tensor db_hh = !has_b_hh ? empty : LSTMC ? sum2[1].clone() : acc.narrow(0, GH, GH).clone();
@@ -900,4 +1039,6 @@ TORCH_LIBRARY_FRAGMENT(seqlab_engine, m) {
   m.def("ln_backward", &ln_backward);
   m.def("ln_forward_masked", &ln_forward_masked);
   m.def("ln_backward_masked", &ln_backward_masked);
+  // the threads of the batch-row team the loops would use for this shape (1: not that team)
+  m.def("ln_row_team_size(int B, int G, int H, int itemsize) -> int", &ln_row_team_size);
 }

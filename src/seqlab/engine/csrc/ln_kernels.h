@@ -100,7 +100,7 @@ void lnlstm_fwd_gates(const LnFwd<S>& s) {
   const int64_t H = s.H, n = s.n, GH = 4 * H, u = s.u0;
   for (int64_t b = s.b0; b < s.b1; ++b) {
     const int64_t o = b * H + u;
-    if (b + 1 < s.B) {  // the next row's x̂_ih, and where its x̂_hh, gates and c go
+    if (b + 1 < s.bn) {  // the next row's x̂_ih, and where its x̂_hh, gates and c go
       ln_pf<0>(s.xih + (b + 1) * GH + u, 4, H, n);
       ln_pf<1>(s.xhh + (b + 1) * GH + u, 4, H, n);
       ln_pf<1>(s.g + (b + 1) * s.gs + u, 4, H, n);
@@ -145,7 +145,7 @@ void lnlstm_fwd_out(const LnFwd<S>& s) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
       continue;
     }
-    if (b + 1 < s.B) {
+    if (b + 1 < s.bn) {
       ln_pf<1>(s.ch + o + H, 1, 0, n);
       ln_pf<1>(s.hc + o + H, 1, 0, n);
     }
@@ -177,7 +177,7 @@ void lngru_fwd(const LnFwd<S>& s) {
       carry_units<S>(n, s.hp + o, s.hc + o, nullptr, nullptr, s.y ? s.y + o : nullptr);
       continue;
     }
-    if (b + 1 < s.B) {
+    if (b + 1 < s.bn) {
       ln_pf<0>(s.xih + (b + 1) * GH + u, 3, H, n);
       ln_pf<1>(s.xhh + (b + 1) * GH + u, 3, H, n);
       ln_pf<1>(s.g + (b + 1) * s.gs + u, 4, H, n);
@@ -240,7 +240,7 @@ void lnlstm_bwd_cell(const LnBwd<S>& s) {
       ln_bwd_pad(s, b, 4, true);
       continue;
     }
-    if (b + 1 < s.B) {
+    if (b + 1 < s.bn) {
       ln_pf<0>(s.ch + o + H, 1, 0, n);
       ln_pf<0>(s.g + (b + 1) * s.gs + 3 * H + u, 1, 0, n);
       ln_pf<1>(s.da + (b + 1) * GH + 3 * H + u, 1, 0, n);
@@ -288,7 +288,7 @@ void lnlstm_bwd_gates(const LnBwd<S>& s) {
       continue;
     }
     const int64_t o = b * H + u;
-    if (b + 1 < s.B) {
+    if (b + 1 < s.bn) {
       ln_pf<0>(s.g + (b + 1) * s.gs + u, 3, H, n);
       ln_pf<0>(s.cp + o + H, 1, 0, n);
       ln_pf<0>(s.xhh + (b + 1) * GH + u, 4, H, n);
@@ -339,7 +339,7 @@ void lngru_bwd_gates(const LnBwd<S>& s) {
       continue;
     }
     const int64_t o = b * H + u;
-    if (b + 1 < s.B) {
+    if (b + 1 < s.bn) {
       ln_pf<0>(s.g + (b + 1) * s.gs + u, 4, H, n);
       ln_pf<0>(s.hp + o + H, 1, 0, n);
       ln_pf<0>(s.xhh + (b + 1) * GH + u, 3, H, n);
