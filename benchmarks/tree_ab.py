@@ -9,7 +9,8 @@ sides alike; the spread of the ratios is printed as the noise.
     python benchmarks/tree_ab.py /path/to/tree-A /path/to/tree-B [--rounds 9] [--quick]
 
 Configurations and modes as ``recurrence_speed.py`` (shared/BENCHMARKS.md), plus ``O1``
-(T=1, B=1, I=H=8): one step, so the time is the per-call Python overhead. ``--cells`` takes
+(T=1, B=1, I=H=8): one step, so the time is the per-call Python overhead, and ``M1`` (T=1000,
+B=16, I=H=256): the minGRU/minLSTM training size of ``recurrence_speed.py``. ``--cells`` takes
 seqlab's layer classes (``LSTM``) and any registered cell kind (``lnlstm``, ``lngru``).
 """
 
@@ -29,7 +30,8 @@ torch.set_num_threads(int(sys.argv[2]))
 clock = time.process_time if sys.argv[3] == "cpu" else time.perf_counter
 import seqlab
 CONFIGS = {"C1": (100, 32, 64, 128), "C2": (100, 64, 256, 256), "C3": (50, 128, 512, 512),
-           "C4": (500, 16, 32, 64), "P0": (1000, 1, 8, 8), "O1": (1, 1, 8, 8)}
+           "C4": (500, 16, 32, 64), "P0": (1000, 1, 8, 8), "O1": (1, 1, 8, 8),
+           "M1": (1000, 16, 256, 256)}
 cache = {}
 def step_for(cell, cfg, train):
     key = (cell, cfg, train)

@@ -339,6 +339,35 @@ def test_native_op_chunks_strides_and_bias_sums(kind, dtype):
         torch.set_num_threads(threads)
 
 
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_native_projection_reuses_only_free_buffers(dtype):
+    """minimal_project(x, w) = x wᵀ (against a float64 matmul), also for a non-contiguous x;
+    its pooled buffer is handed out again only once nothing else holds it: a result still
+    held keeps its values through later calls, and bad arguments name themselves."""
+    ops = engine.native.load()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 4, 6, generator=g, dtype=dtype)
+    w = torch.randn(10, 6, generator=g, dtype=dtype)
+    want = (x.double() @ w.double().T).to(dtype)
+    held = ops.minimal_project(x, w)
+    assert_close(held, want, dtype, "x wᵀ")
+    kept = held.clone()
+    for _ in range(3):  # later calls of the same size must not write into `held`
+        other = ops.minimal_project(x * 2, w)
+        assert other.data_ptr() != held.data_ptr()
+        assert_close(other, 2 * want, dtype, "2x wᵀ")
+    assert torch.equal(held, kept)
+    xt = torch.randn(4, 9, 6, generator=g, dtype=dtype).transpose(0, 1)  # (9, 4, 6), strided
+    assert_close(ops.minimal_project(xt, w), (xt.double() @ w.double().T).to(dtype), dtype, "xt")
+    with pytest.raises(RuntimeError, match=r"minimal_project: w: expected shape \(N, 6\)"):
+        ops.minimal_project(x, w[:, :5])
+    with pytest.raises(RuntimeError, match="minimal_project: x: expected a CPU"):
+        ops.minimal_project(x[0], w)
+    with pytest.raises(RuntimeError, match="minimal_project: w: expected a CPU"):
+        ops.minimal_project(x, w.to(torch.float32 if dtype == F64 else F64))
+
+
 _ISA_SCRIPT = """
 import sys, torch
 from seqlab.engine import native

@@ -142,8 +142,10 @@ class MinimalKernel:
         T = x.shape[0]
         how = resolve(x)
         native_op = how in (_NATIVE, _NATIVE_SCAN)
-        # the native op adds the bias itself (no broadcast pass over xw)
-        xw = F.linear(x, w_ih, None if native_op else b_ih)
+        # the native op adds the bias itself (no broadcast pass over xw), and its projection
+        # goes to a reused buffer (a fresh one this big is page-faulted on every call)
+        ops = _native_ops(x) if native_op else None
+        xw = ops.minimal_project(x, w_ih) if ops is not None else F.linear(x, w_ih, b_ih)
         if reverse:
             xw = reverse_padded(xw, lengths)
         h0 = state[0]
@@ -151,7 +153,7 @@ class MinimalKernel:
         if native_op:
             kind = self.kinds.index(spec.name)
             chunks = _chunks(how)
-            h = _native_ops(x).minimal_forward(kind, xw, b_ih, h0, lengths, chunks)
+            h = ops.minimal_forward(kind, xw, b_ih, h0, lengths, chunks)
         else:
             chunks = 1
             log_a, log_b = log_coefficients(spec.name, xw)

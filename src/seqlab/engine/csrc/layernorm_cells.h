@@ -322,39 +322,6 @@ inline at::Tensor ln_scratch(LnSlot slot, at::IntArrayRef shape, const at::Tenso
   return t.narrow(0, 0, numel).view(shape);
 }
 
-// The forward's saved buffers (x̂_ih, x̂_hh, gates, ĉ: returned to autograd, released after the
-// backward) from a small per-thread pool: a buffer is handed out again once nothing but the
-// pool holds its storage. Fresh ones cost their page faults on every training step (~20 % of
-// an LN-LSTM forward at C1, measured); the pool keeps at most kLnPool buffers and
-// kScratchMaxBytes alive per thread.
-constexpr size_t kLnPool = 16;
-
-inline at::Tensor ln_pooled(at::IntArrayRef shape, const at::TensorOptions& opts) {
-  thread_local std::vector<at::Tensor> pool;
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
-  if (numel == 0 || numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchMaxBytes)
-    return at::empty(shape, opts);  // (an empty view would pin a pooled buffer for nothing)
-  at::Tensor* best = nullptr;  // the smallest free buffer that fits
-  int64_t held = 0;
-  for (at::Tensor& t : pool) {
-    held += t.nbytes();
-    if (t.storage().use_count() == 1 && t.dtype() == opts.dtype() && t.numel() >= numel &&
-        (best == nullptr || t.numel() < best->numel()))
-      best = &t;
-  }
-  if (best == nullptr) {
-    const int64_t bytes = numel * static_cast<int64_t>(opts.dtype().itemsize());
-    if (pool.size() < kLnPool && held + bytes <= kScratchMaxBytes) {
-      pool.push_back(at::empty({numel}, opts));
-      best = &pool.back();
-    } else {
-      return at::empty(shape, opts);
-    }
-  }
-  return best->narrow(0, 0, numel).view(shape);
-}
-
 // Rows per block of the work before and after the loop (input projection and its LN, their
 // backward and the weight-gradient products): about 1 MB of G·H-wide rows, at least 64.
 inline int64_t ln_chunk_rows(int64_t GH, size_t itemsize) {
@@ -396,10 +363,10 @@ std::vector<at::Tensor> ln_forward_impl(const at::Tensor& x, const at::Tensor& h
   const int64_t GH = G * H, gs = 4 * H, Ts = save ? T : 1;
   auto opts = x.options();
   States sb = make_states(x, h0, c0, LSTMC, len, reverse, save);
-  at::Tensor xih = save ? ln_pooled({T, B, GH}, opts) : ln_scratch(LN_XIH, {T, B, GH}, opts);
+  at::Tensor xih = save ? pooled({T, B, GH}, opts) : ln_scratch(LN_XIH, {T, B, GH}, opts);
   at::Tensor rs = at::empty({T, B, K}, opts);
-  at::Tensor gates = ln_pooled({Ts, B, gs}, opts), xhh = ln_pooled({Ts, B, GH}, opts);
-  at::Tensor ch = ln_pooled({LSTMC ? Ts : 0, B, H}, opts);
+  at::Tensor gates = pooled({Ts, B, gs}, opts), xhh = pooled({Ts, B, GH}, opts);
+  at::Tensor ch = pooled({LSTMC ? Ts : 0, B, H}, opts);
   auto outputs = [&]() -> std::vector<at::Tensor> {
     std::vector<at::Tensor> out = forward_outputs(sb, gates, LSTMC, true, reverse, save);
     at::Tensor empty = at::empty({0}, opts);

@@ -27,6 +27,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -388,7 +389,7 @@ std::vector<at::Tensor> minimal_backward(int64_t kind, const at::Tensor& xw,
   const at::Tensor gn = ghn.contiguous();
   const at::Tensor len = lengths ? lengths->contiguous() : at::Tensor();
   const int64_t K = pick_chunks(chunks, d);
-  at::Tensor dxw = at::empty(x.sizes(), x.options());
+  at::Tensor dxw = pooled(x.sizes(), x.options());  // (the caller drops it after two GEMMs)
   at::Tensor dh0 = at::empty({d.B, d.H}, x.options());
   at::Tensor db = at::zeros({K, d.B, d.G * d.H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "seqlab_minimal_backward", [&] {
@@ -407,6 +408,25 @@ std::vector<at::Tensor> minimal_backward(int64_t kind, const at::Tensor& xw,
   return {dxw, dh0, db};
 }
 
+// xw = x W_ihᵀ, (T, B, N) into a pooled buffer (recurrence.cpp's `pooled`): the projection of
+// a long sequence is the biggest buffer of a training step, and a fresh one is mapped and
+// page-faulted on every call
+at::Tensor minimal_project(const at::Tensor& x, const at::Tensor& w) {
+  const char* op = "minimal_project";
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu(), op,
+              ": x: expected a CPU (T, B, I) tensor, got ", x.sizes(), " on ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": x: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(2), op, ": w: expected shape (N, ", x.size(2),
+              ") (I from x), got ", w.sizes());
+  check(op, "w", w, w.sizes(), x);
+  const int64_t T = x.size(0), B = x.size(1), N = w.size(0);
+  at::Tensor xw = pooled({T, B, N}, x.options());
+  at::Tensor rows = xw.view({T * B, N});
+  at::mm_out(rows, x.reshape({T * B, x.size(2)}), w.t());
+  return xw;
+}
+
 // the instruction set the row kernels run with: "avx512", "avx2+fma" or "baseline"
 std::string minimal_isa() {
   const auto k = SEQLAB_MROWS(mingru_fwd_row<float>);
@@ -420,6 +440,7 @@ std::string minimal_isa() {
 
 TORCH_LIBRARY_FRAGMENT(seqlab_engine, m) {
   m.def("minimal_isa", &seqlab_minimal::minimal_isa);
+  m.def("minimal_project", &seqlab_minimal::minimal_project);
   m.def("minimal_forward", &seqlab_minimal::minimal_forward);
   m.def("minimal_backward", &seqlab_minimal::minimal_backward);
 }
