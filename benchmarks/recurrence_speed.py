@@ -300,8 +300,9 @@ def bench_minimal(rounds: int, budget: float) -> list[tuple[str, bool]]:
     T, B, _, H = MINIMAL_SIZES
     print(f"\nminGRU/minLSTM training (forward + backward) vs seqlab.GRU, T={T}, B={B}, "
           f"H={H}, I as given; speed-up = GRU time / min time, goal >= "
-          f"{MINIMAL_SPEEDUP_TARGET:.0f}; GEMM bound = GRU GEMM flops / min GEMM flops "
-          f"= 3(I+H) / (G·I), the speed-up if the min cell's pointwise work were free:"
+          f"{MINIMAL_SPEEDUP_TARGET:.0f} for the parallel scan (the other methods: for "
+          f"comparison); GEMM bound = GRU GEMM flops / min GEMM flops = 3(I+H) / (G·I), the "
+          f"speed-up if the min cell's pointwise work were free:"
           )  # fmt: skip
     print("| cell | I | method | min ms | peer ms | speed-up | GEMM bound | met |")
     print("|" + "---|" * 8)
@@ -325,11 +326,13 @@ def bench_minimal(rounds: int, budget: float) -> list[tuple[str, bool]]:
                     med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
                     speedup = statistics.median(ratios)
                     ok = speedup >= MINIMAL_SPEEDUP_TARGET
-                    if peer == "GRU":
+                    goal = row == "scan" and peer == "GRU"  # the goal is the parallel scan's
+                    if goal:
                         results.append((f"{mode}/{row}/I{I}", ok))
+                    verdict = ("met" if ok else "NOT met") if goal else "-"
                     print(f"| {mode} | {I} | {row}{'' if peer == 'GRU' else ' vs ' + peer} | "
                           f"{med['min']:.1f} | {med['gru']:.1f} | {speedup:.2f} | {bound:.1f} | "
-                          f"{'met' if ok else 'NOT met'} |", flush=True)  # fmt: skip
+                          f"{verdict} |", flush=True)  # fmt: skip
     T, B, I, H = CONFIGS["P0"]
     print(f"\nSequential minGRU at P0 (T={T}, B={B}, I={I}, H={H}), µs/step, goal <= "
           f"{MINIMAL_P0_TARGET_US:.0f}; ratio = minGRU / seqlab.GRU time:")  # fmt: skip
