@@ -81,8 +81,10 @@ def compare(mode, inputs, lengths, reverse, dtype, what, weighted=True, oracle_f
         assert_close(a, b, dtype, f"{name} ({what})")
 
 
-# 1 thread, or a team of 2 that splits the batch rows or the hidden units of each step
+# 1 thread, or a team of 2 that splits the batch rows or the hidden units of each step (and,
+# for two tests, 3 threads over rows: more threads than this 2-core CI machine has cores)
 TEAMS = [1, "2-rows", "2-units"]
+TEAMS3 = [*TEAMS, "3-rows"]
 
 
 @pytest.fixture
@@ -124,6 +126,9 @@ def spy(monkeypatch):
         ("2-rows", 2, 256, 2),
         ("2-rows", 13, 44, 2),  # the sizes below
         ("2-units", 13, 44, 1),
+        ("3-rows", 13, 44, 3),
+        (3, 32, 128, 3),
+        (3, 4, 256, 2),  # 2 rows per thread at the most (W_hh 1 MB): 2 threads
     ],
     indirect=["threads"],
 )
@@ -132,12 +137,13 @@ def test_team_layout(threads, B, H, want):
     assert torch.ops.seqlab_engine.ln_row_team_size(B, 4, H, 4) == want
 
 
-@pytest.mark.parametrize("threads", TEAMS, indirect=True)
+@pytest.mark.parametrize("threads", TEAMS3, indirect=True)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("mode", MODES)
 def test_matches_reference_over_the_product(mode, dtype, threads, spy):
     """T=6, B=13, H=44: with 2 threads each step splits into shards of 24 and 20 units, or
-    into 6 and 7 batch rows; one row has no steps (length 0: state carried, outputs zero)."""
+    into 6 and 7 batch rows (3 threads: 4, 4, 5); one row has no steps (length 0: state
+    carried, outputs zero)."""
     T, B, I, H = 6, 13, 5, 44  # noqa: E741
     lengths = torch.tensor([6, 1, 3, 6, 2, 5, 4, 6, 0, 3, 5, 2, 6])  # 0: the engine runs it
     seed = 0
@@ -164,7 +170,7 @@ def test_larger_step_products_and_broadcast_output_gradient(mode, threads, spy):
     assert spy["backward"] == 2
 
 
-@pytest.mark.parametrize("threads", TEAMS, indirect=True)
+@pytest.mark.parametrize("threads", TEAMS3, indirect=True)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("mode", MODES)
 def test_input_side_chunks_match_reference(mode, dtype, threads, spy):
