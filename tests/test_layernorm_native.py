@@ -129,6 +129,9 @@ def spy(monkeypatch):
         ("3-rows", 13, 44, 3),
         (3, 32, 128, 3),
         (3, 4, 256, 2),  # 2 rows per thread at the most (W_hh 1 MB): 2 threads
+        (2, 32, 512, 1),  # W_hh 4 MB: 32 rows per thread needed
+        (2, 64, 512, 2),
+        (2, 128, 512, 2),  # C3
     ],
     indirect=["threads"],
 )

@@ -195,9 +195,13 @@ void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
 // meets only around the input side, which all threads share a chunk of steps at a time.
 
 // When the units are split instead, every step costs three meetings (two in the GRU) and
-// the phases between them are short. Measured at 2 threads, LN-LSTM train (T=100): rows beat
-// units at C1-C4 (1.13 vs 1.58 of seqlab.LSTM at C1, 1.15 vs 1.30 at C3, W_hh = 4 MB) and for
-// B = 2-16 at H = 48-256, except one row per thread with a 1 MB W_hh (B=2, H=256: 7.5 vs 6.8 ms).
+// the phases between them are short; but each thread of the row team reads all of W_hh every
+// step, which costs once W_hh outgrows a core's cache and the rows are few. Measured at 2
+// threads, LN-LSTM train (T=100), rows vs units: rows win at C1-C4 (1.13 vs 1.58 of
+// seqlab.LSTM at C1; C3, 64 rows per thread with a 4 MB W_hh: 399 vs 450 ms) and for B = 2-16
+// at H = 48-256, except one row per thread with a 1 MB W_hh (B=2, H=256: 7.5 vs 6.8 ms); with
+// W_hh of 2.4-16 MB units win up to 8 rows per thread (H=512, B=16: 97 vs 90 ms; H=384, B=16:
+// 58 vs 53), tie at 16 and lose from 32 (H=512, B=64: 256 vs 272).
 constexpr int64_t kLnRowWeightBytes = int64_t(512) << 10;
 
 // Threads of the batch-row team, 1 when the step is split by units (or not at all).
@@ -209,7 +213,8 @@ inline int64_t ln_row_team_size(int64_t B, int64_t G, int64_t H, int64_t itemsiz
   const int64_t most = std::min<int64_t>(at::get_num_threads(), B);
   if (force == "rows") return most;
   if (force == "units") return 1;
-  const int64_t per = G * H * H * itemsize <= kLnRowWeightBytes ? 1 : 2;  // rows per thread
+  const int64_t w = G * H * H * itemsize;  // rows per thread needed, by the size of W_hh
+  const int64_t per = w <= kLnRowWeightBytes ? 1 : w <= 2 * kLnRowWeightBytes ? 2 : 32;
   const int64_t nt = std::min<int64_t>(most, B / per);
   return nt >= 2 ? nt : 1;
 }
