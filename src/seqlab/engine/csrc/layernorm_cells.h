@@ -189,10 +189,10 @@ void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
 #endif
 }
 
-// ---- the batch-row team: a layer normalisation is row-local, so when each thread can hold
-// all of W_hh in its own cache, splitting the batch rows (instead of the units) lets every
-// thread run the one-shard loop on its rows [b0, b1) with no meeting inside a step. The team
-// meets only around the input side, which all threads share a chunk of steps at a time.
+// ---- the batch-row team: a layer normalisation is row-local, so splitting the batch rows
+// (instead of the units) lets every thread run the one-shard loop on its rows [b0, b1), with
+// all of W_hh and no meeting inside a step. The team meets only around the input side, which
+// all threads share a chunk of steps at a time.
 
 // When the units are split instead, every step costs three meetings (two in the GRU) and
 // the phases between them are short; but each thread of the row team reads all of W_hh every
