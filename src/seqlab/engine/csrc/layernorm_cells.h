@@ -153,40 +153,21 @@ std::vector<LnShard<S>> ln_shards(const at::Tensor& w_hh, int64_t G, int64_t H, 
 // body(k, step, phase) for every shard k, step and phase, the team meeting after each phase
 template <typename F>
 void ln_team(int64_t P, int64_t T, int64_t phases, const F& body) {
-  if (P == 1) {
-    for (int64_t step = 0; step < T; ++step)
-      for (int64_t ph = 0; ph < phases; ++ph) body(0, step, ph);
+#ifdef _OPENMP
+  if (P > 1) {
+    team_region(P, [&](int tid, int nth, auto& sync, auto& guard) {
+      for (int64_t step = 0; step < T; ++step)
+        for (int64_t ph = 0; ph < phases; ++ph) {
+          for (int64_t k = tid; k < P; k += nth) guard([&] { body(k, step, ph); });
+          sync();
+        }
+    });
     return;
   }
-#ifdef _OPENMP
-  std::exception_ptr error;
-  std::atomic<int64_t> arrived{0};
-#pragma omp parallel num_threads(static_cast<int>(P))
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
-    int64_t round = 0;
-    for (int64_t step = 0; step < T; ++step) {
-      for (int64_t ph = 0; ph < phases; ++ph) {
-        for (int64_t k = tid; k < P; k += nth) {
-          try {
-            body(k, step, ph);
-          } catch (...) {
-#pragma omp critical(seqlab_ln_team_error)
-            if (!error) error = std::current_exception();
-          }
-        }
-        meet(arrived, nth, ++round);
-      }
-    }
-    if (before >= 0) MKL_Set_Num_Threads_Local(before);
-  }
-  if (error) std::rethrow_exception(error);
-#else
+#endif
   for (int64_t step = 0; step < T; ++step)
     for (int64_t ph = 0; ph < phases; ++ph)
       for (int64_t k = 0; k < P; ++k) body(k, step, ph);
-#endif
 }
 
 // ---- the batch-row team: a layer normalisation is row-local, so splitting the batch rows
@@ -232,46 +213,25 @@ inline std::vector<int64_t> ln_row_ranges(int64_t B, int64_t NT) {
 template <typename A, typename C, typename F>
 void ln_row_team(int64_t NT, int64_t T, bool meet_before, const A& at_chunk, const C& chunk,
                  const F& body) {
-  if (NT == 1) {
-    for (int64_t step = 0; step < T; ++step) {
-      if (at_chunk(step)) chunk(0, step);
-      body(0, step);
-    }
+#ifdef _OPENMP
+  if (NT > 1) {
+    team_region(NT, [&](int tid, int nth, auto& sync, auto& guard) {
+      for (int64_t step = 0; step < T; ++step) {
+        if (at_chunk(step)) {
+          if (meet_before) sync();
+          for (int64_t q = tid; q < NT; q += nth) guard([&] { chunk(q, step); });
+          if (!meet_before) sync();
+        }
+        for (int64_t q = tid; q < NT; q += nth) guard([&] { body(q, step); });
+      }
+    });
     return;
   }
-#ifdef _OPENMP
-  std::exception_ptr error;
-  std::atomic<int64_t> arrived{0};
-#pragma omp parallel num_threads(static_cast<int>(NT))
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
-    int64_t round = 0;
-    auto guarded = [&](auto&& f) {
-      try {
-        f();
-      } catch (...) {
-#pragma omp critical(seqlab_ln_row_team_error)
-        if (!error) error = std::current_exception();
-      }
-    };
-    for (int64_t step = 0; step < T; ++step) {
-      if (at_chunk(step)) {
-        if (meet_before) meet(arrived, nth, ++round);
-        for (int64_t q = tid; q < NT; q += nth) guarded([&] { chunk(q, step); });
-        if (!meet_before) meet(arrived, nth, ++round);
-      }
-      for (int64_t q = tid; q < NT; q += nth) guarded([&] { body(q, step); });
-    }
-    if (before >= 0) MKL_Set_Num_Threads_Local(before);
-  }
-  if (error) std::rethrow_exception(error);
-#else
+#endif
   for (int64_t step = 0; step < T; ++step) {
     for (int64_t q = 0; q < NT && at_chunk(step); ++q) chunk(q, step);
     for (int64_t q = 0; q < NT; ++q) body(q, step);
   }
-#endif
 }
 
 // Chan et al.'s pairwise combination of the shards' (mean, M2) over cnt[q] columns each:

@@ -139,8 +139,37 @@ inline void meet(std::atomic<int64_t>& arrived, int64_t nth, int64_t round) {
   }
 }
 
-// body(k, step) for every shard k and step, the team meeting after each step; BLAS runs
-// single-threaded inside (each thread is one of the team).
+#ifdef _OPENMP
+// Runs region(tid, nth, sync, guard) on an OpenMP team of P threads, BLAS single-threaded
+// inside (each thread is one of the team): sync() makes the team meet (every thread calls it
+// equally often); guard(f) runs f, keeping the first exception any thread throws, which is
+// rethrown once the team is done (a thread that threw still meets the others).
+template <typename R>
+void team_region(int64_t P, const R& region) {
+  std::exception_ptr error;
+  std::atomic<int64_t> arrived{0};
+#pragma omp parallel num_threads(static_cast<int>(P))
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+    int64_t round = 0;
+    auto sync = [&] { meet(arrived, nth, ++round); };
+    auto guard = [&](auto&& f) {
+      try {
+        f();
+      } catch (...) {
+#pragma omp critical(seqlab_team_error)
+        if (!error) error = std::current_exception();
+      }
+    };
+    region(tid, nth, sync, guard);
+    if (before >= 0) MKL_Set_Num_Threads_Local(before);
+  }
+  if (error) std::rethrow_exception(error);
+}
+#endif
+
+// body(k, step) for every shard k and step, the team meeting after each step
 template <typename F>
 void run_team(int64_t P, int64_t T, const F& body) {
   if (P == 1) {
@@ -148,26 +177,12 @@ void run_team(int64_t P, int64_t T, const F& body) {
     return;
   }
 #ifdef _OPENMP
-  std::exception_ptr error;
-  std::atomic<int64_t> arrived{0};
-#pragma omp parallel num_threads(static_cast<int>(P))
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int before = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+  team_region(P, [&](int tid, int nth, auto& sync, auto& guard) {
     for (int64_t step = 0; step < T; ++step) {
-      for (int64_t k = tid; k < P; k += nth) {
-        try {
-          body(k, step);
-        } catch (...) {
-#pragma omp critical(seqlab_team_error)
-          if (!error) error = std::current_exception();
-        }
-      }
-      meet(arrived, nth, step + 1);
+      for (int64_t k = tid; k < P; k += nth) guard([&] { body(k, step); });
+      sync();
     }
-    if (before >= 0) MKL_Set_Num_Threads_Local(before);
-  }
-  if (error) std::rethrow_exception(error);
+  });
 #else
   for (int64_t step = 0; step < T; ++step)
     for (int64_t k = 0; k < P; ++k) body(k, step);
