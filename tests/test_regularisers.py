@@ -40,6 +40,16 @@ def loss_of(y, final, seed=7):
     return loss
 
 
+def assert_matches(what, dtype, got, want):
+    """(outputs, final state parts, gradients) of a run against the oracle's, each by name."""
+    (y, final, grads), (want_y, want_final, want_grads) = got, want
+    assert_close(y, want_y, dtype, f"{what}: outputs")
+    for a, b in zip(final, want_final, strict=True):
+        assert_close(a, b, dtype, f"{what}: final state")
+    for k, (a, b) in enumerate(zip(grads, want_grads, strict=True)):
+        assert_close(a, b, dtype, f"{what}: gradient {k}")
+
+
 def engine_inputs(kind, T, B, I, H, dtype, seed=0):  # noqa: E741
     g = torch.Generator().manual_seed(seed)
     G = SPECS[kind].G
@@ -75,11 +85,7 @@ def test_masked_kernel_matches_reference(backend, kind, dtype):
             y, f = engine.run(kind, x, state, params, lengths, reverse, backend, h_mask=h_mask)
             got_g = torch.autograd.grad(loss_of(y, f), leaves)
             what = f"{backend} {kind} lengths={lengths is not None} reverse={reverse}"
-            assert_close(y, want_y, dtype, f"{what}: outputs")
-            for a, b in zip(f, want_f, strict=True):
-                assert_close(a, b, dtype, f"{what}: final state")
-            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
-                assert_close(a, b, dtype, f"{what}: gradient {k}")
+            assert_matches(what, dtype, (y, f, got_g), (want_y, want_f, want_g))
             with torch.no_grad():  # the inference path (no saved buffers)
                 y0, _ = engine.run(kind, x, state, params, lengths, reverse, backend, h_mask)
             assert_close(y0, want_y.detach(), dtype, f"{what}: no-grad outputs")
@@ -486,11 +492,7 @@ def test_masked_layernorm_kernel_matches_reference(backend, kind, dtype, ln_call
             got_g = torch.autograd.grad(loss_of(y.to(F64), [s.to(F64) for s in f]), leaves)
             runs += 1
             what = f"{backend} {kind} lengths={lengths is not None} reverse={reverse}"
-            assert_close(y, want_y, dtype, f"{what}: outputs")
-            for a, b in zip(f, want_f, strict=True):
-                assert_close(a, b, dtype, f"{what}: final state")
-            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
-                assert_close(a, b, dtype, f"{what}: gradient {k}")
+            assert_matches(what, dtype, (y, f, got_g), (want_y, want_f, want_g))
             with torch.no_grad():  # the inference path (no saved buffers)
                 y0, _ = engine.run(kind, x, state, params, lengths, reverse, backend, h_mask)
             assert_close(y0, want_y.detach(), dtype, f"{what}: no-grad outputs")
@@ -538,11 +540,8 @@ def test_masked_layernorm_native_team_and_chunks(kind, threads, ln_calls, monkey
             want_g = torch.autograd.grad(loss_of(*want), leaves)
             got = engine.run(kind, x, state, params, lengths, reverse, "native", h_mask=h_mask)
             got_g = torch.autograd.grad(loss_of(*got), leaves)
-            assert_close(got[0], want[0], F64, "outputs")
-            for a, b in zip(got[1], want[1], strict=True):
-                assert_close(a, b, F64, "final state")
-            for k, (a, b) in enumerate(zip(got_g, want_g, strict=True)):
-                assert_close(a, b, F64, f"{kind} threads={threads} {reverse=} gradient {k}")
+            what = f"{kind} threads={threads} {reverse=}"
+            assert_matches(what, F64, (*got, got_g), (*want, want_g))
     finally:
         torch.set_num_threads(previous)
     assert ln_calls["native"] == 2
